@@ -1,0 +1,223 @@
+//! Locating file data: flat blocks, tail-packed inline data and chunk maps
+//! (the kernel's `data.c`, `erofs_map_blocks`).
+
+use zerocopy::FromBytes;
+
+use super::error::{Corruption, Error, Result};
+use super::format::{self, ChunkIndex, chunk};
+use super::inode::{DataLayout, Inode};
+
+/// A contiguous piece of a file's data starting at the requested offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent<'img> {
+    /// Bytes stored in the image.
+    Data(&'img [u8]),
+    /// A hole of this many bytes, reading as zeros.
+    Hole(u64),
+}
+
+impl Extent<'_> {
+    /// Length of the extent in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Extent::Data(d) => d.len() as u64,
+            Extent::Hole(n) => *n,
+        }
+    }
+
+    /// Whether the extent is empty (never true for extents returned by the decoder).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'img> Inode<'img> {
+    /// The contiguous extent of data starting at byte `offset`, ending at the end of its block
+    /// run, chunk or the file; `None` at or past the end of the file. O(1) for every layout.
+    pub fn extent_at(&self, offset: u64) -> Result<Option<Extent<'img>>> {
+        let size = self.size();
+        if offset >= size {
+            return Ok(None);
+        }
+        let image = self.image;
+        let block_bits = image.superblock().block_bits;
+        let out_of_range = self.corrupt(Corruption::DataOutOfRange);
+        let blocks_at = |blkaddr: u64, from: u64, to: u64| -> Result<Extent<'img>> {
+            let start = image
+                .block_offset(blkaddr)
+                .and_then(|base| base.checked_add(from))
+                .ok_or(out_of_range)?;
+            image
+                .slice(start, to - from)
+                .map(Extent::Data)
+                .ok_or(out_of_range)
+        };
+        match self.layout {
+            DataLayout::FlatPlain => {
+                if self.raw_u == format::NULL_ADDR {
+                    return Ok(Some(Extent::Hole(size - offset)));
+                }
+                blocks_at(u64::from(self.raw_u), offset, size).map(Some)
+            }
+            DataLayout::FlatInline => {
+                let tail_start = (size - 1) >> block_bits << block_bits;
+                if offset < tail_start {
+                    return blocks_at(u64::from(self.raw_u), offset, tail_start).map(Some);
+                }
+                let tail = self.inline_tail(tail_start)?;
+                Ok(Some(Extent::Data(&tail[(offset - tail_start) as usize..])))
+            }
+            DataLayout::ChunkBased => {
+                let chunk_format = (self.raw_u & 0xffff) as u16;
+                if chunk_format & !(chunk::BLKBITS_MASK | chunk::INDEXES) != 0 {
+                    return Err(self.corrupt(Corruption::BadChunkFormat(chunk_format)));
+                }
+                let chunk_bits = u32::from(block_bits) + u32::from(chunk_format & chunk::BLKBITS_MASK);
+                if chunk_bits >= 63 {
+                    return Err(self.corrupt(Corruption::BadChunkFormat(chunk_format)));
+                }
+                let chunk_size = 1u64 << chunk_bits;
+                let index = offset >> chunk_bits;
+                let within = offset & (chunk_size - 1);
+                let len = (chunk_size - within).min(size - offset);
+                let blkaddr = self.chunk_blkaddr(chunk_format, index)?;
+                match blkaddr {
+                    None => Ok(Some(Extent::Hole(len))),
+                    Some(blk) => {
+                        let chunk_start = image.block_offset(blk).ok_or(out_of_range)?;
+                        let start = chunk_start.checked_add(within).ok_or(out_of_range)?;
+                        image
+                            .slice(start, len)
+                            .map(|d| Some(Extent::Data(d)))
+                            .ok_or(out_of_range)
+                    }
+                }
+            }
+            DataLayout::Compressed => Err(Error::Unsupported {
+                nid: self.nid(),
+                what: "compressed data layout",
+            }),
+        }
+    }
+
+    /// Iterates over the file's extents from `offset` to the end.
+    pub fn extents_from(&self, offset: u64) -> Extents<'img> {
+        Extents {
+            inode: *self,
+            offset,
+            failed: false,
+        }
+    }
+
+    /// Copies file data at `offset` into `buf` (holes read as zeros); returns the byte count,
+    /// short only at end of file.
+    pub fn read_at(&self, mut offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let Some(extent) = self.extent_at(offset)? else {
+                break;
+            };
+            let n = (buf.len() - done).min(extent.len() as usize);
+            match extent {
+                Extent::Data(d) => buf[done..done + n].copy_from_slice(&d[..n]),
+                Extent::Hole(_) => buf[done..done + n].fill(0),
+            }
+            done += n;
+            offset += n as u64;
+        }
+        Ok(done)
+    }
+
+    /// The tail-packed bytes stored right after the inode and its xattrs.
+    fn inline_tail(&self, tail_start: u64) -> Result<&'img [u8]> {
+        let block_size = self.image.superblock().block_size();
+        let tail_len = self.size() - tail_start;
+        let pos = self.inline_offset();
+        // As the kernel: inline data may not cross a block boundary.
+        if pos % block_size + tail_len > block_size {
+            return Err(self.corrupt(Corruption::InlineDataTooLong));
+        }
+        self.image
+            .slice(pos, tail_len)
+            .ok_or(self.corrupt(Corruption::InodeTruncated))
+    }
+
+    /// Block address of chunk `index`, `None` for a hole.
+    fn chunk_blkaddr(&self, chunk_format: u16, index: u64) -> Result<Option<u64>> {
+        let unit: u64 = if chunk_format & chunk::INDEXES != 0 { 8 } else { 4 };
+        let entry = self
+            .inline_offset()
+            .next_multiple_of(unit)
+            .checked_add(index.checked_mul(unit).ok_or(self.corrupt(Corruption::SizeTooLarge))?)
+            .and_then(|pos| self.image.slice(pos, unit))
+            .ok_or(self.corrupt(Corruption::InodeTruncated))?;
+        let blkaddr = if unit == 8 {
+            let idx = ChunkIndex::ref_from_bytes(entry).map_err(|_| self.corrupt(Corruption::InodeTruncated))?;
+            let blkaddr = idx.blkaddr.get();
+            if blkaddr != format::NULL_ADDR && idx.device_id.get() != 0 {
+                return Err(self.corrupt(Corruption::ChunkDevice));
+            }
+            blkaddr
+        } else {
+            u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]])
+        };
+        Ok((blkaddr != format::NULL_ADDR).then_some(u64::from(blkaddr)))
+    }
+
+    /// The target of a symlink, borrowed from the image.
+    pub fn symlink_target(&self) -> Result<&'img [u8]> {
+        if self.file_type() != super::inode::FileType::Symlink {
+            return Err(Error::WrongType {
+                nid: self.nid(),
+                what: "not a symlink",
+            });
+        }
+        let bad = self.corrupt(Corruption::BadSymlink);
+        if self.size() == 0 || self.size() > 4095 {
+            return Err(bad);
+        }
+        match self.extent_at(0)? {
+            Some(Extent::Data(d)) if d.len() as u64 == self.size() => Ok(d),
+            _ => Err(bad),
+        }
+    }
+
+    /// The whole content if it is stored contiguously in the image (inline files,
+    /// small files), else `None`.
+    pub fn contiguous_data(&self) -> Result<Option<&'img [u8]>> {
+        match self.extent_at(0)? {
+            None => Ok(Some(&[])),
+            Some(Extent::Data(d)) if d.len() as u64 == self.size() => Ok(Some(d)),
+            Some(_) => Ok(None),
+        }
+    }
+}
+
+/// Iterator over a file's extents; yields at most one error, then stops.
+#[derive(Debug, Clone)]
+pub struct Extents<'img> {
+    inode: Inode<'img>,
+    offset: u64,
+    failed: bool,
+}
+
+impl<'img> Iterator for Extents<'img> {
+    type Item = Result<Extent<'img>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.inode.extent_at(self.offset) {
+            Ok(Some(extent)) => {
+                self.offset += extent.len();
+                Some(Ok(extent))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The EROFS format and a lazy, zero-copy decoder over an image mapping.
+//!
+//! Split by on-disk concern like the kernel's `fs/erofs/`: [`format`](self) (on-disk structs),
+//! the superblock ([`Image`]), inodes ([`Inode`]), directories ([`Dir`]), xattrs
+//! ([`Xattrs`]) and data ([`Extent`]). Nothing is decoded until asked for, nothing is cached,
+//! and everything returned borrows from the [`Image`].
+
+mod data;
+mod dir;
+mod error;
+pub mod format;
+mod inode;
+mod mapping;
+mod superblock;
+mod xattr;
+
+pub use data::{Extent, Extents};
+pub use dir::{Dir, DirEntries, DirEntry};
+pub use error::{Corruption, Error, Result};
+pub use inode::{DataLayout, FileType, Inode};
+pub use superblock::{ComposefsInfo, Image, OpenError, Superblock};
+pub use xattr::{Xattr, XattrIter, XattrName, Xattrs, index_prefix, split_name};

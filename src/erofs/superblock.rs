@@ -1,0 +1,330 @@
+//! Opening an image: the superblock, the composefs header, and the long xattr prefix table.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use zerocopy::FromBytes;
+
+use super::error::{Error, Result};
+use super::format::{self, ComposefsHeader, SuperBlock, compat, incompat};
+use super::inode::Inode;
+use super::mapping::Mapping;
+
+/// Decoded superblock values that the rest of the decoder needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Superblock {
+    /// log2 of the block size.
+    pub block_bits: u8,
+    /// Node id of the root directory.
+    pub root_nid: u64,
+    /// Number of inodes, as recorded by the writer (statfs `f_files`).
+    pub inodes: u64,
+    /// Seconds of the epoch that compact inodes' mtimes are relative to.
+    pub epoch: u64,
+    /// Nanoseconds of every compact inode's mtime.
+    pub fixed_nsec: u32,
+    /// Number of blocks (statfs `f_blocks`).
+    pub blocks: u32,
+    /// First block of the inode (metadata) area.
+    pub meta_blkaddr: u32,
+    /// First block of the shared xattr area.
+    pub xattr_blkaddr: u32,
+    /// `feature_compat` bits.
+    pub feature_compat: u32,
+    /// `feature_incompat` bits.
+    pub feature_incompat: u32,
+    /// Volume UUID.
+    pub uuid: [u8; 16],
+    /// Volume name, NUL-padded.
+    pub volume_name: [u8; 16],
+    /// Node id of the packed inode (0 when absent).
+    pub packed_nid: u64,
+    /// Whether inline xattr headers carry a usable name bloom filter.
+    pub xattr_filter: bool,
+}
+
+impl Superblock {
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        1 << self.block_bits
+    }
+}
+
+/// Composefs header fields (`lcfs_erofs_header_s`) found at offset 0 of composefs images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComposefsInfo {
+    /// Header format version (1 for every released writer).
+    pub header_version: u32,
+    /// Header flags.
+    pub flags: u32,
+    /// The composefs format version: 0, 1 or 2 (decides e.g. how whiteouts are stored).
+    pub composefs_version: u32,
+}
+
+/// Why [`Image::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file could not be opened or mapped.
+    #[error("{path}: {source}")]
+    Io {
+        /// The image path.
+        path: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The file is not a usable EROFS image.
+    #[error("{path}: {source}")]
+    Image {
+        /// The image path.
+        path: String,
+        /// What is wrong with it.
+        source: Error,
+    },
+}
+
+/// One entry of the long xattr name prefix table, as absolute image offsets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LongPrefix {
+    pub(crate) base_index: u8,
+    pub(crate) infix_start: usize,
+    pub(crate) infix_len: u16,
+}
+
+/// An opened EROFS image. Everything decoded from it borrows from it.
+///
+/// Opening reads only the superblock (and the fixed-size long xattr prefix table, at most 128
+/// entries): its cost does not depend on the size of the image.
+///
+/// ```no_run
+/// let image = lazycfs::erofs::Image::open("image.cfs")?;
+/// let root = image.root()?;
+/// let dir = root.dir()?;
+/// if let Some(entry) = dir.lookup(b"etc")? {
+///     let etc = image.inode(entry.nid)?;
+///     println!("etc mode {:o}", etc.mode());
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Image {
+    data: Mapping,
+    sb: Superblock,
+    prefixes: Vec<LongPrefix>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("len", &self.data.len())
+            .field("superblock", &self.sb)
+            .finish()
+    }
+}
+
+impl Image {
+    /// Maps the image file and validates its superblock.
+    pub fn open(path: impl AsRef<Path>) -> std::result::Result<Image, OpenError> {
+        let path = path.as_ref();
+        let name = || path.display().to_string();
+        let file = File::open(path).map_err(|source| OpenError::Io {
+            path: name(),
+            source,
+        })?;
+        let data = Mapping::map(&file).map_err(|source| OpenError::Io {
+            path: name(),
+            source,
+        })?;
+        Image::new(data).map_err(|source| OpenError::Image {
+            path: name(),
+            source,
+        })
+    }
+
+    /// Uses image bytes held in memory (tests, fuzzing, images built on the fly).
+    pub fn from_bytes(bytes: impl Into<Box<[u8]>>) -> Result<Image> {
+        Image::new(Mapping::Owned(bytes.into()))
+    }
+
+    fn new(data: Mapping) -> Result<Image> {
+        let sb = parse_superblock(&data)?;
+        let mut image = Image {
+            data,
+            sb,
+            prefixes: Vec::new(),
+        };
+        let root = image.root()?;
+        if !root.is_dir() {
+            return Err(Error::CorruptSuperblock("root inode is not a directory"));
+        }
+        image.prefixes = image.read_long_prefixes()?;
+        Ok(image)
+    }
+
+    /// The decoded superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// The whole image.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The composefs header, if the image starts with one.
+    pub fn composefs(&self) -> Option<ComposefsInfo> {
+        let (header, _) = ComposefsHeader::ref_from_prefix(&self.data).ok()?;
+        (header.magic.get() == format::COMPOSEFS_MAGIC).then(|| ComposefsInfo {
+            header_version: header.version.get(),
+            flags: header.flags.get(),
+            composefs_version: header.composefs_version.get(),
+        })
+    }
+
+    /// Node id of the root directory.
+    pub fn root_nid(&self) -> u64 {
+        self.sb.root_nid
+    }
+
+    /// The root directory inode.
+    pub fn root(&self) -> Result<Inode<'_>> {
+        self.inode(self.sb.root_nid)
+    }
+
+    /// Decodes the inode with node id `nid`.
+    pub fn inode(&self, nid: u64) -> Result<Inode<'_>> {
+        Inode::decode(self, nid)
+    }
+
+    /// `len` bytes at absolute offset `offset`, or `None` if any of them is outside the image.
+    pub(crate) fn slice(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        self.data.get(start..end)
+    }
+
+    /// Byte offset of a block.
+    pub(crate) fn block_offset(&self, blkaddr: u64) -> Option<u64> {
+        blkaddr.checked_mul(self.sb.block_size())
+    }
+
+    pub(crate) fn long_prefix(&self, index: u8) -> Option<(u8, &[u8])> {
+        let p = self.prefixes.get(usize::from(index))?;
+        let infix = self.data.get(p.infix_start..p.infix_start + usize::from(p.infix_len))?;
+        Some((p.base_index, infix))
+    }
+
+    /// Reads the long xattr name prefix table (`xattr_prefix_start`, in the packed inode if
+    /// there is one). Bounded: at most 127 entries of at most 64 KiB each.
+    fn read_long_prefixes(&self) -> Result<Vec<LongPrefix>> {
+        let raw: &[u8] = &self.data;
+        let sb: &SuperBlock = SuperBlock::ref_from_prefix(&raw[format::SUPER_OFFSET..])
+            .map_err(|_| Error::TooShort(raw.len()))?
+            .0;
+        let count = sb.xattr_prefix_count;
+        if self.sb.feature_incompat & incompat::XATTR_PREFIXES == 0 || count == 0 {
+            return Ok(Vec::new());
+        }
+        if count > format::xattr_index::LONG_PREFIX_MASK + 1 {
+            return Err(Error::CorruptSuperblock("too many long xattr prefixes"));
+        }
+        // Prefixes live in the packed inode when there is one, else at an absolute offset.
+        let (area_start, area_len) = if self.sb.packed_nid != 0 {
+            let packed = self.inode(self.sb.packed_nid)?;
+            match packed.extent_at(0)? {
+                Some(super::data::Extent::Data(bytes)) => {
+                    let start = bytes.as_ptr() as usize - raw.as_ptr() as usize;
+                    (start, bytes.len())
+                }
+                _ => return Err(Error::CorruptSuperblock("long xattr prefixes not readable")),
+            }
+        } else {
+            (0, raw.len())
+        };
+        let mut pos = u64::from(sb.xattr_prefix_start.get()) << 2;
+        let mut prefixes = Vec::with_capacity(usize::from(count));
+        let bad = Error::CorruptSuperblock("long xattr prefix table out of range");
+        for _ in 0..count {
+            pos = pos.next_multiple_of(4);
+            let p = usize::try_from(pos).map_err(|_| bad)?;
+            let len_bytes = raw
+                .get(area_start..area_start + area_len)
+                .and_then(|area| area.get(p..p.checked_add(2)?))
+                .ok_or(bad)?;
+            let len = u16::from_le_bytes([len_bytes[0], len_bytes[1]]);
+            let body_start = p + 2;
+            let body = raw[area_start..area_start + area_len]
+                .get(body_start..body_start + usize::from(len))
+                .ok_or(bad)?;
+            let (&base_index, _) = body
+                .split_first()
+                .ok_or(Error::CorruptSuperblock("empty long xattr prefix"))?;
+            prefixes.push(LongPrefix {
+                base_index,
+                infix_start: area_start + body_start + 1,
+                infix_len: len - 1,
+            });
+            pos = (body_start + usize::from(len)) as u64;
+        }
+        Ok(prefixes)
+    }
+}
+
+fn parse_superblock(data: &[u8]) -> Result<Superblock> {
+    let raw = data
+        .get(format::SUPER_OFFSET..)
+        .and_then(|rest| SuperBlock::ref_from_prefix(rest).ok())
+        .ok_or(Error::TooShort(data.len()))?
+        .0;
+    let magic = raw.magic.get();
+    if magic != format::SUPER_MAGIC {
+        return Err(Error::BadMagic(magic));
+    }
+    let block_bits = raw.blkszbits;
+    if !(9..=16).contains(&block_bits) {
+        return Err(Error::CorruptSuperblock("block size out of range"));
+    }
+    let sb_size = 128 + usize::from(raw.sb_extslots) * 16;
+    if data.len() < format::SUPER_OFFSET + sb_size {
+        return Err(Error::TooShort(data.len()));
+    }
+    let feature_incompat = raw.feature_incompat.get();
+    let unknown = feature_incompat & !incompat::SUPPORTED;
+    if unknown != 0 {
+        let bit = 1 << unknown.trailing_zeros();
+        return Err(Error::UnsupportedFeature {
+            name: incompat::name(bit),
+            bit,
+        });
+    }
+    if raw.dirblkbits != 0 {
+        return Err(Error::CorruptSuperblock("dirblkbits is not 0"));
+    }
+    let feature_compat = raw.feature_compat.get();
+    let sb = Superblock {
+        block_bits,
+        root_nid: u64::from(raw.root_nid.get()),
+        inodes: raw.inos.get(),
+        epoch: raw.epoch.get(),
+        fixed_nsec: raw.fixed_nsec.get(),
+        blocks: raw.blocks.get(),
+        meta_blkaddr: raw.meta_blkaddr.get(),
+        xattr_blkaddr: raw.xattr_blkaddr.get(),
+        feature_compat,
+        feature_incompat,
+        uuid: raw.uuid,
+        volume_name: raw.volume_name,
+        packed_nid: raw.packed_nid.get(),
+        xattr_filter: feature_compat & compat::XATTR_FILTER != 0 && raw.xattr_filter_reserved == 0,
+    };
+    let len = data.len() as u64;
+    let meta = u64::from(sb.meta_blkaddr) << block_bits;
+    if meta >= len {
+        return Err(Error::CorruptSuperblock("metadata area outside the image"));
+    }
+    if sb.fixed_nsec >= 1_000_000_000 {
+        return Err(Error::CorruptSuperblock("nanoseconds out of range"));
+    }
+    Ok(sb)
+}

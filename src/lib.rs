@@ -1,0 +1,9 @@
+//! lazycfs: a lazy, zero-copy reader and FUSE server for composefs/EROFS images.
+//!
+//! The image is mapped once and decoded on demand: [`erofs`] is the format decoder,
+//! [`check`] a full consistency walk, and [`dump`] prints an image as a composefs dumpfile.
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod dump;
+pub mod erofs;

@@ -5,5 +5,6 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod composefs;
 pub mod dump;
 pub mod erofs;

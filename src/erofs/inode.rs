@@ -291,6 +291,15 @@ impl<'img> Inode<'img> {
         }
     }
 
+    /// The raw on-disk device number (`i_u`, new_encode_dev format) of a device inode, 0 for
+    /// other types; composefs dumpfiles print this value.
+    pub fn rdev_raw(&self) -> u32 {
+        match self.file_type {
+            FileType::CharDevice | FileType::BlockDevice => self.raw_u,
+            _ => 0,
+        }
+    }
+
     /// Device number as a userspace `dev_t` (glibc `makedev`).
     pub fn rdev_t(&self) -> u64 {
         let (major, minor) = self.rdev();

@@ -1,0 +1,211 @@
+//! A full, fsck-like walk of an image with the same lazy decoder the server uses.
+//!
+//! Every directory is visited once (a set of visited directory nids turns cycles and
+//! hard-linked directories into errors instead of loops), every inode reached is decoded, and
+//! its names, xattrs, data map and symlink target are validated.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::erofs::{Corruption, Error, FileType, Image, Inode, Xattrs};
+
+/// Counts from a successful check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Distinct inodes reached (hard links counted once).
+    pub inodes: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Directory entries, excluding `.` and `..`.
+    pub entries: u64,
+    /// Xattrs over all distinct inodes.
+    pub xattrs: u64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ok: {} inodes, {} dirs, {} entries, {} xattrs",
+            self.inodes, self.dirs, self.entries, self.xattrs
+        )
+    }
+}
+
+/// The first inconsistency found, with the nid and path where it was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path} (nid {nid}): {error}")]
+pub struct CheckError {
+    /// Node id of the offending inode (or of the directory holding a bad entry).
+    pub nid: u64,
+    /// Path of the offending entry, `\xNN`-escaped where not printable.
+    pub path: String,
+    /// What is wrong.
+    pub error: Error,
+}
+
+/// Checks the whole image, returning counts or the first inconsistency.
+pub fn check(image: &Image) -> Result<Summary, CheckError> {
+    Walker::default().run(image)
+}
+
+#[derive(Default)]
+struct Walker {
+    seen_dirs: HashSet<u64>,
+    seen_inodes: HashSet<u64>,
+    summary: Summary,
+}
+
+struct PendingDir {
+    nid: u64,
+    parent: u64,
+    path: Vec<u8>,
+}
+
+impl Walker {
+    fn run(mut self, image: &Image) -> Result<Summary, CheckError> {
+        let root = image.root_nid();
+        let mut stack = vec![PendingDir {
+            nid: root,
+            parent: root,
+            path: b"/".to_vec(),
+        }];
+        self.seen_dirs.insert(root);
+        while let Some(dir) = stack.pop() {
+            let fail = |nid: u64, path: &[u8], error: Error| CheckError {
+                nid,
+                path: display_path(path),
+                error,
+            };
+            let inode = image.inode(dir.nid).map_err(|e| fail(dir.nid, &dir.path, e))?;
+            self.check_inode(&inode).map_err(|e| fail(dir.nid, &dir.path, e))?;
+            self.summary.dirs += 1;
+            let entries = inode.dir().map_err(|e| fail(dir.nid, &dir.path, e))?;
+            let corrupt = |what| Error::Corrupt { nid: dir.nid, what };
+            let mut previous: Option<&[u8]> = None;
+            let (mut dot, mut dotdot) = (false, false);
+            for entry in entries.entries() {
+                let entry = entry.map_err(|e| fail(dir.nid, &dir.path, e))?;
+                let child_path = join(&dir.path, entry.name);
+                let bad_entry = |what| fail(dir.nid, &child_path, corrupt(what));
+                if entry.name.contains(&b'/') || entry.name.contains(&0) {
+                    return Err(bad_entry(Corruption::BadName));
+                }
+                // The synthesized `.` of dot-omitted directories comes last, out of order.
+                let synthesized_dot = entry.name == b"." && entry.next_pos > inode.size();
+                if !synthesized_dot {
+                    if previous.is_some_and(|p| p >= entry.name) {
+                        return Err(bad_entry(Corruption::DirentsUnsorted));
+                    }
+                    previous = Some(entry.name);
+                }
+                match entry.name {
+                    b"." => {
+                        if dot || entry.nid != dir.nid {
+                            return Err(bad_entry(Corruption::BadDotEntry));
+                        }
+                        dot = true;
+                        continue;
+                    }
+                    b".." => {
+                        if dotdot || entry.nid != dir.parent {
+                            return Err(bad_entry(Corruption::BadDotEntry));
+                        }
+                        dotdot = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+                self.summary.entries += 1;
+                let child = image.inode(entry.nid).map_err(|e| fail(entry.nid, &child_path, e))?;
+                if FileType::from_dirent(entry.file_type) != Some(child.file_type()) {
+                    return Err(fail(
+                        entry.nid,
+                        &child_path,
+                        Error::Corrupt {
+                            nid: entry.nid,
+                            what: Corruption::FileTypeMismatch,
+                        },
+                    ));
+                }
+                if child.is_dir() {
+                    if !self.seen_dirs.insert(entry.nid) {
+                        return Err(fail(
+                            entry.nid,
+                            &child_path,
+                            Error::Corrupt {
+                                nid: entry.nid,
+                                what: Corruption::DirectoryCycle,
+                            },
+                        ));
+                    }
+                    stack.push(PendingDir {
+                        nid: entry.nid,
+                        parent: dir.nid,
+                        path: child_path,
+                    });
+                } else {
+                    self.check_inode(&child).map_err(|e| fail(entry.nid, &child_path, e))?;
+                }
+            }
+            if !dot || !dotdot {
+                return Err(fail(dir.nid, &dir.path, corrupt(Corruption::BadDotEntry)));
+            }
+        }
+        Ok(self.summary)
+    }
+
+    /// Validates one inode's xattrs and data map, once per distinct inode.
+    fn check_inode(&mut self, inode: &Inode<'_>) -> Result<(), Error> {
+        if !self.seen_inodes.insert(inode.nid()) {
+            return Ok(());
+        }
+        self.summary.inodes += 1;
+        for xattr in inode.xattrs()?.iter() {
+            xattr?;
+            self.summary.xattrs += 1;
+        }
+        match inode.file_type() {
+            FileType::Symlink => {
+                inode.symlink_target()?;
+            }
+            // Files redirected to a basedir object (composefs) keep no data in the image; some
+            // writers do not even store their (all-hole) chunk map.
+            FileType::Regular if is_redirected(&inode.xattrs()?)? => {}
+            FileType::Regular | FileType::Directory => {
+                for extent in inode.extents_from(0) {
+                    extent?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_redirected(xattrs: &Xattrs<'_>) -> Result<bool, Error> {
+    Ok(xattrs.get(b"trusted.overlay.redirect")?.is_some())
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = dir.to_vec();
+    if path != b"/" {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// Escapes a path for messages: printable ASCII as is, everything else as `\xNN`.
+pub(crate) fn display_path(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,316 @@
+//! Printing an image as a composefs dumpfile (composefs-dump(5)).
+//!
+//! The output is what composefs tools print for the same image (the `composefs` crate's
+//! `erofs_to_filesystem` followed by `write_dumpfile`): depth-first, entries in name order,
+//! hard links as `@120000` lines pointing at their first path, the V0/V1 whiteout stubs in the
+//! root hidden, escaped whiteouts shown as char 0/0 devices, redirect/metacopy turned into the
+//! payload and digest columns, and overlay xattrs unescaped (`trusted.overlay.overlay.X` →
+//! `trusted.overlay.X`) or dropped.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use crate::erofs::{DataLayout, Error, FileType, Image, Inode};
+
+/// Errors while dumping.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The image is corrupt or uses something the dumpfile format cannot express.
+    #[error("{path}: {source}")]
+    Image {
+        /// Path of the entry being dumped.
+        path: String,
+        /// The decoding error.
+        source: Error,
+    },
+    /// The directory tree is deeper than composefs tools accept.
+    #[error("{0}: directory tree too deep")]
+    TooDeep(String),
+    /// Writing the output failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Deepest directory nesting printed (as composefs' reader); also bounds recursion.
+const MAX_DEPTH: usize = 2048;
+const S_IFMT: u32 = 0o170000;
+const S_IFCHR: u32 = 0o020000;
+
+/// Writes the whole image as a dumpfile.
+pub fn dump(image: &Image, out: &mut impl Write) -> Result<(), DumpError> {
+    let mut dumper = Dumper {
+        out,
+        hardlinks: HashMap::new(),
+    };
+    let root = image.root().map_err(|source| DumpError::Image {
+        path: "/".into(),
+        source,
+    })?;
+    dumper.dir(&root, b"/".to_vec(), 0)
+}
+
+struct Dumper<'o, W: Write> {
+    out: &'o mut W,
+    /// First path of every multiply-linked non-directory, by nid.
+    hardlinks: HashMap<u64, Vec<u8>>,
+}
+
+/// What a regular file's content is, as composefs classifies it.
+enum Content {
+    Inline(Vec<u8>),
+    /// A basedir object, named by its fs-verity digest (from metacopy, else from redirect).
+    External([u8; 32]),
+    Sparse,
+    Whiteout,
+    Other,
+}
+
+impl<W: Write> Dumper<'_, W> {
+    fn dir(&mut self, dir: &Inode<'_>, path: Vec<u8>, depth: usize) -> Result<(), DumpError> {
+        if depth >= MAX_DEPTH {
+            return Err(DumpError::TooDeep(display(&path)));
+        }
+        let fail = |path: &[u8], source| DumpError::Image {
+            path: display(path),
+            source,
+        };
+        let image = dir.image();
+        let is_root = dir.nid() == image.root_nid();
+        let mut children = Vec::new();
+        for entry in dir.dir().map_err(|e| fail(&path, e))?.entries() {
+            let entry = entry.map_err(|e| fail(&path, e))?;
+            if entry.name == b"." || entry.name == b".." {
+                continue;
+            }
+            let child_path = join(&path, entry.name);
+            let inode = image.inode(entry.nid).map_err(|e| fail(&child_path, e))?;
+            if is_root && is_whiteout_stub(entry.name, &inode).map_err(|e| fail(&child_path, e))? {
+                continue;
+            }
+            children.push((child_path, inode));
+        }
+        let subdirs = children.iter().filter(|(_, i)| i.is_dir()).count();
+        self.entry(dir, &path, Some(2 + subdirs as u64))
+            .map_err(|e| flatten(e, &path))?;
+        for (child_path, inode) in children {
+            if inode.is_dir() {
+                self.dir(&inode, child_path, depth + 1)?;
+                continue;
+            }
+            if inode.nlink() > 1 {
+                if let Some(first) = self.hardlinks.get(&inode.nid()) {
+                    escaped(self.out, &child_path)?;
+                    self.out.write_all(b" 0 @120000 - - - - 0.0 ")?;
+                    escaped(self.out, first)?;
+                    self.out.write_all(b" - -\n")?;
+                    continue;
+                }
+                self.hardlinks.insert(inode.nid(), child_path.clone());
+            }
+            self.entry(&inode, &child_path, None)
+                .map_err(|e| flatten(e, &child_path))?;
+        }
+        Ok(())
+    }
+
+    /// Prints one full line.
+    fn entry(&mut self, inode: &Inode<'_>, path: &[u8], dir_nlink: Option<u64>) -> Result<(), LineError> {
+        let xattrs = dump_xattrs(inode)?;
+        let content = match inode.file_type() {
+            FileType::Regular => classify(inode)?,
+            _ => Content::Other,
+        };
+        let file_type = inode.file_type();
+        let type_bits = match content {
+            Content::Whiteout => S_IFCHR,
+            _ => inode.mode() & S_IFMT,
+        };
+        let mode = type_bits | (inode.mode() & 0o7777);
+        let size = match (&content, file_type) {
+            (Content::Inline(data), _) => data.len() as u64,
+            (Content::Whiteout, _) => 0,
+            (_, FileType::Regular | FileType::Symlink) => inode.size(),
+            _ => 0,
+        };
+        let rdev = match file_type {
+            FileType::CharDevice | FileType::BlockDevice => inode.rdev_raw(),
+            _ => 0,
+        };
+        let (sec, nsec) = inode.mtime();
+        let out = &mut *self.out;
+        escaped(out, path)?;
+        let nlink = dir_nlink.unwrap_or(u64::from(inode.nlink()));
+        write!(
+            out,
+            " {size} {mode:o} {nlink} {} {} {rdev} {sec}.{nsec} ",
+            inode.uid(),
+            inode.gid()
+        )?;
+        match (&content, file_type) {
+            (_, FileType::Symlink) => {
+                escaped(out, inode.symlink_target()?)?;
+                out.write_all(b" - -")?;
+            }
+            (Content::Inline(data), _) => {
+                out.write_all(b"- ")?;
+                escaped(out, data)?;
+                out.write_all(b" -")?;
+            }
+            (Content::External(object), _) => {
+                let hex = hex(object);
+                write!(out, "{}/{} - {hex}", &hex[..2], &hex[2..])?;
+            }
+            _ => out.write_all(b"- - -")?,
+        }
+        for (name, value) in xattrs {
+            out.write_all(b" ")?;
+            escaped_raw(out, &name, true)?;
+            out.write_all(b"=")?;
+            escaped_raw(out, value, true)?;
+        }
+        out.write_all(b"\n")?;
+        Ok(())
+    }
+}
+
+/// An error while printing one line, before it gets its path.
+enum LineError {
+    Image(Error),
+    Io(std::io::Error),
+}
+
+impl From<Error> for LineError {
+    fn from(e: Error) -> Self {
+        LineError::Image(e)
+    }
+}
+
+impl From<std::io::Error> for LineError {
+    fn from(e: std::io::Error) -> Self {
+        LineError::Io(e)
+    }
+}
+
+fn flatten(e: LineError, path: &[u8]) -> DumpError {
+    match e {
+        LineError::Image(source) => DumpError::Image {
+            path: display(path),
+            source,
+        },
+        LineError::Io(e) => DumpError::Io(e),
+    }
+}
+
+/// Whether a root entry is one of the `00`..`ff` whiteout stubs composefs V0/V1 images carry
+/// (a char 0/0 device, or a regular file marked as an escaped whiteout).
+fn is_whiteout_stub(name: &[u8], inode: &Inode<'_>) -> Result<bool, Error> {
+    if name.len() != 2 || !name.iter().all(u8::is_ascii_hexdigit) {
+        return Ok(false);
+    }
+    Ok(match inode.file_type() {
+        FileType::CharDevice => inode.rdev_raw() == 0,
+        FileType::Regular => is_escaped_whiteout(inode)?,
+        _ => false,
+    })
+}
+
+fn is_escaped_whiteout(inode: &Inode<'_>) -> Result<bool, Error> {
+    Ok(inode.xattrs()?.get(b"trusted.overlay.overlay.whiteout")?.is_some())
+}
+
+/// Classifies a regular file's content the way composefs' reader does.
+fn classify(inode: &Inode<'_>) -> Result<Content, Error> {
+    if is_escaped_whiteout(inode)? {
+        return Ok(Content::Whiteout);
+    }
+    let xattrs = inode.xattrs()?;
+    if let Some(value) = xattrs.get(b"trusted.overlay.metacopy")? {
+        if let Some(digest) = crate::composefs::metacopy_digest(value) {
+            return Ok(Content::External(digest));
+        }
+    }
+    if let Some(redirect) = xattrs.get(b"trusted.overlay.redirect")? {
+        if let Some(object) = crate::composefs::redirect_object(redirect) {
+            return Ok(Content::External(object));
+        }
+    }
+    if inode.layout() == DataLayout::ChunkBased {
+        return Ok(Content::Sparse);
+    }
+    let mut data = vec![0; usize::try_from(inode.size()).unwrap_or(usize::MAX).min(inode.image().bytes().len())];
+    let n = inode.read_at(0, &mut data)?;
+    data.truncate(n);
+    Ok(Content::Inline(data))
+}
+
+/// Xattr name prefixes by index, as composefs tools print them (including index 0, a bare
+/// name, and `lustre.`, which Linux does not expose).
+fn dump_prefix(index: u8) -> Option<&'static [u8]> {
+    match index {
+        0 => Some(b""),
+        5 => Some(b"lustre."),
+        i => crate::erofs::index_prefix(i),
+    }
+}
+
+/// The xattrs composefs tools show for an inode, sorted by name (later duplicates win).
+fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<(Vec<u8>, &'img [u8])>, Error> {
+    let mut xattrs: Vec<(Vec<u8>, &'img [u8])> = Vec::new();
+    for xattr in inode.xattrs()?.iter() {
+        let xattr = xattr?;
+        let Some(prefix) = dump_prefix(xattr.name.index) else {
+            continue;
+        };
+        let name = [prefix, xattr.name.infix, xattr.name.suffix].concat();
+        let Some(name) = crate::composefs::unescape_overlay_xattr(name) else {
+            continue;
+        };
+        match xattrs.iter_mut().find(|(n, _)| *n == name) {
+            Some(existing) => existing.1 = xattr.value,
+            None => xattrs.push((name, xattr.value)),
+        }
+    }
+    xattrs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(xattrs)
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = dir.to_vec();
+    if path != b"/" {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+fn display(path: &[u8]) -> String {
+    crate::check::display_path(path)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A path, payload or content field: `-` when empty, `\x2d` for a lone dash.
+fn escaped(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    match bytes {
+        b"" => out.write_all(b"-"),
+        b"-" => out.write_all(b"\\x2d"),
+        _ => escaped_raw(out, bytes, false),
+    }
+}
+
+fn escaped_raw(out: &mut impl Write, bytes: &[u8], escape_eq: bool) -> std::io::Result<()> {
+    for &b in bytes {
+        match b {
+            b'\\' => out.write_all(b"\\\\")?,
+            b'\n' => out.write_all(b"\\n")?,
+            b'\r' => out.write_all(b"\\r")?,
+            b'\t' => out.write_all(b"\\t")?,
+            b'=' if escape_eq => out.write_all(b"\\x3d")?,
+            0x21..=0x7e => out.write_all(&[b])?,
+            _ => write!(out, "\\x{b:02x}")?,
+        }
+    }
+    Ok(())
+}

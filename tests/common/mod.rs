@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cfs;
 pub mod fixtures;
 pub mod kernel;
 pub mod tree;

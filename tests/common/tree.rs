@@ -96,7 +96,7 @@ pub fn find<'a>(entries: &'a [Entry], path: &[u8]) -> Option<&'a Entry> {
 
 /// Like [`find`] but panics with a helpful message when missing.
 pub fn get<'a>(entries: &'a [Entry], path: &[u8]) -> &'a Entry {
-    find(entries, path).unwrap_or_else(|| panic!("no entry {:?} in walk", esc(path)))
+    find(entries, path).unwrap_or_else(|| panic!("no entry \"{}\" in walk", esc(path)))
 }
 
 /// The `d_type` that an entry with st_mode `mode` should have.
@@ -433,7 +433,10 @@ fn compare_entry(a: &Entry, b: &Entry, opts: CompareOptions) -> Result<(), Strin
 }
 
 fn compare_xattrs(p: &[u8], a: &[(Vec<u8>, Vec<u8>)], b: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
-    let names = |v: &[(Vec<u8>, Vec<u8>)]| v.iter().map(|(n, _)| esc(n)).collect::<Vec<_>>();
+    let names = |v: &[(Vec<u8>, Vec<u8>)]| {
+        let n: Vec<String> = v.iter().map(|(n, _)| format!("\"{}\"", esc(n))).collect();
+        format!("[{}]", n.join(", "))
+    };
     for k in 0..a.len().max(b.len()) {
         match (a.get(k), b.get(k)) {
             (Some((na, va)), Some((nb, vb))) if na == nb => {
@@ -448,7 +451,7 @@ fn compare_xattrs(p: &[u8], a: &[(Vec<u8>, Vec<u8>)], b: &[(Vec<u8>, Vec<u8>)]) 
             }
             _ => {
                 return Err(format!(
-                    "{}: field xattrs name list differs: a={:?} b={:?}",
+                    "{}: field xattrs name list differs: a={} b={}",
                     esc(p),
                     names(a),
                     names(b)
@@ -521,7 +524,7 @@ fn compare_content(p: &[u8], a: &Option<Vec<u8>>, b: &Option<Vec<u8>>) -> Result
 pub fn describe_bytes_diff(a: &[u8], b: &[u8]) -> String {
     if a.len() <= 64 && b.len() <= 64 {
         return format!(
-            "a={:?} (len {}) b={:?} (len {})",
+            "a=\"{}\" (len {}) b=\"{}\" (len {})",
             esc(a),
             a.len(),
             esc(b),
@@ -536,7 +539,7 @@ pub fn describe_bytes_diff(a: &[u8], b: &[u8]) -> String {
     let lo = off.saturating_sub(8);
     let win = |v: &[u8]| esc(&v[lo.min(v.len())..(off + 24).min(v.len())]);
     format!(
-        "len a={} b={}, first difference at offset {off}; bytes from offset {lo}: a={:?} b={:?}",
+        "len a={} b={}, first difference at offset {off}; bytes from offset {lo}: a=\"{}\" b=\"{}\"",
         a.len(),
         b.len(),
         win(a),
@@ -562,7 +565,7 @@ pub fn esc(b: &[u8]) -> String {
 
 fn opt_bytes(v: &Option<Vec<u8>>) -> String {
     match v {
-        Some(v) => format!("{:?} (len {})", esc(v), v.len()),
+        Some(v) => format!("\"{}\" (len {})", esc(v), v.len()),
         None => "None".to_string(),
     }
 }

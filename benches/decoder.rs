@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::io::Read;
 use std::path::PathBuf;
 
-use composefs::fsverity::Sha256HashValue;
 use composefs::erofs::format::FormatVersion;
+use composefs::fsverity::Sha256HashValue;
 use criterion::{Criterion, criterion_group, criterion_main};
 use lazycfs::erofs::Image;
 
@@ -112,7 +112,9 @@ fn bench_ops(c: &mut Criterion) {
     let path = write_image("bigdir-100k.erofs", &synthetic_dump(0, 0, BIG_DIR));
     let image = Image::open(&path).unwrap();
     let root = image.root().unwrap().dir().unwrap();
-    let big = image.inode(root.lookup(b"big").unwrap().unwrap().nid).unwrap();
+    let big = image
+        .inode(root.lookup(b"big").unwrap().unwrap().nid)
+        .unwrap();
     let dir = big.dir().unwrap();
     let hit = format!("f{:07}", BIG_DIR * 2 / 3);
     let file_nid = dir.lookup(hit.as_bytes()).unwrap().unwrap().nid;
@@ -170,7 +172,11 @@ fn bench_ops(c: &mut Criterion) {
         let path = write_image(&format!("dir-{n}.erofs"), &synthetic_dump(0, 0, n));
         let image = Image::open(&path).unwrap();
         let root = image.root().unwrap().dir().unwrap();
-        let dir = image.inode(root.lookup(b"big").unwrap().unwrap().nid).unwrap().dir().unwrap();
+        let dir = image
+            .inode(root.lookup(b"big").unwrap().unwrap().nid)
+            .unwrap()
+            .dir()
+            .unwrap();
         let name = format!("f{:07}", n / 3);
         group.bench_function(format!("{n} entries"), |b| {
             b.iter(|| black_box(dir.lookup(black_box(name.as_bytes())).unwrap()))

@@ -78,8 +78,11 @@ impl Walker {
                 path: display_path(path),
                 error,
             };
-            let inode = image.inode(dir.nid).map_err(|e| fail(dir.nid, &dir.path, e))?;
-            self.check_inode(&inode).map_err(|e| fail(dir.nid, &dir.path, e))?;
+            let inode = image
+                .inode(dir.nid)
+                .map_err(|e| fail(dir.nid, &dir.path, e))?;
+            self.check_inode(&inode)
+                .map_err(|e| fail(dir.nid, &dir.path, e))?;
             self.summary.dirs += 1;
             let entries = inode.dir().map_err(|e| fail(dir.nid, &dir.path, e))?;
             let corrupt = |what| Error::Corrupt { nid: dir.nid, what };
@@ -118,7 +121,9 @@ impl Walker {
                     _ => {}
                 }
                 self.summary.entries += 1;
-                let child = image.inode(entry.nid).map_err(|e| fail(entry.nid, &child_path, e))?;
+                let child = image
+                    .inode(entry.nid)
+                    .map_err(|e| fail(entry.nid, &child_path, e))?;
                 if FileType::from_dirent(entry.file_type) != Some(child.file_type()) {
                     return Err(fail(
                         entry.nid,
@@ -146,7 +151,8 @@ impl Walker {
                         path: child_path,
                     });
                 } else {
-                    self.check_inode(&child).map_err(|e| fail(entry.nid, &child_path, e))?;
+                    self.check_inode(&child)
+                        .map_err(|e| fail(entry.nid, &child_path, e))?;
                 }
             }
             if !dot || !dotdot {
@@ -170,9 +176,9 @@ impl Walker {
             FileType::Symlink => {
                 inode.symlink_target()?;
             }
-            // Files redirected to a basedir object (composefs) keep no data in the image; some
-            // writers do not even store their (all-hole) chunk map.
-            FileType::Regular if is_redirected(&inode.xattrs()?)? => {}
+            // Metacopy files (composefs) keep their data in a basedir object, not in the image;
+            // writers do not always store their all-hole chunk map.
+            FileType::Regular if is_metacopy(&inode.xattrs()?)? => {}
             FileType::Regular | FileType::Directory => {
                 for extent in inode.extents_from(0) {
                     extent?;
@@ -184,8 +190,9 @@ impl Walker {
     }
 }
 
-fn is_redirected(xattrs: &Xattrs<'_>) -> Result<bool, Error> {
-    Ok(xattrs.get(b"trusted.overlay.redirect")?.is_some())
+fn is_metacopy(xattrs: &Xattrs<'_>) -> Result<bool, Error> {
+    Ok(xattrs.get(b"trusted.overlay.metacopy")?.is_some()
+        || xattrs.get(b"trusted.overlay.redirect")?.is_some())
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {

@@ -69,8 +69,14 @@ mod tests {
     fn unescapes_one_level() {
         let out = unescape_overlay_xattr(b"trusted.overlay.overlay.overlay.x".to_vec());
         assert_eq!(out.as_deref(), Some(&b"trusted.overlay.overlay.x"[..]));
-        assert_eq!(unescape_overlay_xattr(b"trusted.overlay.opaque".to_vec()), None);
-        assert_eq!(unescape_overlay_xattr(b"user.overlay.opaque".to_vec()), None);
+        assert_eq!(
+            unescape_overlay_xattr(b"trusted.overlay.opaque".to_vec()),
+            None
+        );
+        assert_eq!(
+            unescape_overlay_xattr(b"user.overlay.opaque".to_vec()),
+            None
+        );
         let user = unescape_overlay_xattr(b"user.overlay.redirect".to_vec());
         assert_eq!(user.as_deref(), Some(&b"user.overlay.redirect"[..]));
     }

@@ -7,10 +7,10 @@
 //! payload and digest columns, and overlay xattrs unescaped (`trusted.overlay.overlay.X` →
 //! `trusted.overlay.X`) or dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
-use crate::erofs::{DataLayout, Error, FileType, Image, Inode};
+use crate::erofs::{Corruption, DataLayout, Error, FileType, Image, Inode};
 
 /// Errors while dumping.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,7 @@ pub fn dump(image: &Image, out: &mut impl Write) -> Result<(), DumpError> {
     let mut dumper = Dumper {
         out,
         hardlinks: HashMap::new(),
+        dirs_seen: HashSet::new(),
     };
     let root = image.root().map_err(|source| DumpError::Image {
         path: "/".into(),
@@ -53,6 +54,9 @@ struct Dumper<'o, W: Write> {
     out: &'o mut W,
     /// First path of every multiply-linked non-directory, by nid.
     hardlinks: HashMap<u64, Vec<u8>>,
+    /// Every directory dumped so far: a directory reached twice (a cycle or a hard-linked
+    /// directory in a corrupt image) is an error, not an endless or exponential recursion.
+    dirs_seen: HashSet<u64>,
 }
 
 /// What a regular file's content is, as composefs classifies it.
@@ -74,6 +78,15 @@ impl<W: Write> Dumper<'_, W> {
             path: display(path),
             source,
         };
+        if !self.dirs_seen.insert(dir.nid()) {
+            return Err(fail(
+                &path,
+                Error::Corrupt {
+                    nid: dir.nid(),
+                    what: Corruption::DirectoryCycle,
+                },
+            ));
+        }
         let image = dir.image();
         let is_root = dir.nid() == image.root_nid();
         let mut children = Vec::new();
@@ -114,7 +127,12 @@ impl<W: Write> Dumper<'_, W> {
     }
 
     /// Prints one full line.
-    fn entry(&mut self, inode: &Inode<'_>, path: &[u8], dir_nlink: Option<u64>) -> Result<(), LineError> {
+    fn entry(
+        &mut self,
+        inode: &Inode<'_>,
+        path: &[u8],
+        dir_nlink: Option<u64>,
+    ) -> Result<(), LineError> {
         let xattrs = dump_xattrs(inode)?;
         let content = match inode.file_type() {
             FileType::Regular => classify(inode)?,
@@ -215,7 +233,10 @@ fn is_whiteout_stub(name: &[u8], inode: &Inode<'_>) -> Result<bool, Error> {
 }
 
 fn is_escaped_whiteout(inode: &Inode<'_>) -> Result<bool, Error> {
-    Ok(inode.xattrs()?.get(b"trusted.overlay.overlay.whiteout")?.is_some())
+    Ok(inode
+        .xattrs()?
+        .get(b"trusted.overlay.overlay.whiteout")?
+        .is_some())
 }
 
 /// Classifies a regular file's content the way composefs' reader does.
@@ -237,7 +258,12 @@ fn classify(inode: &Inode<'_>) -> Result<Content, Error> {
     if inode.layout() == DataLayout::ChunkBased {
         return Ok(Content::Sparse);
     }
-    let mut data = vec![0; usize::try_from(inode.size()).unwrap_or(usize::MAX).min(inode.image().bytes().len())];
+    let mut data = vec![
+        0;
+        usize::try_from(inode.size())
+            .unwrap_or(usize::MAX)
+            .min(inode.image().bytes().len())
+    ];
     let n = inode.read_at(0, &mut data)?;
     data.truncate(n);
     Ok(Content::Inline(data))
@@ -253,9 +279,12 @@ fn dump_prefix(index: u8) -> Option<&'static [u8]> {
     }
 }
 
+/// An xattr with its full (unescaped) name.
+type NamedValue<'img> = (Vec<u8>, &'img [u8]);
+
 /// The xattrs composefs tools show for an inode, sorted by name (later duplicates win).
-fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<(Vec<u8>, &'img [u8])>, Error> {
-    let mut xattrs: Vec<(Vec<u8>, &'img [u8])> = Vec::new();
+fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<NamedValue<'img>>, Error> {
+    let mut xattrs: Vec<NamedValue<'img>> = Vec::new();
     for xattr in inode.xattrs()?.iter() {
         let xattr = xattr?;
         let Some(prefix) = dump_prefix(xattr.name.index) else {

@@ -8,3 +8,9 @@ pub mod check;
 pub mod composefs;
 pub mod dump;
 pub mod erofs;
+pub mod posix_acl;
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -49,7 +49,9 @@ fn run() -> Result<ExitCode, ExitCode> {
             let image = open(&image)?;
             let stdout = io::stdout().lock();
             let mut out = io::BufWriter::new(stdout);
-            match lazycfs::dump::dump(&image, &mut out).and_then(|()| out.flush().map_err(Into::into)) {
+            match lazycfs::dump::dump(&image, &mut out)
+                .and_then(|()| out.flush().map_err(Into::into))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("lazycfs dump: {e}");

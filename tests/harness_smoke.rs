@@ -69,7 +69,11 @@ fn check_facts(name: &str, img: &[Entry], mnt: &std::path::Path) {
 
     for &n in fixtures::RICH_SYMLINK_LENGTHS {
         let l = g(&format!("/links/len_{n}"));
-        assert_eq!(l.symlink.as_deref(), Some(&fixtures::long_target(n)[..]), "{name}");
+        assert_eq!(
+            l.symlink.as_deref(),
+            Some(&fixtures::long_target(n)[..]),
+            "{name}"
+        );
         assert_eq!(l.size, n as u64, "{name}");
     }
 
@@ -77,7 +81,10 @@ fn check_facts(name: &str, img: &[Entry], mnt: &std::path::Path) {
         .iter()
         .map(|p| g(p))
         .collect();
-    assert!(h.iter().all(|e| e.nlink == 3 && e.ino == h[0].ino), "{name}: {h:?}");
+    assert!(
+        h.iter().all(|e| e.nlink == 3 && e.ino == h[0].ino),
+        "{name}: {h:?}"
+    );
 
     for &n in fixtures::RICH_FILE_SIZES {
         let f = g(&format!("/files/size_{n}"));
@@ -89,7 +96,11 @@ fn check_facts(name: &str, img: &[Entry], mnt: &std::path::Path) {
     }
 
     let big = g("/big");
-    assert_eq!(big.children.as_ref().unwrap().len(), RICH_BIG_ENTRIES, "{name}");
+    assert_eq!(
+        big.children.as_ref().unwrap().len(),
+        RICH_BIG_ENTRIES,
+        "{name}"
+    );
 
     assert_eq!(
         g("/xattrs/cap").xattr(b"security.capability"),
@@ -97,13 +108,27 @@ fn check_facts(name: &str, img: &[Entry], mnt: &std::path::Path) {
         "{name}"
     );
     let acl_dir = g("/xattrs/acl_dir");
-    assert_eq!(acl_dir.xattr(b"system.posix_acl_access"), Some(&fixtures::sample_acl()[..]));
-    assert_eq!(acl_dir.xattr(b"system.posix_acl_default"), Some(&fixtures::sample_acl()[..]));
+    assert_eq!(
+        acl_dir.xattr(b"system.posix_acl_access"),
+        Some(&fixtures::sample_acl()[..])
+    );
+    assert_eq!(
+        acl_dir.xattr(b"system.posix_acl_default"),
+        Some(&fixtures::sample_acl()[..])
+    );
     assert_eq!(g("/xattrs/user_empty").xattr(b"user.empty"), Some(&b""[..]));
-    assert_eq!(g("/xattrs/user_large").xattr(b"user.large").map(<[u8]>::len), Some(2000));
+    assert_eq!(
+        g("/xattrs/user_large")
+            .xattr(b"user.large")
+            .map(<[u8]>::len),
+        Some(2000)
+    );
     assert_eq!(g("/modes/setuid").mode, 0o104755, "{name}");
     assert_eq!(g("/modes/sticky_dir").mode, 0o41777, "{name}");
-    assert_eq!((g("/owners/u100000").uid, g("/owners/u100000").gid), (100_000, 100_000));
+    assert_eq!(
+        (g("/owners/u100000").uid, g("/owners/u100000").gid),
+        (100_000, 100_000)
+    );
     assert_eq!(g("/names").children.as_ref().unwrap().len(), 12, "{name}");
 
     // Walk and direct syscalls agree on the mount point itself.
@@ -185,7 +210,10 @@ fn compare_reports_first_difference() {
     let a = vec![e("/a", &big_a), e("/b", b"x")];
     let b = vec![e("/a", &big_b), e("/c", b"x")];
     let err = tree::compare(&a, &b).unwrap_err();
-    assert!(err.contains("/a: field content") && err.contains("offset 54321"), "{err}");
+    assert!(
+        err.contains("/a: field content") && err.contains("offset 54321"),
+        "{err}"
+    );
     assert!(err.len() < 400, "{err}");
     let opts = CompareOptions {
         ino: false,
@@ -222,8 +250,13 @@ fn composefs_overlay_mount_redirects_to_basedir() {
         .unwrap()
         .set_len(data.len() as u64)
         .unwrap();
-    rustix::fs::lsetxattr(&f, "trusted.overlay.metacopy", b"", rustix::fs::XattrFlags::empty())
-        .unwrap();
+    rustix::fs::lsetxattr(
+        &f,
+        "trusted.overlay.metacopy",
+        b"",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     rustix::fs::lsetxattr(
         &f,
         "trusted.overlay.redirect",
@@ -248,6 +281,23 @@ fn composefs_overlay_mount_redirects_to_basedir() {
     // The raw EROFS layer still shows them and reads as zeros.
     let raw = tree::walk(mnt.erofs_path());
     let rf = tree::get(&raw, b"/dir/file");
-    assert_eq!(rf.xattr(b"trusted.overlay.redirect"), Some(&b"/ab/cdef"[..]));
+    assert_eq!(
+        rf.xattr(b"trusted.overlay.redirect"),
+        Some(&b"/ab/cdef"[..])
+    );
     assert!(rf.content.as_ref().unwrap().iter().all(|&b| b == 0));
+}
+
+#[test]
+fn big_dir_tree_builds_sorted_names() {
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path().join("big");
+    fixtures::big_dir_tree(&dir, 5000);
+    let w = tree::walk(&dir);
+    let root = tree::get(&w, b"/");
+    let children = root.children.as_ref().unwrap();
+    assert_eq!(children.len(), 5000);
+    assert_eq!(children[0], (b"f000000".to_vec(), tree::DT_REG));
+    assert_eq!(children[4999].0, b"f004999".to_vec());
+    tree::check_consistency(&w).unwrap();
 }

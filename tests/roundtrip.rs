@@ -6,25 +6,7 @@ mod common;
 use common::cfs;
 
 /// Covers every kind of entry and the composefs encodings (from the composefs dumpfile spec).
-const KINDS: &str = r"/ 0 40755 3 0 0 0 1700000000.5 - - - security.selinux=system_u:object_r:root_t:s0 user.root=1
-/blk 0 60660 1 0 6 2049 1700000000.5 - - -
-/chr 0 20620 1 0 5 259 1700000000.5 - - -
-/d 0 40700 2 1000 1000 0 1700000001.0 - - - user.foo=bar
-/d/hl-b 5 100644 2 0 0 0 1700000000.5 - hello - user.hl=1
-/d/inline 11 100644 1 0 0 0 1700000002.000000007 - hello\x20world - user.a\x3db=c\x3dd trusted.overlay.overlay.foo=esc trusted.foo=bar security.ima=\x00\x01\xff user.empty= user.dash=- user.sp=a\x20b\\\n
-/d/wh 0 20000 1 0 0 0 1700000000.5 - - -
-/dash 1 100644 1 0 0 0 1700000000.5 - \x2d -
-/empty 0 100644 1 0 0 0 1700000000.5 - - -
-/ext 10000 100644 1 0 0 0 1700000000.5 a3/11111111111111111111111111111111111111111111111111111111111111 - a311111111111111111111111111111111111111111111111111111111111111
-/fifo 0 10644 1 0 0 0 1700000000.5 - - -
-/hl-a 0 @100644 - - - - 0.0 /d/hl-b - -
-/link 9 120777 1 0 0 0 1700000000.5 /target\x20x - -
-/sock 0 140755 1 0 0 0 1700000000.5 - - -
-/sparse 4096 100644 1 0 0 0 1700000000.5 - - -
-/uid70000 3 100600 1 70000 70001 0 1699999999.999999999 - abc -
-/wh 0 20000 1 0 0 0 1700000000.5 - - -
-/with\x20space 2 100644 1 0 0 0 1700000000.5 - =\t -
-";
+const KINDS: &str = include_str!("data/kinds.dump");
 
 /// Whiteout stubs, hex names, lustre/index-0 xattrs, hard links reached depth-first.
 const EDGES: &str = r"/ 0 40755 2 0 0 0 100.0 - - -
@@ -79,8 +61,16 @@ fn check_roundtrip(name: &str, dump: &str, versions: &[u32]) {
         let image = cfs::write_image(dump, version);
         let what = format!("{name} V{version}");
         let ours = cfs::lazycfs_dump(&image);
-        assert_same(&format!("{what} vs composefs reader"), &ours, &cfs::reference_dump(&image));
-        let expected = if version == 2 { without_nsec(&canonical) } else { canonical.clone() };
+        assert_same(
+            &format!("{what} vs composefs reader"),
+            &ours,
+            &cfs::reference_dump(&image),
+        );
+        let expected = if version == 2 {
+            without_nsec(&canonical)
+        } else {
+            canonical.clone()
+        };
         assert_same(&format!("{what} vs canonical input"), &ours, &expected);
     }
 }

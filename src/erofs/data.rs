@@ -72,7 +72,8 @@ impl<'img> Inode<'img> {
                 if chunk_format & !(chunk::BLKBITS_MASK | chunk::INDEXES) != 0 {
                     return Err(self.corrupt(Corruption::BadChunkFormat(chunk_format)));
                 }
-                let chunk_bits = u32::from(block_bits) + u32::from(chunk_format & chunk::BLKBITS_MASK);
+                let chunk_bits =
+                    u32::from(block_bits) + u32::from(chunk_format & chunk::BLKBITS_MASK);
                 if chunk_bits >= 63 {
                     return Err(self.corrupt(Corruption::BadChunkFormat(chunk_format)));
                 }
@@ -144,15 +145,24 @@ impl<'img> Inode<'img> {
 
     /// Block address of chunk `index`, `None` for a hole.
     fn chunk_blkaddr(&self, chunk_format: u16, index: u64) -> Result<Option<u64>> {
-        let unit: u64 = if chunk_format & chunk::INDEXES != 0 { 8 } else { 4 };
+        let unit: u64 = if chunk_format & chunk::INDEXES != 0 {
+            8
+        } else {
+            4
+        };
         let entry = self
             .inline_offset()
             .next_multiple_of(unit)
-            .checked_add(index.checked_mul(unit).ok_or(self.corrupt(Corruption::SizeTooLarge))?)
+            .checked_add(
+                index
+                    .checked_mul(unit)
+                    .ok_or(self.corrupt(Corruption::SizeTooLarge))?,
+            )
             .and_then(|pos| self.image.slice(pos, unit))
             .ok_or(self.corrupt(Corruption::InodeTruncated))?;
         let blkaddr = if unit == 8 {
-            let idx = ChunkIndex::ref_from_bytes(entry).map_err(|_| self.corrupt(Corruption::InodeTruncated))?;
+            let idx = ChunkIndex::ref_from_bytes(entry)
+                .map_err(|_| self.corrupt(Corruption::InodeTruncated))?;
             let blkaddr = idx.blkaddr.get();
             if blkaddr != format::NULL_ADDR && idx.device_id.get() != 0 {
                 return Err(self.corrupt(Corruption::ChunkDevice));

@@ -87,7 +87,11 @@ impl<'img> Dir<'img> {
             .map_err(|_| corrupt(Corruption::BadDirentNameoff))?
             .0;
         let nameoff = usize::from(first.nameoff.get());
-        if nameoff < DIRENT_SIZE || nameoff >= block_size as usize || nameoff % DIRENT_SIZE != 0 || nameoff > data.len() {
+        if nameoff < DIRENT_SIZE
+            || nameoff >= block_size as usize
+            || nameoff % DIRENT_SIZE != 0
+            || nameoff > data.len()
+        {
             return Err(corrupt(Corruption::BadDirentNameoff));
         }
         Ok(Block {

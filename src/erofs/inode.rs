@@ -136,7 +136,9 @@ impl<'img> Inode<'img> {
         let extended = format & iformat::VERSION_MASK != 0;
         let layout_bits = ((format >> iformat::DATALAYOUT_BIT) & iformat::DATALAYOUT_MASK) as u8;
         if format & !iformat::ALL != 0 {
-            return Err(corrupt(Corruption::UnknownFormatBits(format & !iformat::ALL)));
+            return Err(corrupt(Corruption::UnknownFormatBits(
+                format & !iformat::ALL,
+            )));
         }
         let layout = match layout_bits {
             0 => DataLayout::FlatPlain,
@@ -173,7 +175,8 @@ impl<'img> Inode<'img> {
                 layout,
             }
         } else {
-            let raw = InodeCompact::ref_from_bytes(head).map_err(|_| corrupt(Corruption::InodeTruncated))?;
+            let raw = InodeCompact::ref_from_bytes(head)
+                .map_err(|_| corrupt(Corruption::InodeTruncated))?;
             let mode = raw.mode.get();
             let is_dir = u32::from(mode) & 0o170000 == 0o040000;
             let nlink = if !is_dir && format & iformat::NLINK_1 != 0 {

@@ -211,7 +211,9 @@ impl Image {
 
     pub(crate) fn long_prefix(&self, index: u8) -> Option<(u8, &[u8])> {
         let p = self.prefixes.get(usize::from(index))?;
-        let infix = self.data.get(p.infix_start..p.infix_start + usize::from(p.infix_len))?;
+        let infix = self
+            .data
+            .get(p.infix_start..p.infix_start + usize::from(p.infix_len))?;
         Some((p.base_index, infix))
     }
 

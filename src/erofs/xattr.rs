@@ -146,7 +146,10 @@ impl<'img> Inode<'img> {
         }
         let (shared, inline) = rest.split_at(shared_len);
         Ok(Xattrs {
-            filter: image.superblock().xattr_filter.then(|| header.name_filter.get()),
+            filter: image
+                .superblock()
+                .xattr_filter
+                .then(|| header.name_filter.get()),
             shared,
             inline,
             ..empty
@@ -196,7 +199,10 @@ impl<'img> Xattrs<'img> {
     pub fn filtered_out(&self, index: u8, rest: &[u8]) -> bool {
         match self.filter {
             Some(filter) => {
-                let bit = xxh32(rest, format::XATTR_FILTER_SEED.wrapping_add(u32::from(index))) & 31;
+                let bit = xxh32(
+                    rest,
+                    format::XATTR_FILTER_SEED.wrapping_add(u32::from(index)),
+                ) & 31;
                 filter & (1 << bit) != 0
             }
             None => false,
@@ -241,7 +247,12 @@ impl<'img> Xattrs<'img> {
         let bad = self.corrupt(Corruption::SharedXattrOutOfRange);
         let offset = (u64::from(sb.xattr_blkaddr) << sb.block_bits) + u64::from(id) * 4;
         let start = usize::try_from(offset).map_err(|_| bad)?;
-        let bytes = self.image.bytes().get(start..).filter(|b| !b.is_empty()).ok_or(bad)?;
+        let bytes = self
+            .image
+            .bytes()
+            .get(start..)
+            .filter(|b| !b.is_empty())
+            .ok_or(bad)?;
         Ok(self.parse_entry(bytes)?.0)
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use composefs::dumpfile::{dumpfile_to_filesystem, dumpfile_to_validated_filesystem, write_dumpfile};
+use composefs::dumpfile::{
+    dumpfile_to_filesystem, dumpfile_to_validated_filesystem, write_dumpfile,
+};
 use composefs::dumpfile_parse::Entry;
 use composefs::erofs::format::FormatVersion;
 use composefs::erofs::reader::erofs_to_filesystem;
@@ -24,7 +26,8 @@ fn format_version(version: u32) -> FormatVersion {
 
 /// Writes `dump` as a composefs EROFS image of the given format version.
 pub fn write_image(dump: &str, version: u32) -> Vec<u8> {
-    let fs = dumpfile_to_validated_filesystem::<Sha256HashValue>(dump).expect("writer accepts dumpfile");
+    let fs =
+        dumpfile_to_validated_filesystem::<Sha256HashValue>(dump).expect("writer accepts dumpfile");
     mkfs_erofs_versioned(&fs, format_version(version)).into_vec()
 }
 
@@ -118,7 +121,8 @@ pub fn corpus_dump(dir: &Path, name: &str) -> Result<CorpusDump, String> {
             }
         }
     }
-    dumpfile_to_validated_filesystem::<Sha256HashValue>(&text).map_err(|e| format!("writer refuses file: {e:#}"))?;
+    dumpfile_to_validated_filesystem::<Sha256HashValue>(&text)
+        .map_err(|e| format!("writer refuses file: {e:#}"))?;
     Ok(CorpusDump {
         text,
         dropped,

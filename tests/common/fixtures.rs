@@ -7,9 +7,10 @@
 //!   `-T#` sets ALL mtimes to `#` (and then compact inodes suffice), and
 //!   `--ignore-mtime` / `-E force-inode-compact` replace them with the build
 //!   time. `SOURCE_DATE_EPOCH` would clamp mtimes, so [`mkfs_erofs`] clears it.
-//! * `-x#` is the xattr "tolerance": an xattr (name+value) becomes *shared*
-//!   once it occurs `#` times, so the default (2) already shares repeated
-//!   xattrs, `-x1` shares every xattr and a huge value keeps all inline.
+//! * `-x#` is the xattr "tolerance": an xattr (name+value) is stored in the
+//!   shared xattr area when it occurs MORE than `#` times, else inline. So the
+//!   default (2) already shares xattrs used 3+ times, `-x0` shares every
+//!   xattr, a huge value keeps all inline, `-x-1` drops xattrs.
 //! * There is no `-b` (block size = page size, 4096).
 //! * Sockets, fifos and devices are kept; POSIX ACLs and `security.*`/
 //!   `trusted.*` xattrs are kept verbatim.
@@ -282,15 +283,31 @@ pub fn rich_tree(dir: &Path) {
     mkdir(&p("hardlinks"));
     write(&p("hardlinks/h1"), &pseudo_random("hardlink", 5000));
     for other in ["nested/a/h2", "files/h3"] {
-        ctx(fs::hard_link(p("hardlinks/h1"), p(other)), "link", &p(other));
+        ctx(
+            fs::hard_link(p("hardlinks/h1"), p(other)),
+            "link",
+            &p(other),
+        );
     }
 
     // Special files.
     mkdir(&p("dev"));
     mknod(&p("dev/null_1_3"), FileType::CharacterDevice, 0o666, 1, 3);
-    mknod(&p("dev/chr_big"), FileType::CharacterDevice, 0o600, 259, 1_048_575);
+    mknod(
+        &p("dev/chr_big"),
+        FileType::CharacterDevice,
+        0o600,
+        259,
+        1_048_575,
+    );
     mknod(&p("dev/blk_8_1"), FileType::BlockDevice, 0o660, 8, 1);
-    mknod(&p("dev/blk_big"), FileType::BlockDevice, 0o640, 4095, 1_048_575);
+    mknod(
+        &p("dev/blk_big"),
+        FileType::BlockDevice,
+        0o640,
+        4095,
+        1_048_575,
+    );
     chown(&p("dev/blk_8_1"), 0, 6);
     mknod(&p("dev/fifo"), FileType::Fifo, 0o644, 0, 0);
     // A socket inode (same result as binding a UnixListener, without the
@@ -340,7 +357,11 @@ pub fn rich_tree(dir: &Path) {
         write(&f, name.as_bytes());
         chmod(&f, *mode);
     }
-    for (name, mode) in [("sticky_dir", 0o1777), ("setgid_dir", 0o2775), ("dir_700", 0o700)] {
+    for (name, mode) in [
+        ("sticky_dir", 0o1777),
+        ("setgid_dir", 0o2775),
+        ("dir_700", 0o700),
+    ] {
         let d = p(&format!("modes/{name}"));
         mkdir(&d);
         chmod(&d, mode);
@@ -441,9 +462,16 @@ pub fn rich_tree(dir: &Path) {
             mkdir(&d);
             write(&d.join("inner"), format!("inner {i}\n").as_bytes());
         } else if i % 5000 == 3 {
-            symlink(format!("f{:05}", i + 1).as_bytes(), &big.join(format!("l{i:05}")));
+            symlink(
+                format!("f{:05}", i + 1).as_bytes(),
+                &big.join(format!("l{i:05}")),
+            );
         } else {
-            let content: &[u8] = if i % 1000 == 0 { b"some content\n" } else { b"" };
+            let content: &[u8] = if i % 1000 == 0 {
+                b"some content\n"
+            } else {
+                b""
+            };
             write(&big.join(format!("f{i:05}")), content);
         }
     }
@@ -476,8 +504,12 @@ fn set_times_rec(abs: &Path, rel: Vec<u8>) {
 pub fn big_dir_tree(dir: &Path, n: usize) {
     mkdir(dir);
     let dfd = ctx(
-        rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(io::Error::from),
+        rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from),
         "open",
         dir,
     );
@@ -538,9 +570,9 @@ pub fn fsck_erofs(image: &Path) -> io::Result<()> {
 /// Uncompressed mkfs.erofs 1.5 option sets, each verified to build the rich
 /// tree, pass `fsck.erofs` and mount on the kernel.
 ///
-/// * `default`: tail-packed inline data, repeated xattrs shared (tolerance 2),
+/// * `default`: tail-packed inline data, xattrs used 3+ times shared,
 ///   extended inodes wherever mtime != build time (i.e. everywhere here).
-/// * `shared-xattrs` (`-x1`): every xattr goes to the shared xattr area.
+/// * `shared-xattrs` (`-x0`): every xattr goes to the shared xattr area.
 /// * `inline-xattrs`: tolerance so high that no xattr is ever shared.
 /// * `chunked-4k` / `chunked-64k`: chunk-based regular files (chunk index
 ///   arrays instead of FLAT_PLAIN/FLAT_INLINE).
@@ -557,7 +589,7 @@ pub fn fsck_erofs(image: &Path) -> io::Result<()> {
 pub fn mkfs_variants() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("default", vec![]),
-        ("shared-xattrs", vec!["-x1"]),
+        ("shared-xattrs", vec!["-x0"]),
         ("inline-xattrs", vec!["-x1000000"]),
         ("chunked-4k", vec!["--chunksize=4096"]),
         ("chunked-64k", vec!["--chunksize=65536"]),
@@ -568,7 +600,7 @@ pub fn mkfs_variants() -> Vec<(&'static str, Vec<&'static str>)> {
         (
             "combo",
             vec![
-                "-x1",
+                "-x0",
                 "--chunksize=8192",
                 "-Enoinline_data,force-inode-extended",
             ],
@@ -619,7 +651,10 @@ pub fn require_mkfs(test: &str) -> bool {
     match Command::new("mkfs.erofs").arg("--help").output() {
         Ok(_) => true,
         Err(e) => {
-            skip(test, &format!("mkfs.erofs not runnable ({e}); apt-get install erofs-utils"));
+            skip(
+                test,
+                &format!("mkfs.erofs not runnable ({e}); apt-get install erofs-utils"),
+            );
             false
         }
     }

@@ -183,8 +183,14 @@ fn root_probe() -> &'static Result<(), String> {
             return Err("kernel has no erofs filesystem".into());
         }
         let td = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-        rustix::mount::mount("lazycfs-probe", td.path(), "tmpfs", MountFlags::empty(), None)
-            .map_err(|e| format!("cannot mount (probe tmpfs mount failed: {e})"))?;
+        rustix::mount::mount(
+            "lazycfs-probe",
+            td.path(),
+            "tmpfs",
+            MountFlags::empty(),
+            None,
+        )
+        .map_err(|e| format!("cannot mount (probe tmpfs mount failed: {e})"))?;
         rustix::mount::unmount(td.path(), UnmountFlags::DETACH)
             .map_err(|e| format!("probe unmount failed: {e}"))?;
         Ok(())

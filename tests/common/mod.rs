@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cfs;
+pub mod decoded;
 pub mod fixtures;
 pub mod kernel;
 pub mod tree;

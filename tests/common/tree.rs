@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,18 @@ pub const DT_BLK: u8 = 6;
 pub const DT_REG: u8 = 8;
 pub const DT_LNK: u8 = 10;
 pub const DT_SOCK: u8 = 12;
+
+/// Regular files are compared on their first `CONTENT_LIMIT` bytes (sparse composefs files
+/// can be petabytes of holes).
+pub const CONTENT_LIMIT: u64 = 4 << 20;
+
+/// Recorded as the value of an xattr that is listed but cannot be read.
+pub const UNREADABLE_XATTR: &[u8] = b"<listed, reads as ENODATA>";
+
+/// Recorded as the value of an xattr whose read fails with `errno`.
+pub fn xattr_error(errno: i32) -> Vec<u8> {
+    format!("<errno {errno}>").into_bytes()
+}
 
 /// One filesystem entry as observed through `lstat`, `readlink`,
 /// `llistxattr`/`lgetxattr`, `read` and `getdents`.
@@ -169,7 +181,17 @@ pub fn read_entry(abs: &Path, rel: Vec<u8>) -> io::Result<Entry> {
         None
     };
     let content = if ft == S_IFREG {
-        Some(std::fs::read(abs)?)
+        // A file whose data the filesystem refuses (EIO) is recorded as `None`, so two mounts
+        // agree when both refuse it.
+        let mut buf = Vec::new();
+        match std::fs::File::open(abs)?
+            .take(CONTENT_LIMIT)
+            .read_to_end(&mut buf)
+        {
+            Ok(_) => Some(buf),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => None,
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
@@ -244,8 +266,13 @@ pub fn read_xattrs(abs: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let value = read_xattr(abs, name)?
-            .ok_or_else(|| io::Error::other(format!("xattr {} listed but absent", esc(name))))?;
+        // The VFS lists `user.*` xattrs of symlinks and special files but refuses to read them
+        // (ENODATA); such values are recorded as UNREADABLE_XATTR.
+        // Other read errors (e.g. EINVAL for a malformed ACL) are recorded as `<errno N>`.
+        let value = match read_xattr(abs, name) {
+            Ok(v) => v.unwrap_or_else(|| UNREADABLE_XATTR.to_vec()),
+            Err(e) => xattr_error(e.raw_os_error().unwrap_or(0)),
+        };
         out.push((name.to_vec(), value));
     }
     out.sort();
@@ -432,7 +459,11 @@ fn compare_entry(a: &Entry, b: &Entry, opts: CompareOptions) -> Result<(), Strin
     Ok(())
 }
 
-fn compare_xattrs(p: &[u8], a: &[(Vec<u8>, Vec<u8>)], b: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+fn compare_xattrs(
+    p: &[u8],
+    a: &[(Vec<u8>, Vec<u8>)],
+    b: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), String> {
     let names = |v: &[(Vec<u8>, Vec<u8>)]| {
         let n: Vec<String> = v.iter().map(|(n, _)| format!("\"{}\"", esc(n))).collect();
         format!("[{}]", n.join(", "))

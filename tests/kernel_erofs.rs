@@ -1,0 +1,169 @@
+//! Differential tests against the kernel: every fixture is mounted with `mount -t erofs` and
+//! each entry the kernel shows (all stat fields, readdir names and types, readlink, every
+//! xattr, content of data held in the image) must equal what the lazy decoder returns.
+
+mod common;
+
+use std::path::Path;
+
+use common::tree::{self, CompareOptions};
+use common::{cfs, decoded, fixtures, kernel};
+use lazycfs::erofs::Image;
+
+/// Mounts `image` with the kernel and compares its tree with the decoder's, entry by entry.
+fn assert_same_as_kernel(what: &str, image: &Path) {
+    let mount = kernel::KernelMount::erofs(image).unwrap_or_else(|e| panic!("{what}: mount: {e}"));
+    let theirs = tree::walk(mount.path());
+    let ours = decoded::walk(&Image::open(image).unwrap());
+    // The kernel reports the nid as st_ino (64-bit), so inode numbers are compared too.
+    let opts = CompareOptions {
+        ino: true,
+        content: true,
+    };
+    if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
+        panic!("{what}: kernel vs lazycfs: {diff}");
+    }
+    assert!(theirs.len() > 1, "{what}: empty tree");
+    lazycfs::check::check(&Image::open(image).unwrap())
+        .unwrap_or_else(|e| panic!("{what}: check: {e}"));
+}
+
+#[test]
+fn mkfs_erofs_fixtures_match_kernel() {
+    if !kernel::require_root("mkfs_erofs_fixtures_match_kernel")
+        || !fixtures::require_mkfs("mkfs_erofs_fixtures_match_kernel")
+    {
+        return;
+    }
+    for (name, args) in fixtures::mkfs_variants() {
+        let (_dir, image) = fixtures::build_rich_image(&args);
+        assert_same_as_kernel(&format!("mkfs.erofs {name}"), &image);
+    }
+}
+
+#[test]
+fn compressed_images_are_refused_per_inode() {
+    if !kernel::require_root("compressed_images_are_refused_per_inode")
+        || !fixtures::require_mkfs("compressed_images_are_refused_per_inode")
+    {
+        return;
+    }
+    let (_dir, path) = fixtures::build_rich_image(&["-zlz4"]);
+    let image = Image::open(&path).expect("compressed images open (metadata is plain)");
+    // Metadata still decodes, and some inode's data access must say "unsupported", not garbage.
+    let mut unsupported = 0;
+    let entries = decoded_names(&image);
+    for nid in entries {
+        let inode = image.inode(nid).unwrap();
+        if let Err(lazycfs::erofs::Error::Unsupported { .. }) = inode.extent_at(0) {
+            unsupported += 1;
+        }
+    }
+    assert!(
+        unsupported > 0,
+        "no compressed inode reported as unsupported"
+    );
+}
+
+fn decoded_names(image: &Image) -> Vec<u64> {
+    let mut nids = Vec::new();
+    let mut stack = vec![image.root_nid()];
+    while let Some(nid) = stack.pop() {
+        nids.push(nid);
+        let inode = image.inode(nid).unwrap();
+        if !inode.is_dir() {
+            continue;
+        }
+        let Ok(dir) = inode.dir() else { continue };
+        for e in dir.entries().flatten() {
+            if e.name != b"." && e.name != b".." {
+                stack.push(e.nid);
+            }
+        }
+    }
+    nids
+}
+
+#[test]
+fn composefs_images_match_kernel() {
+    if !kernel::require_root("composefs_images_match_kernel") {
+        return;
+    }
+    let dump = include_str!("data/kinds.dump");
+    let dir = tempfile::tempdir().unwrap();
+    for version in cfs::VERSIONS {
+        let path = dir.path().join(format!("kinds-v{version}.erofs"));
+        std::fs::write(&path, cfs::write_image(dump, version)).unwrap();
+        assert_same_as_kernel(&format!("composefs V{version}"), &path);
+    }
+}
+
+#[test]
+fn corpus_images_match_kernel() {
+    if !kernel::require_root("corpus_images_match_kernel") {
+        return;
+    }
+    let Some(corpus) = kernel::corpus_dir("corpus_images_match_kernel") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for name in cfs::CORPUS {
+        let Ok(dump) = cfs::corpus_dump(&corpus, name) else {
+            continue;
+        };
+        let path = dir.path().join(format!("{name}.erofs"));
+        std::fs::write(&path, cfs::write_image(&dump.text, dump.version)).unwrap();
+        assert_same_as_kernel(name, &path);
+    }
+}
+
+#[test]
+fn big_directory_lookups_match_kernel() {
+    if !kernel::require_root("big_directory_lookups_match_kernel")
+        || !fixtures::require_mkfs("big_directory_lookups_match_kernel")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fixtures::big_dir_tree(&src, 25_000);
+    let path = dir.path().join("big.erofs");
+    fixtures::mkfs_erofs(&src, &path, &[]).unwrap();
+    let mount = kernel::KernelMount::erofs(&path).unwrap();
+    let image = Image::open(&path).unwrap();
+    let root = image.root().unwrap().dir().unwrap();
+    let names = tree::read_dir_raw(mount.path()).unwrap();
+    assert!(names.len() >= 25_000);
+    // Every name the kernel lists is found by binary search, with the kernel's inode number.
+    for (name, _) in &names {
+        let entry = root
+            .lookup(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("lookup {}", tree::esc(name)));
+        let ino =
+            std::fs::symlink_metadata(tree::abs_path(mount.path(), &[b"/", &name[..]].concat()));
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&ino.unwrap()),
+            entry.nid
+        );
+    }
+    // Names between and around existing ones are misses.
+    for name in [&b"0"[..], b"f", b"f0000005x", b"zzzz", b"f00000", b"\xff"] {
+        assert_eq!(
+            root.lookup(name).unwrap().map(|e| e.name),
+            None,
+            "{}",
+            tree::esc(name)
+        );
+    }
+    // Readdir resumed at every position yields the rest of the directory.
+    let all: Vec<_> = root.entries().map(|e| e.unwrap()).collect();
+    for (i, e) in all.iter().enumerate().step_by(997) {
+        let rest: Vec<_> = root
+            .entries_from(e.next_pos)
+            .map(|e| e.unwrap().name)
+            .collect();
+        let expected: Vec<_> = all[i + 1..].iter().map(|e| e.name).collect();
+        assert_eq!(rest, expected, "resume after entry {i}");
+    }
+}

@@ -6,9 +6,13 @@
 
 pub mod check;
 pub mod composefs;
+pub mod content;
 pub mod dump;
 pub mod erofs;
+pub mod mount;
 pub mod posix_acl;
+pub mod server;
+pub mod view;
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lazycfs::erofs::Image;
+use lazycfs::mount::ServeOptions;
 
 /// Lazy, zero-copy FUSE server and tools for composefs/EROFS images.
 #[derive(Parser)]
@@ -30,6 +31,33 @@ enum Command {
         /// The EROFS/composefs image.
         image: PathBuf,
     },
+    /// Mount an image with FUSE, looking like the rootful composefs mount.
+    Mount(MountArgs),
+    /// Unmount a lazycfs mount (as `fusermount3 -u` does).
+    Umount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct MountArgs {
+    /// The EROFS/composefs image.
+    image: PathBuf,
+    /// Where to mount it.
+    mountpoint: PathBuf,
+    /// Objects directory that redirected files are read from.
+    #[arg(long)]
+    basedir: Option<PathBuf>,
+    /// Let every user access the mount (default when root).
+    #[arg(long)]
+    allow_other: bool,
+    /// Worker threads (default: number of CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Stay attached and serve in the foreground (default: return once mounted).
+    #[arg(long)]
+    foreground: bool,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +87,14 @@ fn run() -> Result<ExitCode, ExitCode> {
                 }
             }
         }
+        Command::Mount(args) => mount(args)?,
+        Command::Umount { mountpoint } => match lazycfs::mount::unmount(&mountpoint) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lazycfs umount: {}: {e}", mountpoint.display());
+                ExitCode::from(1)
+            }
+        },
         Command::Check { image } => {
             let image = open(&image)?;
             match lazycfs::check::check(&image) {
@@ -73,6 +109,109 @@ fn run() -> Result<ExitCode, ExitCode> {
             }
         }
     })
+}
+
+/// Marker the foreground server prints on stdout once the mount answers.
+const READY: &str = "lazycfs: ready";
+
+fn mount(args: MountArgs) -> Result<ExitCode, ExitCode> {
+    let image = open(&args.image)?;
+    if let Some(dir) = &args.basedir {
+        if !dir.is_dir() {
+            eprintln!("lazycfs: basedir {}: not a directory", dir.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    if !args.foreground {
+        drop(image);
+        return Ok(daemonize());
+    }
+    let mut options = ServeOptions::new().fsname(format!("lazycfs:{}", args.image.display()));
+    if let Some(dir) = &args.basedir {
+        options = options.basedir(dir);
+    }
+    if args.allow_other {
+        options = options.allow_other(true);
+    }
+    if let Some(n) = args.threads {
+        options = options.threads(n);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("lazycfs: signals: {e}");
+            return Err(ExitCode::from(1));
+        }
+    }
+    let mounted = match lazycfs::mount::mount(image, &args.mountpoint, &options) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("lazycfs: mount {}: {e}", args.mountpoint.display());
+            return Err(ExitCode::from(1));
+        }
+    };
+    println!("{READY}");
+    let _ = io::stdout().flush();
+    log::info!(
+        "serving {} on {}",
+        args.image.display(),
+        args.mountpoint.display()
+    );
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            log::info!("signal received, unmounting");
+            return Ok(match mounted.unmount() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lazycfs: unmount: {e}");
+                    ExitCode::from(1)
+                }
+            });
+        }
+        if mounted.is_finished() {
+            return Ok(match mounted.wait() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lazycfs: server: {e}");
+                    ExitCode::from(1)
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Re-runs this command with `--foreground` in a new session and returns once it reports the
+/// mount ready (exit 0) or fails (its error line, exit 1).
+fn daemonize() -> ExitCode {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        eprintln!("lazycfs: cannot find own executable");
+        return ExitCode::from(1);
+    };
+    let mut child = match std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("lazycfs: cannot start server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    let _ = io::BufReader::new(stdout).read_line(&mut line);
+    if line.trim_end() == READY {
+        return ExitCode::SUCCESS;
+    }
+    let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
+    ExitCode::from(status.clamp(1, 255) as u8)
 }
 
 /// Opens an image, turning failure into a one-line error and exit status 2.

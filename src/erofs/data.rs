@@ -54,15 +54,16 @@ impl<'img> Inode<'img> {
         };
         match self.layout {
             DataLayout::FlatPlain => {
-                if self.raw_u == format::NULL_ADDR {
+                // NULL_ADDR with high bits 0 (pre-48-bit writers) or all ones (48-bit ones).
+                if self.raw_u == format::NULL_ADDR && matches!(self.startblk_hi, 0 | u16::MAX) {
                     return Ok(Some(Extent::Hole(size - offset)));
                 }
-                blocks_at(u64::from(self.raw_u), offset, size).map(Some)
+                blocks_at(self.startblk(), offset, size).map(Some)
             }
             DataLayout::FlatInline => {
                 let tail_start = (size - 1) >> block_bits << block_bits;
                 if offset < tail_start {
-                    return blocks_at(u64::from(self.raw_u), offset, tail_start).map(Some);
+                    return blocks_at(self.startblk(), offset, tail_start).map(Some);
                 }
                 let tail = self.inline_tail(tail_start)?;
                 Ok(Some(Extent::Data(&tail[(offset - tail_start) as usize..])))
@@ -99,6 +100,12 @@ impl<'img> Inode<'img> {
                 what: "compressed data layout",
             }),
         }
+    }
+
+    /// The start block of a flat inode. Why the high bits: the kernel reads them from `i_nb`
+    /// (48-bit addresses); ignoring them would read the wrong block instead of failing.
+    fn startblk(&self) -> u64 {
+        u64::from(self.raw_u) | u64::from(self.startblk_hi) << 32
     }
 
     /// Iterates over the file's extents from `offset` to the end.

@@ -101,6 +101,9 @@ pub struct Inode<'img> {
     mtime_nsec: u32,
     /// The `i_u` union: block address, rdev or chunk format.
     pub(crate) raw_u: u32,
+    /// `i_nb.startblk_hi`: bits 32..48 of a flat inode's start block (extended inodes, and
+    /// compact ones with `NLINK_1`); 0 where `i_nb` is the link count.
+    pub(crate) startblk_hi: u16,
     ino: u32,
     pub(crate) layout: DataLayout,
 }
@@ -171,6 +174,7 @@ impl<'img> Inode<'img> {
                 mtime: raw.mtime.get(),
                 mtime_nsec: raw.mtime_nsec.get(),
                 raw_u: raw.u.get(),
+                startblk_hi: raw.nb.get(),
                 ino: raw.ino.get(),
                 layout,
             }
@@ -179,10 +183,11 @@ impl<'img> Inode<'img> {
                 .map_err(|_| corrupt(Corruption::InodeTruncated))?;
             let mode = raw.mode.get();
             let is_dir = u32::from(mode) & 0o170000 == 0o040000;
-            let nlink = if !is_dir && format & iformat::NLINK_1 != 0 {
-                1
+            // As the kernel: with NLINK_1, `i_nb` holds the start block's high bits instead.
+            let (nlink, startblk_hi) = if !is_dir && format & iformat::NLINK_1 != 0 {
+                (1, raw.nb.get())
             } else {
-                u32::from(raw.nb.get())
+                (u32::from(raw.nb.get()), 0)
             };
             Inode {
                 image,
@@ -200,6 +205,7 @@ impl<'img> Inode<'img> {
                 mtime: sb.epoch.wrapping_add(u64::from(raw.mtime.get())),
                 mtime_nsec: sb.fixed_nsec,
                 raw_u: raw.u.get(),
+                startblk_hi,
                 ino: raw.ino.get(),
                 layout,
             }

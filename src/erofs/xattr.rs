@@ -4,7 +4,7 @@
 //! Names are never concatenated: an [`XattrName`] is a static prefix (`user.`, `trusted.`, …),
 //! an optional infix from the long-prefix table and a suffix, all borrowed.
 
-use xxhash_rust::xxh32::xxh32;
+use xxhash_rust::xxh32::Xxh32;
 use zerocopy::FromBytes;
 
 use super::error::{Corruption, Result};
@@ -82,6 +82,19 @@ impl<'img> XattrName<'img> {
         rest.len() == self.infix.len() + self.suffix.len()
             && rest.starts_with(self.infix)
             && rest[self.infix.len()..] == *self.suffix
+    }
+
+    /// Whether the name after the standard prefix equals the concatenation of `parts`.
+    pub fn rest_eq_parts(&self, parts: &[&[u8]]) -> bool {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total != self.infix.len() + self.suffix.len() {
+            return false;
+        }
+        let mut stored = self.infix.iter().chain(self.suffix);
+        parts
+            .iter()
+            .flat_map(|p| p.iter())
+            .all(|b| stored.next() == Some(b))
     }
 
     /// Whether the full name equals `name`.
@@ -183,12 +196,19 @@ impl<'img> Xattrs<'img> {
 
     /// The value of the xattr with standard index `index` and remaining name `rest`.
     pub fn get_split(&self, index: u8, rest: &[u8]) -> Result<Option<&'img [u8]>> {
-        if self.is_empty() || self.filtered_out(index, rest) {
+        self.get_parts(index, &[rest])
+    }
+
+    /// The value of the xattr with standard index `index` whose remaining name is the
+    /// concatenation of `parts`: lets callers look up a name they would otherwise have to build
+    /// (e.g. an escaped overlay name) without allocating.
+    pub fn get_parts(&self, index: u8, parts: &[&[u8]]) -> Result<Option<&'img [u8]>> {
+        if self.is_empty() || self.filtered_out_parts(index, parts) {
             return Ok(None);
         }
         for xattr in self.iter() {
             let xattr = xattr?;
-            if xattr.name.index == index && xattr.name.rest_eq(rest) {
+            if xattr.name.index == index && xattr.name.rest_eq_parts(parts) {
                 return Ok(Some(xattr.value));
             }
         }
@@ -197,16 +217,18 @@ impl<'img> Xattrs<'img> {
 
     /// Whether the bloom filter proves the name absent.
     pub fn filtered_out(&self, index: u8, rest: &[u8]) -> bool {
-        match self.filter {
-            Some(filter) => {
-                let bit = xxh32(
-                    rest,
-                    format::XATTR_FILTER_SEED.wrapping_add(u32::from(index)),
-                ) & 31;
-                filter & (1 << bit) != 0
-            }
-            None => false,
+        self.filtered_out_parts(index, &[rest])
+    }
+
+    fn filtered_out_parts(&self, index: u8, parts: &[&[u8]]) -> bool {
+        let Some(filter) = self.filter else {
+            return false;
+        };
+        let mut hasher = Xxh32::new(format::XATTR_FILTER_SEED.wrapping_add(u32::from(index)));
+        for part in parts {
+            hasher.update(part);
         }
+        filter & (1 << (hasher.digest() & 31)) != 0
     }
 
     fn corrupt(&self, what: Corruption) -> super::Error {

@@ -9,6 +9,7 @@ pub mod cfs;
 pub mod decoded;
 pub mod fixtures;
 pub mod kernel;
+pub mod objects;
 pub mod tree;
 
 /// Reports a test as skipped (`SKIP <test>: <reason>` on stderr), or panics

@@ -138,6 +138,27 @@ fn dtype_of_filetype(ft: FileType) -> u8 {
     }
 }
 
+/// The record of an entry whose lstat fails with `errno`.
+pub fn unreachable_entry(path: Vec<u8>, errno: i32) -> Entry {
+    Entry {
+        path,
+        ino: 0,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        nlink: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        rdev_major: 0,
+        rdev_minor: 0,
+        symlink: None,
+        xattrs: vec![(b"<lstat>".to_vec(), xattr_error(errno))],
+        content: None,
+        children: None,
+    }
+}
+
 /// Walks the tree under `root` (which is itself reported as `/`) without
 /// following symlinks and returns all entries sorted by (byte-wise) path.
 ///
@@ -150,7 +171,16 @@ pub fn walk(root: &Path) -> Vec<Entry> {
 }
 
 fn walk_rec(abs: &Path, rel: Vec<u8>, out: &mut Vec<Entry>) {
-    let entry = read_entry(abs, rel).unwrap_or_else(|e| panic!("walk {}: {e}", abs.display()));
+    // An entry listed by readdir but refused by lstat (EIO) is recorded by path alone.
+    let entry = match read_entry(abs, rel.clone()) {
+        Ok(entry) => entry,
+        // (overlayfs lists whiteouts in lower directories but lookup says ENOENT.)
+        Err(e) if matches!(e.raw_os_error(), Some(5) | Some(2)) => {
+            out.push(unreachable_entry(rel, e.raw_os_error().unwrap()));
+            return;
+        }
+        Err(e) => panic!("walk {}: {e}", abs.display()),
+    };
     let children: Vec<Vec<u8>> = entry
         .children
         .as_ref()
@@ -184,12 +214,10 @@ pub fn read_entry(abs: &Path, rel: Vec<u8>) -> io::Result<Entry> {
         // A file whose data the filesystem refuses (EIO) is recorded as `None`, so two mounts
         // agree when both refuse it.
         let mut buf = Vec::new();
-        match std::fs::File::open(abs)?
-            .take(CONTENT_LIMIT)
-            .read_to_end(&mut buf)
-        {
+        let is_eio = |e: &io::Error| e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error());
+        match std::fs::File::open(abs).and_then(|f| f.take(CONTENT_LIMIT).read_to_end(&mut buf)) {
             Ok(_) => Some(buf),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => None,
+            Err(e) if is_eio(&e) => None,
             Err(e) => return Err(e),
         }
     } else {

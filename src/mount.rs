@@ -1,0 +1,215 @@
+//! Mounting and serving: options, the FUSE session, readiness and clean shutdown.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::content::Basedir;
+use crate::erofs::Image;
+use crate::server::ImageFs;
+use crate::view::View;
+
+/// How to serve an image. Build with [`ServeOptions::new`] and the setters.
+///
+/// ```no_run
+/// use lazycfs::mount::ServeOptions;
+///
+/// let image = lazycfs::erofs::Image::open("image.cfs")?;
+/// let options = ServeOptions::new().basedir("/var/lib/objects").threads(4);
+/// let mounted = lazycfs::mount::mount(image, "/mnt/image", &options)?;
+/// mounted.wait()?; // until unmounted
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// Objects directory redirected files are read from (`None`: image data only).
+    pub basedir: Option<PathBuf>,
+    /// What the mount shows.
+    pub view: View,
+    /// Let users other than the mounter access the mount (`allow_other`).
+    pub allow_other: bool,
+    /// Worker threads (default: the number of CPUs).
+    pub threads: usize,
+    /// Name shown as the mount source.
+    pub fsname: String,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            basedir: None,
+            view: View::Direct,
+            allow_other: rustix::process::geteuid().is_root(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            fsname: "lazycfs".into(),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Defaults: direct view, no basedir, one thread per CPU, `allow_other` when root.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the basedir.
+    pub fn basedir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.basedir = Some(dir.into());
+        self
+    }
+
+    /// Sets the view.
+    pub fn view(mut self, view: View) -> Self {
+        self.view = view;
+        self
+    }
+
+    /// Sets `allow_other`.
+    pub fn allow_other(mut self, allow: bool) -> Self {
+        self.allow_other = allow;
+        self
+    }
+
+    /// Sets the number of worker threads (at least 1).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Sets the mount source name.
+    pub fn fsname(mut self, name: impl Into<String>) -> Self {
+        self.fsname = name.into();
+        self
+    }
+
+    fn fuse_config(&self) -> Config {
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::RO,
+            // The kernel checks permissions against the image's modes, as it does for EROFS.
+            MountOption::DefaultPermissions,
+            MountOption::FSName(self.fsname.clone()),
+            MountOption::Subtype("lazycfs".into()),
+        ];
+        if rustix::process::geteuid().is_root() {
+            config
+                .mount_options
+                .extend([MountOption::Dev, MountOption::Suid]);
+        }
+        config.acl = if self.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        config.n_threads = Some(self.threads);
+        config.clone_fd = true;
+        config
+    }
+
+    fn filesystem(&self, image: Image) -> io::Result<ImageFs> {
+        let basedir = match &self.basedir {
+            Some(dir) => Some(Basedir::open(dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("basedir {}: {e}", dir.display()))
+            })?),
+            None => None,
+        };
+        Ok(ImageFs::new(image, self.view, basedir))
+    }
+}
+
+/// A running mount; unmounted when dropped.
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+    mountpoint: PathBuf,
+}
+
+impl Mounted {
+    /// The mountpoint.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether the server has stopped (e.g. the mount was unmounted from outside).
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
+    }
+
+    /// Waits until the filesystem is unmounted from outside.
+    pub fn wait(self) -> io::Result<()> {
+        self.session.join()
+    }
+
+    /// Unmounts and waits for the server threads.
+    pub fn unmount(self) -> io::Result<()> {
+        self.session.umount_and_join()
+    }
+}
+
+/// Mounts `image` on `mountpoint` (directly as root, through `fusermount3` otherwise) and
+/// serves it from background threads. Returns once the mount answers requests.
+pub fn mount(
+    image: Image,
+    mountpoint: impl AsRef<Path>,
+    options: &ServeOptions,
+) -> io::Result<Mounted> {
+    let mountpoint = mountpoint.as_ref().to_path_buf();
+    let fs = options.filesystem(image)?;
+    let session = fuser::Session::new(fs, &mountpoint, &options.fuse_config())?.spawn()?;
+    let mounted = Mounted {
+        session,
+        mountpoint,
+    };
+    wait_until_answering(&mounted)?;
+    Ok(mounted)
+}
+
+/// Serves `image` on an already mounted `/dev/fuse` file descriptor (e.g. one a privileged
+/// helper mounted), until the filesystem is unmounted.
+pub fn serve_fd(
+    image: Image,
+    fuse_fd: std::os::fd::OwnedFd,
+    options: &ServeOptions,
+) -> io::Result<()> {
+    let fs = options.filesystem(image)?;
+    let acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?.run()
+}
+
+fn wait_until_answering(mounted: &Mounted) -> io::Result<()> {
+    for _ in 0..500 {
+        if mounted.is_finished() {
+            return Err(io::Error::other("FUSE server stopped during startup"));
+        }
+        if std::fs::metadata(&mounted.mountpoint)
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == 1)
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(io::Error::other("mount did not answer within 5 s"))
+}
+
+/// Unmounts a lazycfs mount: directly as root, through `fusermount3 -u` otherwise.
+pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        return rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::empty())
+            .map_err(Into::into);
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("fusermount3 -u failed: {status}")))
+    }
+}

@@ -1,0 +1,426 @@
+//! The FUSE adapter: one method per FUSE operation, each decoding what it needs from the
+//! image, asking the [`View`] what to show and replying. No tree and no per-inode state:
+//! node ids are nids, so `forget` has nothing to drop. The only state is open basedir
+//! objects, keyed by file handle.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::content::{Basedir, Content};
+use crate::erofs::{self, Extent, FileType, Image, Inode};
+use crate::view::View;
+
+/// The image never changes, so the kernel may cache everything for as long as it likes.
+const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// FUSE fixes the root's node id.
+const ROOT_ID: u64 = 1;
+
+/// A FUSE filesystem serving one image.
+pub struct ImageFs {
+    image: Image,
+    view: View,
+    basedir: Option<Basedir>,
+    objects: RwLock<HashMap<u64, Arc<File>>>,
+    next_handle: AtomicU64,
+}
+
+impl ImageFs {
+    /// Serves `image` through `view`, reading redirected content from `basedir`.
+    pub fn new(image: Image, view: View, basedir: Option<Basedir>) -> ImageFs {
+        ImageFs {
+            image,
+            view,
+            basedir,
+            objects: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    /// Node id of a nid. The root is 1; a non-root inode whose nid is 1 (possible when the
+    /// metadata area does not start at block 0) takes the root's nid instead, so the mapping is
+    /// a bijection (a swap) and costs nothing.
+    fn node_id(&self, nid: u64) -> u64 {
+        let root = self.image.root_nid();
+        if nid == root {
+            ROOT_ID
+        } else if nid == ROOT_ID {
+            root
+        } else {
+            nid
+        }
+    }
+
+    /// The inverse of [`node_id`](Self::node_id) (a swap is its own inverse).
+    fn nid(&self, node: INodeNo) -> u64 {
+        self.node_id(node.0)
+    }
+
+    fn inode(&self, node: INodeNo) -> Result<Inode<'_>, Errno> {
+        self.image.inode(self.nid(node)).map_err(io_error)
+    }
+
+    fn attr(&self, inode: &Inode<'_>) -> FileAttr {
+        let (sec, nsec) = inode.mtime();
+        let mtime = if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+                + Duration::from_nanos(u64::from(nsec))
+        };
+        let block_size = self.image.superblock().block_size();
+        FileAttr {
+            ino: INodeNo(self.node_id(inode.nid())),
+            size: inode.size(),
+            blocks: inode.size().div_ceil(block_size) * (block_size / 512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind: fuse_type(inode.file_type()),
+            perm: (inode.mode() & 0o7777) as u16,
+            nlink: inode.nlink(),
+            uid: inode.uid(),
+            gid: inode.gid(),
+            rdev: inode.rdev_raw(),
+            blksize: block_size as u32,
+            flags: 0,
+        }
+    }
+
+    fn negative_entry(&self) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(0),
+            size: 0,
+            blocks: 0,
+            atime: SystemTime::UNIX_EPOCH,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+            crtime: SystemTime::UNIX_EPOCH,
+            kind: fuser::FileType::RegularFile,
+            perm: 0,
+            nlink: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 0,
+            flags: 0,
+        }
+    }
+
+    fn lookup_inode(&self, parent: INodeNo, name: &OsStr) -> Result<Option<Inode<'_>>, Errno> {
+        let dir = self.inode(parent)?.dir().map_err(io_error)?;
+        let Some(entry) = dir.lookup(name.as_bytes()).map_err(io_error)? else {
+            return Ok(None);
+        };
+        let inode = self.image.inode(entry.nid).map_err(io_error)?;
+        if !self.view.shows_inode(&inode) {
+            return Ok(None);
+        }
+        self.reachable(&inode)?;
+        Ok(Some(inode))
+    }
+
+    /// EIO for inodes the view says cannot be reached (as overlayfs answers them).
+    fn reachable(&self, inode: &Inode<'_>) -> Result<(), Errno> {
+        match self.view.reachable(inode) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Errno::EIO),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn object(&self, fh: FileHandle) -> Option<Arc<File>> {
+        self.objects.read().ok()?.get(&fh.0).cloned()
+    }
+}
+
+impl Filesystem for ImageFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS;
+        // Capabilities the kernel lacks are simply not used.
+        let _ = config.add_capabilities(wanted);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.lookup_inode(parent, name) {
+            Ok(Some(inode)) => reply.entry(&TTL, &self.attr(&inode), Generation(0)),
+            // A negative entry with a long TTL: the kernel caches the miss.
+            Ok(None) => reply.entry(&TTL, &self.negative_entry(), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self
+            .inode(ino)
+            .and_then(|inode| self.reachable(&inode).map(|()| inode))
+        {
+            Ok(inode) => reply.attr(&TTL, &self.attr(&inode)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self
+            .inode(ino)
+            .and_then(|i| i.symlink_target().map_err(io_error))
+        {
+            Ok(target) => reply.data(target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let inode = match self.inode(ino) {
+            Ok(inode) => inode,
+            Err(e) => return reply.error(e),
+        };
+        let content = match &self.basedir {
+            Some(basedir) => basedir.content(&inode),
+            None => Ok(Content::Image),
+        };
+        match content {
+            Ok(Content::Image) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(Content::Object(file)) => {
+                let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                match self.objects.write() {
+                    Ok(mut objects) => {
+                        objects.insert(fh, Arc::new(file));
+                        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                    }
+                    Err(_) => reply.error(Errno::EIO),
+                }
+            }
+            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        if fh.0 != 0 {
+            let Some(file) = self.object(fh) else {
+                return reply.error(Errno::EBADF);
+            };
+            let mut buf = vec![0; size as usize];
+            return match file.read_at(&mut buf, offset) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(Errno::from(e)),
+            };
+        }
+        let inode = match self.inode(ino) {
+            Ok(inode) => inode,
+            Err(e) => return reply.error(e),
+        };
+        // Zero-copy when the request lies within one stored extent (the common case).
+        match inode.extent_at(offset) {
+            Ok(None) => reply.data(&[]),
+            Ok(Some(Extent::Data(d))) if d.len() >= size as usize => {
+                reply.data(&d[..size as usize])
+            }
+            Ok(Some(_)) => {
+                let len = (size as u64).min(inode.size() - offset) as usize;
+                let mut buf = vec![0; len];
+                match inode.read_at(offset, &mut buf) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(io_error(e)),
+                }
+            }
+            Err(e) => reply.error(io_error(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        if fh.0 != 0 {
+            if let Ok(mut objects) = self.objects.write() {
+                objects.remove(&fh.0);
+            }
+        }
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.inode(ino).and_then(|i| i.dir().map_err(io_error)) {
+            Ok(_) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let dir = match self.inode(ino).and_then(|i| i.dir().map_err(io_error)) {
+            Ok(dir) => dir,
+            Err(e) => return reply.error(e),
+        };
+        for entry in dir.entries_from(offset) {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => return reply.error(io_error(e)),
+            };
+            match self
+                .view
+                .lists_entry(&self.image, dir.inode().nid(), &entry)
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return reply.error(io_error(e)),
+            }
+            let kind = match self.entry_kind(&entry) {
+                Ok(kind) => kind,
+                Err(e) => return reply.error(e),
+            };
+            let node = INodeNo(self.node_id(entry.nid));
+            if reply.add(node, entry.next_pos, kind, OsStr::from_bytes(entry.name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let sb = self.image.superblock();
+        let bsize = sb.block_size() as u32;
+        reply.statfs(
+            u64::from(sb.blocks),
+            0,
+            0,
+            sb.inodes,
+            0,
+            bsize,
+            erofs::format::NAME_LEN as u32,
+            bsize,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = self.inode(ino).and_then(|inode| {
+            let Some((index, parts)) = self.view.stored_name(name.as_bytes()) else {
+                return Ok(None);
+            };
+            let xattrs = inode.xattrs().map_err(io_error)?;
+            xattrs.get_parts(index, &parts).map_err(io_error)
+        });
+        match value {
+            Ok(Some(value)) => reply_sized(reply, size, value),
+            Ok(None) => reply.error(Errno::NO_XATTR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let list = self.inode(ino).and_then(|inode| {
+            LIST_BUFFER.with_borrow_mut(|buf| {
+                buf.clear();
+                for xattr in inode.xattrs().map_err(io_error)?.iter() {
+                    let xattr = xattr.map_err(io_error)?;
+                    if let Some(name) = self.view.present(&xattr) {
+                        name.append_to(buf);
+                        buf.push(0);
+                    }
+                }
+                Ok(())
+            })
+        });
+        match list {
+            Ok(()) => LIST_BUFFER.with_borrow(|buf| reply_sized(reply, size, buf)),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl ImageFs {
+    /// The readdir type of an entry: from the dirent, or from the inode if the dirent says
+    /// "unknown".
+    fn entry_kind(&self, entry: &erofs::DirEntry<'_>) -> Result<fuser::FileType, Errno> {
+        match FileType::from_dirent(entry.file_type) {
+            Some(t) => Ok(fuse_type(t)),
+            None => Ok(fuse_type(
+                self.image.inode(entry.nid).map_err(io_error)?.file_type(),
+            )),
+        }
+    }
+}
+
+thread_local! {
+    /// listxattr's reply buffer, reused so the hot path does not allocate.
+    static LIST_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Replies with `value` or its size, as getxattr/listxattr's size protocol requires.
+fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+fn fuse_type(t: FileType) -> fuser::FileType {
+    match t {
+        FileType::Regular => fuser::FileType::RegularFile,
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::CharDevice => fuser::FileType::CharDevice,
+        FileType::BlockDevice => fuser::FileType::BlockDevice,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+    }
+}
+
+/// Decoding errors become their errno (EIO for corruption), with a log line.
+fn io_error(e: erofs::Error) -> Errno {
+    log::warn!("{e}");
+    Errno::from_i32(e.errno())
+}

@@ -47,8 +47,26 @@ pub fn dump(image: &Image, out: &mut impl Write) -> Result<(), DumpError> {
         path: "/".into(),
         source,
     })?;
-    dumper.dir(&root, b"/".to_vec(), 0)
+    // Depth-first with an explicit stack of the directories being listed (why: recursion
+    // 2048 levels deep overflows small thread stacks on hostile images).
+    let mut stack = vec![dumper.dir(&root, b"/".to_vec(), 0)?];
+    while let Some(children) = stack.last_mut() {
+        let Some((child_path, inode)) = children.next() else {
+            stack.pop();
+            continue;
+        };
+        if inode.is_dir() {
+            let children = dumper.dir(&inode, child_path, stack.len())?;
+            stack.push(children);
+        } else {
+            dumper.leaf(&inode, child_path)?;
+        }
+    }
+    Ok(())
 }
+
+/// A directory's children still to print, with their paths.
+type Children<'img> = std::vec::IntoIter<(Vec<u8>, Inode<'img>)>;
 
 struct Dumper<'o, W: Write> {
     out: &'o mut W,
@@ -70,7 +88,13 @@ enum Content {
 }
 
 impl<W: Write> Dumper<'_, W> {
-    fn dir(&mut self, dir: &Inode<'_>, path: Vec<u8>, depth: usize) -> Result<(), DumpError> {
+    /// Prints a directory's line and returns its children, to be printed next.
+    fn dir<'img>(
+        &mut self,
+        dir: &Inode<'img>,
+        path: Vec<u8>,
+        depth: usize,
+    ) -> Result<Children<'img>, DumpError> {
         if depth >= MAX_DEPTH {
             return Err(DumpError::TooDeep(display(&path)));
         }
@@ -105,25 +129,23 @@ impl<W: Write> Dumper<'_, W> {
         let subdirs = children.iter().filter(|(_, i)| i.is_dir()).count();
         self.entry(dir, &path, Some(2 + subdirs as u64))
             .map_err(|e| flatten(e, &path))?;
-        for (child_path, inode) in children {
-            if inode.is_dir() {
-                self.dir(&inode, child_path, depth + 1)?;
-                continue;
+        Ok(children.into_iter())
+    }
+
+    /// Prints a non-directory: a hard link line if its inode was printed before.
+    fn leaf(&mut self, inode: &Inode<'_>, path: Vec<u8>) -> Result<(), DumpError> {
+        if inode.nlink() > 1 {
+            if let Some(first) = self.hardlinks.get(&inode.nid()) {
+                escaped(self.out, &path)?;
+                self.out.write_all(b" 0 @120000 - - - - 0.0 ")?;
+                escaped(self.out, first)?;
+                self.out.write_all(b" - -\n")?;
+                return Ok(());
             }
-            if inode.nlink() > 1 {
-                if let Some(first) = self.hardlinks.get(&inode.nid()) {
-                    escaped(self.out, &child_path)?;
-                    self.out.write_all(b" 0 @120000 - - - - 0.0 ")?;
-                    escaped(self.out, first)?;
-                    self.out.write_all(b" - -\n")?;
-                    continue;
-                }
-                self.hardlinks.insert(inode.nid(), child_path.clone());
-            }
-            self.entry(&inode, &child_path, None)
-                .map_err(|e| flatten(e, &child_path))?;
+            self.hardlinks.insert(inode.nid(), path.clone());
         }
-        Ok(())
+        self.entry(inode, &path, None)
+            .map_err(|e| flatten(e, &path))
     }
 
     /// Prints one full line.

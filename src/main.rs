@@ -195,6 +195,9 @@ fn daemonize() -> ExitCode {
         .arg("--foreground")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
+        // Not inherited: a daemon must not hold the caller's stderr open (a caller reading it
+        // to the end would wait forever). Startup errors are relayed below.
+        .stderr(std::process::Stdio::piped())
         .process_group(0)
         .spawn()
     {
@@ -210,6 +213,11 @@ fn daemonize() -> ExitCode {
     if line.trim_end() == READY {
         return ExitCode::SUCCESS;
     }
+    let mut errors = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = io::Read::read_to_string(&mut stderr, &mut errors);
+    }
+    eprint!("{errors}");
     let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
     ExitCode::from(status.clamp(1, 255) as u8)
 }

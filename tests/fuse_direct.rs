@@ -66,3 +66,86 @@ fn corpus_matches_kernel_composefs_mount() {
         check_dump(name, &dump.text, &[dump.version]);
     }
 }
+
+#[test]
+fn concurrent_walkers_see_the_same_tree() {
+    if !kernel::require_root("concurrent_walkers_see_the_same_tree") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kinds.erofs");
+    std::fs::write(&path, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
+    let basedir = dir.path().join("objects");
+    std::fs::create_dir(&basedir).unwrap();
+    objects::populate(&Image::open(&path).unwrap(), &basedir);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let options = ServeOptions::new().basedir(&basedir).threads(4);
+    let mounted = lazycfs::mount::mount(Image::open(&path).unwrap(), &mnt, &options).unwrap();
+    let single = tree::walk(&mnt);
+    let walks: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| tree::walk(&mnt))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for walk in walks {
+        tree::compare(&single, &walk).unwrap();
+    }
+    mounted.unmount().unwrap();
+}
+
+#[test]
+fn unprivileged_user_mounts_through_fusermount3() {
+    if !kernel::require_root("unprivileged_user_mounts_through_fusermount3") {
+        return;
+    }
+    let fuse_mode = std::fs::metadata("/dev/fuse")
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+    if !fuse_mode.is_ok_and(|m| m & 0o006 == 0o006) {
+        common::skip(
+            "unprivileged_user_mounts_through_fusermount3",
+            "/dev/fuse is not accessible to other users (CI makes it 0666)",
+        );
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("lazycfs-user")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let image = dir.path().join("kinds.erofs");
+    std::fs::write(&image, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+    let bin = env!("CARGO_BIN_EXE_lazycfs");
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mount = as_nobody(&[bin, "mount", image.to_str().unwrap(), mnt.to_str().unwrap()]);
+    assert!(
+        mount.status.success(),
+        "mount as nobody: {}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    let ls = as_nobody(&["cat", mnt.join("dash").to_str().unwrap()]);
+    let umount = as_nobody(&[bin, "umount", mnt.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout),
+        "-",
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert!(
+        umount.status.success(),
+        "umount: {}",
+        String::from_utf8_lossy(&umount.stderr)
+    );
+}

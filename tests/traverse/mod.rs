@@ -90,14 +90,17 @@ fn traverse(image: &Image, w: &mut Walk) {
     let _ = (sb.block_size(), image.composefs(), image.bytes().len());
     let mut seen_dirs = HashSet::new();
     let mut seen_inodes = HashSet::new();
-    let mut read_budget = READ_TOTAL;
+    let mut reader = Reader {
+        budget: READ_TOTAL,
+        buf: vec![0; 64 << 10],
+    };
     let mut pending = vec![image.root_nid()];
     seen_dirs.insert(image.root_nid());
     while let Some(nid) = pending.pop() {
         let inode = tri!(w, image.inode(nid));
         w.dirs += 1;
         if seen_inodes.insert(nid) {
-            visit_inode(&inode, w, &mut read_budget);
+            visit_inode(&inode, w, &mut reader);
         }
         let dir = tri!(w, inode.dir());
         let entries: Vec<_> = dir.entries().take(MAX_ITEMS).collect();
@@ -146,7 +149,7 @@ fn traverse(image: &Image, w: &mut Walk) {
                     pending.push(entry.nid);
                 }
             } else if seen_inodes.insert(entry.nid) {
-                visit_inode(&child, w, &mut read_budget);
+                visit_inode(&child, w, &mut reader);
             }
         }
         for name in [&b""[..], b"\xff\xff", b"zzzz-not-there", b"0", &[b'a'; 300]] {
@@ -165,7 +168,13 @@ fn traverse(image: &Image, w: &mut Walk) {
     }
 }
 
-fn visit_inode(inode: &Inode<'_>, w: &mut Walk, read_budget: &mut u64) {
+/// `read_at` state shared by the whole walk: one buffer, one byte budget.
+struct Reader {
+    budget: u64,
+    buf: Vec<u8>,
+}
+
+fn visit_inode(inode: &Inode<'_>, w: &mut Walk, reader: &mut Reader) {
     w.inodes += 1;
     let _ = (
         inode.mode(),
@@ -187,7 +196,7 @@ fn visit_inode(inode: &Inode<'_>, w: &mut Walk, read_budget: &mut u64) {
                 w.err(e);
             }
         }
-        FileType::Regular | FileType::Directory => visit_data(inode, w, read_budget),
+        FileType::Regular | FileType::Directory => visit_data(inode, w, reader),
         _ => {}
     }
 }
@@ -242,7 +251,7 @@ fn visit_xattrs(inode: &Inode<'_>, w: &mut Walk) {
     }
 }
 
-fn visit_data(inode: &Inode<'_>, w: &mut Walk, read_budget: &mut u64) {
+fn visit_data(inode: &Inode<'_>, w: &mut Walk, reader: &mut Reader) {
     let size = inode.size();
     let _ = inode.contiguous_data().map_err(|e| w.err(e));
     // Extent walk: bounded because every extent is non-empty and maps to image bytes or a
@@ -267,7 +276,6 @@ fn visit_data(inode: &Inode<'_>, w: &mut Walk, read_budget: &mut u64) {
         }
     }
     // Reads at the start, around the middle and at the end, within a budget.
-    let mut buf = vec![0u8; 64 << 10];
     for start in [
         0,
         size / 2,
@@ -277,14 +285,14 @@ fn visit_data(inode: &Inode<'_>, w: &mut Walk, read_budget: &mut u64) {
     ] {
         let mut pos = start;
         let end = start.saturating_add(READ_PER_FILE / 4).min(size);
-        while pos < end && *read_budget > 0 {
-            let want = ((end - pos) as usize).min(buf.len());
-            match inode.read_at(pos, &mut buf[..want]) {
+        while pos < end && reader.budget > 0 {
+            let want = ((end - pos) as usize).min(reader.buf.len());
+            match inode.read_at(pos, &mut reader.buf[..want]) {
                 Ok(0) => break,
                 Ok(got) => {
                     assert!(got <= want);
                     pos += got as u64;
-                    *read_budget = read_budget.saturating_sub(got as u64);
+                    reader.budget = reader.budget.saturating_sub(got as u64);
                 }
                 Err(e) => {
                     w.err(e);

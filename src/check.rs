@@ -90,7 +90,7 @@ impl Walker {
             let (mut dot, mut dotdot) = (false, false);
             for entry in entries.entries() {
                 let entry = entry.map_err(|e| fail(dir.nid, &dir.path, e))?;
-                let child_path = join(&dir.path, entry.name);
+                let child_path = join_path(&dir.path, entry.name);
                 let bad_entry = |what| fail(dir.nid, &child_path, corrupt(what));
                 if entry.name.contains(&b'/') || entry.name.contains(&0) {
                     return Err(bad_entry(Corruption::BadName));
@@ -195,7 +195,8 @@ fn is_metacopy(xattrs: &Xattrs<'_>) -> Result<bool, Error> {
         || xattrs.get(b"trusted.overlay.redirect")?.is_some())
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+/// `dir/name` for paths printed by the tools (`/name` under the root).
+pub(crate) fn join_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut path = dir.to_vec();
     if path != b"/" {
         path.push(b'/');

@@ -325,14 +325,7 @@ fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<NamedValue<'img>>, Error
     Ok(xattrs)
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = dir.to_vec();
-    if path != b"/" {
-        path.push(b'/');
-    }
-    path.extend_from_slice(name);
-    path
-}
+use crate::check::join_path as join;
 
 fn display(path: &[u8]) -> String {
     crate::check::display_path(path)

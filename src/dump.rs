@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
+use crate::check::join_path as join;
 use crate::erofs::{Corruption, DataLayout, Error, FileType, Image, Inode};
 
 /// Errors while dumping.
@@ -324,8 +325,6 @@ fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<NamedValue<'img>>, Error
     xattrs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(xattrs)
 }
-
-use crate::check::join_path as join;
 
 fn display(path: &[u8]) -> String {
     crate::check::display_path(path)

@@ -1,0 +1,259 @@
+//! `lazycfs-bench`: the end-to-end benchmark of lazycfs against composefs-fuse 0.7 and 0.9 and
+//! the kernel (EROFS + overlay, and EROFS alone). See README.md.
+
+mod cleanup;
+mod images;
+mod measure;
+mod report;
+mod rng;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use clap::{Parser, Subcommand};
+
+use images::Image;
+use measure::{Config, Results};
+use servers::{Arg, Dirs, Kind, Server};
+
+/// End-to-end benchmark: lazycfs vs composefs-fuse vs the kernel. Needs root.
+#[derive(Parser)]
+struct Cli {
+    /// Where the tables (results.md), the plot (startup.svg) and the samples (samples.csv) go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Cached images and objects, mount points, logs.
+    #[arg(long, default_value = "/var/tmp/lazycfs-bench")]
+    work: PathBuf,
+    /// The corpus dumpfiles.
+    #[arg(long, default_value = "/work/shared/corpus")]
+    corpus: PathBuf,
+    /// Smoke test: 2 runs, no 1M-entry image, smaller read objects.
+    #[arg(long)]
+    quick: bool,
+    /// Runs per measurement (default 3, --quick 2; images of 500k+ entries: 1, no xattr walk).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Bound on each wait (startup, each walk, each read), in seconds (default 300, --quick 120).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Random lookups in the large directory.
+    #[arg(long, default_value_t = 10_000)]
+    lookups: usize,
+    /// Only these images (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    images: Vec<String>,
+    /// Only these servers (comma-separated names, the first is the ratio reference).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Do not build lazycfs and the peers (use what is in target/).
+    #[arg(long)]
+    no_build: bool,
+    #[command(subcommand)]
+    helper: Option<Helper>,
+}
+
+#[derive(Subcommand)]
+enum Helper {
+    /// (internal) lstat every path listed in FILE: the timed part of the lookup benchmark.
+    #[command(hide = true)]
+    StatPaths { list: PathBuf },
+}
+
+/// The bench/ directory.
+fn bench_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The composefs-fuse peers: (server name, crate directory under peers/, binary, extra args).
+const PEERS: [(&str, &str, &str, Option<&str>); 3] = [
+    (
+        "composefs-fuse 0.9",
+        "composefs-fuse-0.9",
+        "peer-composefs-fuse-09",
+        None,
+    ),
+    (
+        "composefs-fuse 0.9 ovl",
+        "composefs-fuse-0.9",
+        "peer-composefs-fuse-09",
+        Some("--overlay"),
+    ),
+    (
+        "composefs-fuse 0.7",
+        "composefs-fuse-0.7",
+        "peer-composefs-fuse-07",
+        None,
+    ),
+];
+
+fn peer_target() -> PathBuf {
+    bench_dir().join("target/peers")
+}
+
+fn lazycfs_binary() -> PathBuf {
+    bench_dir().join("../target/release/lazycfs")
+}
+
+/// Builds the peers and lazycfs (release). A failed lazycfs build is reported, not fatal.
+fn build() -> anyhow::Result<()> {
+    for dir in ["composefs-fuse-0.7", "composefs-fuse-0.9"] {
+        let status = Command::new("cargo")
+            .args(["build", "--release", "--manifest-path"])
+            .arg(bench_dir().join("peers").join(dir).join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", peer_target())
+            .status()
+            .context("running cargo")?;
+        ensure!(status.success(), "building peer {dir} failed");
+    }
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--manifest-path"])
+        .arg(bench_dir().join("../Cargo.toml"))
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        eprintln!("bench: building lazycfs failed; it will be reported n/a");
+    }
+    Ok(())
+}
+
+fn servers() -> Vec<Server> {
+    let mut list = vec![
+        Server {
+            name: "kernel",
+            kind: Kind::Kernel { overlay: true },
+            missing: None,
+        },
+        Server {
+            name: "kernel erofs only",
+            kind: Kind::Kernel { overlay: false },
+            missing: None,
+        },
+    ];
+    let lazycfs = lazycfs_binary();
+    let has_mount = Command::new(&lazycfs)
+        .args(["mount", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    list.push(Server {
+        name: "lazycfs",
+        kind: Kind::Fuse {
+            program: lazycfs.clone(),
+            args: vec![
+                Arg::Literal("mount"),
+                Arg::Image,
+                Arg::Mountpoint,
+                Arg::Literal("--basedir"),
+                Arg::Basedir,
+                Arg::Literal("--foreground"),
+            ],
+        },
+        missing: (!has_mount).then(|| format!("{} has no `mount` subcommand", lazycfs.display())),
+    });
+    for (name, _, binary, extra) in PEERS {
+        let mut args = vec![Arg::Image, Arg::Mountpoint, Arg::Basedir];
+        args.extend(extra.map(Arg::Literal));
+        let program = peer_target().join("release").join(binary);
+        let missing = (!program.is_file()).then(|| format!("{} not built", program.display()));
+        list.push(Server {
+            name,
+            kind: Kind::Fuse { program, args },
+            missing,
+        });
+    }
+    list
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Helper::StatPaths { list }) = &cli.helper {
+        return measure::stat_paths(list);
+    }
+    ensure!(
+        rustix::process::geteuid().is_root(),
+        "the benchmark mounts filesystems: run it as root"
+    );
+
+    let work = std::path::absolute(&cli.work)?;
+    let dirs = Dirs {
+        mountpoint: work.join("mnt"),
+        lower: work.join("lower"),
+        basedir: work.join("objects"),
+        logs: work.join("logs"),
+        tmp: work.join("tmp"),
+    };
+    let scratch = work.join("scratch");
+    for dir in [&dirs.basedir, &dirs.logs, &scratch] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_dir_all(&dirs.tmp);
+    std::fs::create_dir_all(&dirs.tmp)?;
+    cleanup::unmount_all_under(&work);
+    cleanup::install_handler(&work)?;
+
+    if !cli.no_build {
+        build()?;
+    }
+    let mut servers = servers();
+    if !cli.servers.is_empty() {
+        servers.retain(|s| cli.servers.iter().any(|n| n == s.name));
+        servers.sort_by_key(|s| cli.servers.iter().position(|n| n == s.name));
+    }
+    ensure!(!servers.is_empty(), "no server selected");
+    let reference = servers[0].name;
+
+    let mut images: Vec<Image> = Vec::new();
+    for (name, recipe) in images::recipes(cli.quick) {
+        if cli.images.is_empty() || cli.images.iter().any(|n| n == name) {
+            images.push(images::prepare(
+                name,
+                &recipe,
+                &cli.corpus,
+                &work,
+                &dirs.basedir,
+            )?);
+        }
+    }
+
+    let runs = cli.runs.unwrap_or(if cli.quick { 2 } else { 3 });
+    let timeout = Duration::from_secs(cli.timeout.unwrap_or(if cli.quick { 120 } else { 300 }));
+    let mut config = Config {
+        runs,
+        timeout,
+        lookups: cli.lookups,
+        xattr_walk: true,
+        dirs,
+        scratch,
+    };
+    let mut results = Results::default();
+    for image in &images {
+        let huge = image.entries >= 500_000;
+        config.runs = if huge { 1 } else { runs };
+        config.xattr_walk = !huge;
+        for server in &servers {
+            measure::bench(image, server, &config, &mut results);
+        }
+    }
+    cleanup::unmount_all_under(&work);
+
+    let tables = report::markdown(&images, &servers, &results, reference);
+    let header = format!(
+        "# lazycfs end-to-end benchmark\n\nKernel {}, {} CPUs; medians of {runs} runs (500k+ \
+         entries: 1 run, no xattr walk); ratios to `{reference}`.\n",
+        rustix::system::uname().release().to_string_lossy(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    std::fs::create_dir_all(&cli.out)?;
+    std::fs::write(cli.out.join("results.md"), format!("{header}{tables}"))?;
+    std::fs::write(cli.out.join("samples.csv"), report::csv(&images, &results))?;
+    std::fs::write(
+        cli.out.join("startup.svg"),
+        report::startup_svg(&images, &servers, &results),
+    )?;
+    println!("{header}{tables}");
+    eprintln!("bench: results in {}", cli.out.display());
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The measurements, run against one mounted image at a time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::images::Image;
+use crate::rng::Rng;
+use crate::servers::{Dirs, Server};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Metric {
+    /// Exec (or first mount syscall) → a deep `stat` answers, caches dropped.
+    Startup,
+    /// `find -printf` of every entry's metadata, right after a cold start.
+    WalkCold,
+    /// The same walk again.
+    WalkWarm,
+    /// `getfattr -R -h -d -m -` after the walks.
+    XattrWalk,
+    /// Random `stat`s of existing names in the large directory on a fresh mount.
+    Lookups,
+    /// `cat` of the large files to /dev/null on a fresh mount, caches dropped.
+    ReadCold,
+    /// The same read again.
+    ReadWarm,
+    /// The server's VmHWM after the walks.
+    PeakRss,
+}
+
+pub enum Unit {
+    Seconds,
+    MegabytesPerSecond,
+    Bytes,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::Startup,
+        Metric::WalkCold,
+        Metric::WalkWarm,
+        Metric::XattrWalk,
+        Metric::Lookups,
+        Metric::ReadCold,
+        Metric::ReadWarm,
+        Metric::PeakRss,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Startup => "startup",
+            Metric::WalkCold => "walk cold",
+            Metric::WalkWarm => "walk warm",
+            Metric::XattrWalk => "xattr walk",
+            Metric::Lookups => "lookups",
+            Metric::ReadCold => "read cold",
+            Metric::ReadWarm => "read warm",
+            Metric::PeakRss => "server RSS",
+        }
+    }
+
+    pub fn unit(self) -> Unit {
+        match self {
+            Metric::ReadCold | Metric::ReadWarm => Unit::MegabytesPerSecond,
+            Metric::PeakRss => Unit::Bytes,
+            _ => Unit::Seconds,
+        }
+    }
+}
+
+/// The samples of one (image, server, metric), or why there are none.
+#[derive(Default)]
+pub struct Cell {
+    pub samples: Vec<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Results {
+    pub cells: BTreeMap<(String, &'static str, Metric), Cell>,
+    /// Servers that could not run on an image, and why.
+    pub unavailable: BTreeMap<(String, &'static str), String>,
+}
+
+impl Results {
+    fn record(
+        &mut self,
+        image: &Image,
+        server: &Server,
+        metric: Metric,
+        value: anyhow::Result<f64>,
+    ) {
+        let cell = self
+            .cells
+            .entry((image.name.clone(), server.name, metric))
+            .or_default();
+        match value {
+            Ok(v) => cell.samples.push(v),
+            Err(e) => {
+                eprintln!(
+                    "bench: {} on {}: {}: {e:#}",
+                    server.name,
+                    image.name,
+                    metric.label()
+                );
+                cell.error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+}
+
+pub struct Config {
+    pub runs: usize,
+    /// Bound on every wait: startup, each walk, each read.
+    pub timeout: Duration,
+    pub lookups: usize,
+    /// Whether to run the xattr walk (skipped on the largest images: minutes per server).
+    pub xattr_walk: bool,
+    pub dirs: Dirs,
+    /// Scratch files (lookup lists, command errors).
+    pub scratch: PathBuf,
+}
+
+/// Runs every measurement of `server` on `image`, `config.runs` times.
+pub fn bench(image: &Image, server: &Server, config: &Config, results: &mut Results) {
+    if let Some(why) = &server.missing {
+        results
+            .unavailable
+            .insert((image.name.clone(), server.name), why.clone());
+        return;
+    }
+    for run in 0..config.runs {
+        eprintln!(
+            "bench: {} / {} run {}/{}",
+            image.name,
+            server.name,
+            run + 1,
+            config.runs
+        );
+        let phases: [Phase; 3] = [walks, lookups, reads];
+        for phase in phases {
+            // A phase fails as a whole when the server does not start (or unmount): nothing
+            // else of this server runs on this image.
+            if let Err(e) = phase(image, server, config, run, results) {
+                if run == 0 {
+                    eprintln!("bench: {} on {}: {e:#}", server.name, image.name);
+                    results
+                        .unavailable
+                        .insert((image.name.clone(), server.name), format!("{e:#}"));
+                } else {
+                    results.record(image, server, Metric::Startup, Err(e));
+                }
+                return;
+            }
+        }
+    }
+}
+
+type Phase = fn(&Image, &Server, &Config, usize, &mut Results) -> anyhow::Result<()>;
+
+/// Cold start, cold and warm metadata walks, xattr walk, peak RSS.
+fn walks(
+    image: &Image,
+    server: &Server,
+    config: &Config,
+    _run: usize,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    drop_caches()?;
+    let (mount, startup) = server.start(image, &config.dirs, config.timeout)?;
+    results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
+    let mnt = &config.dirs.mountpoint;
+    let find = || {
+        let mut cmd = Command::new("find");
+        cmd.arg(mnt).args(["-printf", "%p %s %m %n %U %G %T@\\n"]);
+        cmd
+    };
+    results.record(
+        image,
+        server,
+        Metric::WalkCold,
+        time(find(), config).map(secs),
+    );
+    results.record(
+        image,
+        server,
+        Metric::WalkWarm,
+        time(find(), config).map(secs),
+    );
+    if config.xattr_walk {
+        let mut getfattr = Command::new("getfattr");
+        getfattr.args(["-R", "-h", "-d", "-m", "-"]).arg(mnt);
+        results.record(
+            image,
+            server,
+            Metric::XattrWalk,
+            time(getfattr, config).map(secs),
+        );
+    }
+    if server.is_fuse() {
+        let rss = mount
+            .peak_rss()
+            .context("no VmHWM: server gone")
+            .map(|b| b as f64);
+        results.record(image, server, Metric::PeakRss, rss);
+    }
+    mount.stop()
+}
+
+/// Random lookups in the large directory, on a fresh mount with caches dropped.
+fn lookups(
+    image: &Image,
+    server: &Server,
+    config: &Config,
+    run: usize,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let Some((dir, names)) = &image.big_dir else {
+        return Ok(());
+    };
+    let mut rng = Rng::new(run as u64);
+    let mut list = String::new();
+    for _ in 0..config.lookups {
+        let name = &names[rng.below(names.len())];
+        writeln!(
+            list,
+            "{}",
+            config.dirs.mountpoint.join(dir).join(name).display()
+        )?;
+    }
+    let list_path = config.scratch.join("lookups.txt");
+    fs::write(&list_path, list)?;
+
+    drop_caches()?;
+    let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("stat-paths").arg(&list_path);
+    results.record(image, server, Metric::Lookups, time(cmd, config).map(secs));
+    mount.stop()
+}
+
+/// Sequential reads of the large files, on a fresh mount with caches dropped, then again.
+fn reads(
+    image: &Image,
+    server: &Server,
+    config: &Config,
+    _run: usize,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    if image.large_files.is_empty() || !server.serves_data() {
+        return Ok(());
+    }
+    let bytes: u64 = image.large_files.iter().map(|(_, size)| size).sum();
+    let cat = || {
+        let mut cmd = Command::new("cat");
+        cmd.args(
+            image
+                .large_files
+                .iter()
+                .map(|(p, _)| config.dirs.mountpoint.join(p)),
+        );
+        cmd
+    };
+    let rate = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    drop_caches()?;
+    let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+    results.record(
+        image,
+        server,
+        Metric::ReadCold,
+        time(cat(), config).map(rate),
+    );
+    results.record(
+        image,
+        server,
+        Metric::ReadWarm,
+        time(cat(), config).map(rate),
+    );
+    mount.stop()
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Runs `cmd` (stdout to /dev/null) to completion within the timeout; fails on a non-zero exit.
+fn time(mut cmd: Command, config: &Config) -> anyhow::Result<Duration> {
+    let errors = config.scratch.join("stderr.txt");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&errors)?);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("running {program}"))?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > config.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{program}: timeout after {:?}", config.timeout);
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+    let elapsed = start.elapsed();
+    if !status.success() {
+        let stderr = fs::read_to_string(&errors).unwrap_or_default();
+        let count = stderr.lines().count();
+        let first = stderr.lines().next().unwrap_or("");
+        bail!("{program}: {status}, {count} error lines, first: {first}");
+    }
+    Ok(elapsed)
+}
+
+pub fn drop_caches() -> anyhow::Result<()> {
+    rustix::fs::sync();
+    fs::write("/proc/sys/vm/drop_caches", "3").context("dropping caches (needs root)")
+}
+
+/// The `stat-paths` helper: `lstat` every path listed in `list`, failing on the first error.
+pub fn stat_paths(list: &Path) -> anyhow::Result<()> {
+    let list = fs::read_to_string(list)?;
+    for path in list.lines() {
+        fs::symlink_metadata(path).with_context(|| format!("stat {path}"))?;
+    }
+    Ok(())
+}

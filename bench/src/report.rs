@@ -1,0 +1,267 @@
+//! Medians, the markdown tables, the startup plot (hand-written SVG) and the raw samples.
+
+use std::fmt::Write as _;
+
+use crate::images::Image;
+use crate::measure::{Metric, Results, Unit};
+use crate::servers::Server;
+
+pub fn median(samples: &[f64]) -> Option<f64> {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn format_value(metric: Metric, v: f64) -> String {
+    match metric.unit() {
+        Unit::Seconds if v < 1.0 => format!("{:.1} ms", v * 1e3),
+        Unit::Seconds => format!("{v:.2} s"),
+        Unit::MegabytesPerSecond => format!("{v:.0} MB/s"),
+        Unit::Bytes => format!("{:.1} MiB", v / (1 << 20) as f64),
+    }
+}
+
+/// One markdown table per image: a row per server, a column per metric, medians with the ratio
+/// to `reference` (the kernel composefs mount). Times: lower is better; MB/s: higher is better.
+pub fn markdown(
+    images: &[Image],
+    servers: &[Server],
+    results: &Results,
+    reference: &str,
+) -> String {
+    let mut out = String::new();
+    let mut notes = Vec::new();
+    for image in images {
+        let metrics: Vec<Metric> = Metric::ALL
+            .into_iter()
+            .filter(|&m| {
+                servers
+                    .iter()
+                    .any(|s| results.cells.contains_key(&(image.name.clone(), s.name, m)))
+            })
+            .collect();
+        let _ = writeln!(out, "\n### {} ({} entries)\n", image.name, image.entries);
+        let _ = writeln!(
+            out,
+            "| server | {} |",
+            metrics
+                .iter()
+                .map(|m| m.label())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(metrics.len()));
+        let reference_median = |m: Metric| {
+            results
+                .cells
+                .get(&(image.name.clone(), reference, m))
+                .and_then(|c| median(&c.samples))
+        };
+        for server in servers {
+            let mut row = format!("| {} |", server.name);
+            if let Some(why) = results.unavailable.get(&(image.name.clone(), server.name)) {
+                notes.push(format!("{} on {}: {why}", server.name, image.name));
+                let _ = writeln!(out, "{row}{}", " n/a |".repeat(metrics.len()));
+                continue;
+            }
+            for &metric in &metrics {
+                let cell = results
+                    .cells
+                    .get(&(image.name.clone(), server.name, metric));
+                let text = match cell {
+                    None => "—".to_string(),
+                    Some(cell) => {
+                        if let Some(e) = &cell.error {
+                            notes.push(format!(
+                                "{} on {}, {}: {e}",
+                                server.name,
+                                image.name,
+                                metric.label()
+                            ));
+                        }
+                        match median(&cell.samples) {
+                            None => "fail".to_string(),
+                            Some(v) => {
+                                let mut text = format_value(metric, v);
+                                if let Some(r) =
+                                    reference_median(metric).filter(|_| server.name != reference)
+                                {
+                                    let _ = write!(text, " ({:.2}×)", v / r);
+                                }
+                                if cell.error.is_some() {
+                                    text.push('*');
+                                }
+                                text
+                            }
+                        }
+                    }
+                };
+                let _ = write!(row, " {text} |");
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNotes (`fail`: no successful run; `*`: some runs failed):\n"
+        );
+        for note in notes {
+            let first_line = note.lines().next().unwrap_or("");
+            let _ = writeln!(out, "- {first_line}");
+        }
+    }
+    out
+}
+
+/// Every sample: `image,entries,server,metric,run,value` (seconds, MB/s or bytes).
+pub fn csv(images: &[Image], results: &Results) -> String {
+    let mut out = String::from("image,entries,server,metric,run,value\n");
+    for ((image, server, metric), cell) in &results.cells {
+        let entries = images
+            .iter()
+            .find(|i| &i.name == image)
+            .map_or(0, |i| i.entries);
+        for (run, v) in cell.samples.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{image},{entries},{server},{},{run},{v}",
+                metric.label()
+            );
+        }
+    }
+    out
+}
+
+const COLORS: [&str; 8] = [
+    "#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf",
+];
+
+/// Startup time (median, log scale) against image entries (log scale), one line per server.
+pub fn startup_svg(images: &[Image], servers: &[Server], results: &Results) -> String {
+    let (w, h, left, right, top, bottom) = (760.0, 460.0, 70.0, 190.0, 20.0, 50.0);
+    let series: Vec<(&Server, Vec<(f64, f64)>)> = servers
+        .iter()
+        .map(|server| {
+            let mut points: Vec<(f64, f64)> = images
+                .iter()
+                .filter_map(|image| {
+                    let cell =
+                        results
+                            .cells
+                            .get(&(image.name.clone(), server.name, Metric::Startup))?;
+                    Some((image.entries as f64, median(&cell.samples)?))
+                })
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (server, points)
+        })
+        .collect();
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let decades = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if lo > hi {
+            (0.0, 1.0)
+        } else {
+            (
+                lo.log10().floor(),
+                hi.log10().ceil().max(lo.log10().floor() + 1.0),
+            )
+        }
+    };
+    let (x0, x1) = decades(&mut all.iter().map(|p| p.0));
+    let (y0, y1) = decades(&mut all.iter().map(|p| p.1));
+    let px = |x: f64| left + (x.log10() - x0) / (x1 - x0) * (w - left - right);
+    let py = |y: f64| h - bottom - (y.log10() - y0) / (y1 - y0) * (h - top - bottom);
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    for d in x0 as i32..=x1 as i32 {
+        let x = px(10f64.powi(d));
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{x}" y1="{top}" x2="{x}" y2="{}" stroke="gainsboro"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"#,
+            h - bottom,
+            h - bottom + 16.0,
+            si(10f64.powi(d))
+        );
+    }
+    for d in y0 as i32..=y1 as i32 {
+        let y = py(10f64.powi(d));
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="gainsboro"/><text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            w - right,
+            left - 6.0,
+            y + 4.0,
+            seconds(10f64.powi(d))
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">image entries</text>"#,
+        (left + w - right) / 2.0,
+        h - 12.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate(16 {}) rotate(-90)" text-anchor="middle">startup (exec → deep stat answers)</text>"#,
+        (top + h - bottom) / 2.0
+    );
+    for (i, (server, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.5"/>"#,
+            path.join(" ")
+        );
+        for &(x, y) in points {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                px(x),
+                py(y)
+            );
+        }
+        let ly = top + 10.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            w - right + 10.0,
+            w - right + 30.0,
+            w - right + 36.0,
+            ly + 4.0,
+            server.name
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn si(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{}M", v / 1e6),
+        v if v >= 1e3 => format!("{}k", v / 1e3),
+        v => format!("{v}"),
+    }
+}
+
+fn seconds(v: f64) -> String {
+    match v {
+        v if v >= 1.0 => format!("{v} s"),
+        v if v >= 1e-3 => format!("{} ms", (v * 1e3).round()),
+        v => format!("{} µs", (v * 1e6).round()),
+    }
+}

@@ -1,0 +1,265 @@
+//! The servers under comparison and their mount lifecycle.
+//!
+//! A FUSE server is a process `PROGRAM … IMAGE MOUNTPOINT BASEDIR …` serving in the foreground;
+//! the kernel is EROFS mounted from the image file, alone or as the lower layer of an overlayfs
+//! with the basedir as data-only layer (the composefs mount). A [`Mount`] guard unmounts and
+//! kills the server when dropped, whatever happened.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
+
+use crate::cleanup;
+use crate::images::Image;
+
+pub struct Server {
+    /// Column label.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Why it cannot run at all (not built, no `mount` subcommand), if it cannot.
+    pub missing: Option<String>,
+}
+
+pub enum Kind {
+    /// Kernel EROFS on the image file; with `overlay`, under an overlayfs
+    /// (`metacopy=on,redirect_dir=on,lowerdir=EROFS::BASEDIR`).
+    Kernel { overlay: bool },
+    /// A FUSE server process.
+    Fuse { program: PathBuf, args: Vec<Arg> },
+}
+
+/// One argument of a FUSE server's command line.
+pub enum Arg {
+    Image,
+    Mountpoint,
+    Basedir,
+    Literal(&'static str),
+}
+
+/// Where servers mount and log.
+pub struct Dirs {
+    pub mountpoint: PathBuf,
+    /// The kernel overlay's EROFS lower layer.
+    pub lower: PathBuf,
+    pub basedir: PathBuf,
+    pub logs: PathBuf,
+    /// `$TMPDIR` of the servers (composefs-fuse 0.7 makes its repository there).
+    pub tmp: PathBuf,
+}
+
+impl Server {
+    /// Whether file content is served (plain EROFS only has the metadata of a composefs image).
+    pub fn serves_data(&self) -> bool {
+        !matches!(self.kind, Kind::Kernel { overlay: false })
+    }
+
+    pub fn is_fuse(&self) -> bool {
+        matches!(self.kind, Kind::Fuse { .. })
+    }
+
+    /// Mounts `image` and waits until a deep `stat` answers; returns the mount and the time
+    /// from exec (or the first mount syscall) to that answer.
+    pub fn start(
+        &self,
+        image: &Image,
+        dirs: &Dirs,
+        timeout: Duration,
+    ) -> anyhow::Result<(Mount, Duration)> {
+        let probe = dirs.mountpoint.join(&image.probe);
+        ensure_unmounted(&dirs.mountpoint)?;
+        let start = Instant::now();
+        let mut mount = Mount {
+            mountpoints: Vec::new(),
+            child: None,
+            name: self.name,
+        };
+        match &self.kind {
+            Kind::Kernel { overlay } => {
+                let erofs_at = if *overlay {
+                    &dirs.lower
+                } else {
+                    &dirs.mountpoint
+                };
+                ensure_unmounted(erofs_at)?;
+                mount_erofs(&image.path, erofs_at)?;
+                mount.mountpoints.push(erofs_at.clone());
+                if *overlay {
+                    mount_overlay(&dirs.lower, &dirs.basedir, &dirs.mountpoint)?;
+                    mount.mountpoints.insert(0, dirs.mountpoint.clone());
+                }
+            }
+            Kind::Fuse { program, args } => {
+                let log = self.log_file(dirs)?;
+                let child = Command::new(program)
+                    .args(args.iter().map(|a| match a {
+                        Arg::Image => image.path.clone().into_os_string(),
+                        Arg::Mountpoint => dirs.mountpoint.clone().into_os_string(),
+                        Arg::Basedir => dirs.basedir.clone().into_os_string(),
+                        Arg::Literal(s) => OsString::from(s),
+                    }))
+                    .env("TMPDIR", &dirs.tmp)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .with_context(|| format!("starting {}", program.display()))?;
+                cleanup::register_child(child.id());
+                mount.child = Some(child);
+                mount.mountpoints.push(dirs.mountpoint.clone());
+            }
+        }
+        mount.wait_ready(&probe, start, timeout)?;
+        Ok((mount, start.elapsed()))
+    }
+
+    fn log_file(&self, dirs: &Dirs) -> anyhow::Result<File> {
+        fs::create_dir_all(&dirs.logs)?;
+        let path = dirs
+            .logs
+            .join(format!("{}.log", self.name.replace([' ', '/'], "_")));
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    }
+}
+
+/// A mounted image; unmounted (and its server killed) on drop.
+pub struct Mount {
+    name: &'static str,
+    /// Outermost first.
+    mountpoints: Vec<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Mount {
+    /// The server's peak resident set (VmHWM), in bytes; `None` for the kernel.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Polls `stat(probe)` until it succeeds. A stat the server never answers is ended by a
+    /// watchdog that kills the server at the deadline.
+    fn wait_ready(
+        &mut self,
+        probe: &Path,
+        start: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let _watchdog = self
+            .child
+            .as_ref()
+            .map(|c| cleanup::Watchdog::new(c.id(), timeout));
+        loop {
+            if fs::symlink_metadata(probe).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                cleanup::unregister_child(child.id());
+                self.child = None;
+                bail!(
+                    "{} exited ({status}) before serving {}",
+                    self.name,
+                    probe.display()
+                );
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{}: {} not answering after {timeout:?}",
+                    self.name,
+                    probe.display()
+                );
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Unmounts and stops the server.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        for mountpoint in self.mountpoints.drain(..) {
+            match unmount(&mountpoint, UnmountFlags::DETACH) {
+                Ok(()) => {}
+                // Seen once with composefs-fuse 0.7, not reproduced: the mount was gone.
+                Err(rustix::io::Errno::INVAL) => {
+                    eprintln!(
+                        "bench: {}: {} was no longer mounted",
+                        self.name,
+                        mountpoint.display()
+                    );
+                }
+                Err(e) => {
+                    result = Err(e).with_context(|| format!("unmounting {}", mountpoint.display()));
+                }
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            // Unmounting ends a FUSE session; kill whatever does not exit by itself.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while child.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            cleanup::unregister_child(child.id());
+        }
+        result
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("bench: {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// EROFS straight on the image file (file-backed mount, kernel 6.12+).
+fn mount_erofs(image: &Path, at: &Path) -> anyhow::Result<()> {
+    mount(image, at, "erofs", MountFlags::RDONLY, None)
+        .with_context(|| format!("mount -t erofs {} {}", image.display(), at.display()))
+}
+
+fn mount_overlay(lower: &Path, basedir: &Path, at: &Path) -> anyhow::Result<()> {
+    let options = format!(
+        "metacopy=on,redirect_dir=on,lowerdir={}::{}",
+        lower.display(),
+        basedir.display()
+    );
+    let options = std::ffi::CString::new(options)?;
+    mount(
+        "overlay",
+        at,
+        "overlay",
+        MountFlags::RDONLY,
+        Some(options.as_c_str()),
+    )
+    .with_context(|| format!("mount -t overlay -o {options:?} {}", at.display()))
+}
+
+/// Detaches whatever a previous (crashed) run left mounted at `path`.
+fn ensure_unmounted(path: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(path).ok();
+    while cleanup::is_mountpoint(path) {
+        unmount(path, UnmountFlags::DETACH)
+            .with_context(|| format!("unmounting stale {}", path.display()))?;
+    }
+    Ok(())
+}

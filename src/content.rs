@@ -30,17 +30,20 @@ pub enum Content {
 #[derive(Debug)]
 pub struct Basedir {
     dir: OwnedFd,
+    require_verity: bool,
 }
 
 impl Basedir {
-    /// Opens the basedir.
-    pub fn open(path: &Path) -> io::Result<Basedir> {
-        let dir = rustix::fs::open(
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(Basedir { dir })
+    /// Opens the basedir. With `require_verity`, an object is served only if its fs-verity
+    /// digest equals the digest in the file's `trusted.overlay.metacopy` (as overlayfs
+    /// `verity=require`).
+    pub fn open(path: &Path, require_verity: bool) -> io::Result<Basedir> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::open(path, flags, Mode::empty())?;
+        Ok(Basedir {
+            dir,
+            require_verity,
+        })
     }
 
     /// Where `inode`'s content comes from, as overlayfs decides: a metacopy file (one with
@@ -70,12 +73,51 @@ impl Basedir {
             Mode::empty(),
             resolve,
         ) {
-            Ok(fd) => Ok(Content::Object(File::from(fd))),
+            Ok(fd) => {
+                let file = File::from(fd);
+                if self.require_verity {
+                    self.verify(inode, &file)?;
+                }
+                Ok(Content::Object(file))
+            }
             Err(e) => {
                 log::warn!(
                     "nid {}: cannot open object {:?}: {e}",
                     inode.nid(),
                     String::from_utf8_lossy(redirect)
+                );
+                Err(Errno::IO)
+            }
+        }
+    }
+}
+
+impl Basedir {
+    /// EIO unless `file`'s fs-verity digest is the one `inode`'s metacopy xattr names.
+    fn verify(&self, inode: &Inode<'_>, file: &File) -> Result<(), Errno> {
+        let expected = inode
+            .xattrs()
+            .and_then(|x| x.get(b"trusted.overlay.metacopy"))
+            .ok()
+            .flatten()
+            .and_then(crate::composefs::metacopy_digest);
+        let Some(expected) = expected else {
+            log::warn!(
+                "nid {}: no fs-verity digest in metacopy, refused (verity required)",
+                inode.nid()
+            );
+            return Err(Errno::IO);
+        };
+        match crate::sys::measure_verity(file) {
+            Ok(actual) if actual == expected => Ok(()),
+            Ok(_) => {
+                log::warn!("nid {}: object fs-verity digest mismatch", inode.nid());
+                Err(Errno::IO)
+            }
+            Err(e) => {
+                log::warn!(
+                    "nid {}: cannot measure object fs-verity digest: {e}",
+                    inode.nid()
                 );
                 Err(Errno::IO)
             }

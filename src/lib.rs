@@ -12,6 +12,7 @@ pub mod erofs;
 pub mod mount;
 pub mod posix_acl;
 pub mod server;
+mod sys;
 pub mod view;
 
 /// The README's examples, compiled as doctests.

@@ -58,6 +58,21 @@ struct MountArgs {
     /// Stay attached and serve in the foreground (default: return once mounted).
     #[arg(long)]
     foreground: bool,
+    /// `require`: serve an object only if its fs-verity digest matches the image's metacopy
+    /// digest (EIO otherwise), like overlayfs `verity=require`.
+    #[arg(long, value_enum, default_value_t = VerityMode::None)]
+    verity: VerityMode,
+    /// Refuse to mount unless the image file's own fs-verity digest is this (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    digest: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VerityMode {
+    /// No fs-verity checks.
+    None,
+    /// Require matching fs-verity digests.
+    Require,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +137,9 @@ fn mount(args: MountArgs) -> Result<ExitCode, ExitCode> {
             return Err(ExitCode::from(2));
         }
     }
+    if let Some(hex) = &args.digest {
+        check_digest(&args.image, hex)?;
+    }
     if !args.foreground {
         drop(image);
         return Ok(daemonize());
@@ -136,6 +154,7 @@ fn mount(args: MountArgs) -> Result<ExitCode, ExitCode> {
     if let Some(n) = args.threads {
         options = options.threads(n);
     }
+    options = options.require_verity(args.verity == VerityMode::Require);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -179,6 +198,23 @@ fn mount(args: MountArgs) -> Result<ExitCode, ExitCode> {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Exit 2 unless the image's fs-verity digest is `hex`.
+fn check_digest(image: &std::path::Path, hex: &str) -> Result<(), ExitCode> {
+    let fail = |why: String| {
+        eprintln!("lazycfs: {}: {why}", image.display());
+        ExitCode::from(2)
+    };
+    let actual = lazycfs::mount::image_verity_digest(image)
+        .map_err(|e| fail(format!("cannot measure fs-verity digest: {e}")))?;
+    let actual: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+    if !actual.eq_ignore_ascii_case(hex) {
+        return Err(fail(format!(
+            "fs-verity digest {actual} differs from --digest {hex}"
+        )));
+    }
+    Ok(())
 }
 
 /// Re-runs this command with `--foreground` in a new session and returns once it reports the

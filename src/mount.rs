@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Name shown as the mount source.
     pub fsname: String,
+    /// Serve basedir objects only if their fs-verity digest matches the image's.
+    pub require_verity: bool,
 }
 
 impl Default for ServeOptions {
@@ -45,6 +47,7 @@ impl Default for ServeOptions {
             allow_other: rustix::process::geteuid().is_root(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             fsname: "lazycfs".into(),
+            require_verity: false,
         }
     }
 }
@@ -76,6 +79,12 @@ impl ServeOptions {
     /// Sets the number of worker threads (at least 1).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
+        self
+    }
+
+    /// Requires fs-verity digests of basedir objects to match (`--verity require`).
+    pub fn require_verity(mut self, require: bool) -> Self {
+        self.require_verity = require;
         self
     }
 
@@ -111,7 +120,7 @@ impl ServeOptions {
 
     fn filesystem(&self, image: Image) -> io::Result<ImageFs> {
         let basedir = match &self.basedir {
-            Some(dir) => Some(Basedir::open(dir).map_err(|e| {
+            Some(dir) => Some(Basedir::open(dir, self.require_verity).map_err(|e| {
                 io::Error::new(e.kind(), format!("basedir {}: {e}", dir.display()))
             })?),
             None => None,
@@ -195,6 +204,12 @@ fn wait_until_answering(mounted: &Mounted) -> io::Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     Err(io::Error::other("mount did not answer within 5 s"))
+}
+
+/// The fs-verity SHA-256 digest of an image file (to refuse a mount whose image is not the
+/// expected one, as `mount.composefs digest=` does).
+pub fn image_verity_digest(path: &Path) -> io::Result<[u8; 32]> {
+    crate::sys::measure_verity(&std::fs::File::open(path)?)
 }
 
 /// Unmounts a lazycfs mount: directly as root, through `fusermount3 -u` otherwise.

@@ -10,7 +10,6 @@ mod dir;
 mod error;
 pub mod format;
 mod inode;
-mod mapping;
 mod superblock;
 mod xattr;
 

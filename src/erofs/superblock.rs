@@ -9,7 +9,7 @@ use zerocopy::FromBytes;
 use super::error::{Error, Result};
 use super::format::{self, ComposefsHeader, SuperBlock, compat, incompat};
 use super::inode::Inode;
-use super::mapping::Mapping;
+use crate::sys::Mapping;
 
 /// Decoded superblock values that the rest of the decoder needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

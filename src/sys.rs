@@ -1,0 +1,78 @@
+//! The two things that cannot be done without `unsafe`: mapping the image, and asking the
+//! kernel for a file's fs-verity digest. This is the crate's only module with `unsafe`.
+//!
+//! Mapping a file is unsafe in Rust because another process could change the file under us. Images are immutable by contract; the decoder
+//! never trusts what it reads anyway (every offset is bounds-checked against the mapping's
+//! length at the time of use), so a concurrent writer can only produce decoding errors, and
+//! truncation is guarded by the mapping being private and read-only.
+
+use std::fs::File;
+use std::io;
+use std::ops::Deref;
+
+/// Bytes of an image, borrowed by everything the decoder hands out.
+pub(crate) enum Mapping {
+    Mapped(memmap2::Mmap),
+    Owned(Box<[u8]>),
+}
+
+impl Mapping {
+    pub(crate) fn map(file: &File) -> io::Result<Self> {
+        // SAFETY: the mapping is private and read-only; lazycfs treats its contents as
+        // untrusted bytes and checks every offset before use, so concurrent modification of the
+        // file can yield garbage (reported as corruption) but not undefined behaviour in our
+        // code beyond what memmap2 documents for shared files. A zero-length file cannot be
+        // mapped on Linux, so it is read into an empty buffer instead.
+        if file.metadata()?.len() == 0 {
+            return Ok(Mapping::Owned(Box::new([])));
+        }
+        let map = unsafe { memmap2::MmapOptions::new().map(file)? };
+        Ok(Mapping::Mapped(map))
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Mapping::Mapped(m) => m,
+            Mapping::Owned(b) => b,
+        }
+    }
+}
+
+/// `FS_IOC_MEASURE_VERITY`: `_IOWR('f', 134, struct fsverity_digest)`, whose declared size is
+/// its 4-byte header (the digest is a flexible array).
+const FS_IOC_MEASURE_VERITY: rustix::ioctl::Opcode = 0xC004_6686;
+/// `FS_VERITY_HASH_ALG_SHA256`.
+const HASH_ALG_SHA256: u16 = 1;
+
+#[repr(C)]
+struct VerityDigest {
+    algorithm: u16,
+    size: u16,
+    digest: [u8; 64],
+}
+
+/// The fs-verity SHA-256 digest of an open file; an error if verity is not enabled on it or
+/// it uses another algorithm.
+pub(crate) fn measure_verity(file: &impl std::os::fd::AsFd) -> io::Result<[u8; 32]> {
+    let mut value = VerityDigest {
+        algorithm: 0,
+        size: 64,
+        digest: [0; 64],
+    };
+    // SAFETY: the opcode is FS_IOC_MEASURE_VERITY, whose argument is a `struct
+    // fsverity_digest` with `size` bytes of room after the header; `VerityDigest` is that
+    // layout with 64 bytes of room and `size` says so, so the kernel writes within `value`.
+    unsafe {
+        let updater =
+            rustix::ioctl::Updater::<FS_IOC_MEASURE_VERITY, VerityDigest>::new(&mut value);
+        rustix::ioctl::ioctl(file, updater)?;
+    }
+    if value.algorithm != HASH_ALG_SHA256 || value.size != 32 {
+        return Err(io::Error::other("fs-verity digest is not SHA-256"));
+    }
+    Ok(value.digest[..32].try_into().expect("32 bytes"))
+}

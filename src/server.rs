@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyXattr, Request,
+    KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::content::{Basedir, Content};
@@ -321,6 +321,58 @@ impl Filesystem for ImageFs {
             };
             let node = INodeNo(self.node_id(entry.nid));
             if reply.add(node, entry.next_pos, kind, OsStr::from_bytes(entry.name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let dir = match self.inode(ino).and_then(|i| i.dir().map_err(io_error)) {
+            Ok(dir) => dir,
+            Err(e) => return reply.error(e),
+        };
+        for entry in dir.entries_from(offset) {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => return reply.error(io_error(e)),
+            };
+            match self
+                .view
+                .lists_entry(&self.image, dir.inode().nid(), &entry)
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return reply.error(io_error(e)),
+            }
+            let inode = match self.image.inode(entry.nid) {
+                Ok(inode) => inode,
+                Err(e) => return reply.error(io_error(e)),
+            };
+            // Entries that lookup refuses (whiteouts listed in lower directories, metacopy
+            // files without redirect) are listed uncached, so a stat goes to lookup.
+            let ttl = match self.view.reachable(&inode) {
+                Ok(true) if self.view.shows_inode(&inode) => TTL,
+                Ok(_) => Duration::ZERO,
+                Err(e) => return reply.error(io_error(e)),
+            };
+            let node = INodeNo(self.node_id(entry.nid));
+            let name = OsStr::from_bytes(entry.name);
+            if reply.add(
+                node,
+                entry.next_pos,
+                name,
+                &ttl,
+                &self.attr(&inode),
+                Generation(0),
+            ) {
                 break;
             }
         }

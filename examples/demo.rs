@@ -26,10 +26,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/tmp/lazycfs-demo".into()));
     let exit_at_once = args.any(|a| a == "--exit");
-    let (image_path, objects, mountpoint) = (dir.join("demo.cfs"), dir.join("objects"), dir.join("mnt"));
+    let (image_path, objects, mountpoint) =
+        (dir.join("demo.cfs"), dir.join("objects"), dir.join("mnt"));
     std::fs::create_dir_all(&mountpoint)?;
     write_demo(&image_path, &objects)?;
-    println!("image:   {}\nobjects: {}", image_path.display(), objects.display());
+    println!(
+        "image:   {}\nobjects: {}",
+        image_path.display(),
+        objects.display()
+    );
 
     let image = Image::open(&image_path)?;
     let options = ServeOptions::new().basedir(&objects);
@@ -37,7 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("mounted: {}\n", mountpoint.display());
     for entry in std::fs::read_dir(&mountpoint)? {
         let entry = entry?;
-        println!("  {:<12} {:>6} bytes", entry.file_name().to_string_lossy(), entry.metadata()?.len());
+        println!(
+            "  {:<12} {:>6} bytes",
+            entry.file_name().to_string_lossy(),
+            entry.metadata()?.len()
+        );
     }
     let hello = std::fs::read_to_string(mountpoint.join("hello.txt"))?;
     println!("\nhello.txt (read from its object): {hello}");

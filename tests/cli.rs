@@ -5,7 +5,10 @@ mod common;
 use std::process::Command;
 
 fn lazycfs(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lazycfs")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lazycfs"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -14,12 +17,28 @@ fn errors_before_mounting_are_one_line_and_exit_2() {
     let junk = dir.path().join("junk");
     std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
     let image = dir.path().join("ok.cfs");
-    std::fs::write(&image, common::cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
+    std::fs::write(
+        &image,
+        common::cfs::write_image(include_str!("data/kinds.dump"), 1),
+    )
+    .unwrap();
     let mnt = dir.path().to_str().unwrap();
     let cases: [(&[&str], &str); 5] = [
         (&["mount", "/nonexistent.cfs", mnt], "No such file"),
-        (&["mount", junk.to_str().unwrap(), mnt], "not an EROFS image"),
-        (&["mount", image.to_str().unwrap(), mnt, "--basedir", "/nonexistent"], "basedir"),
+        (
+            &["mount", junk.to_str().unwrap(), mnt],
+            "not an EROFS image",
+        ),
+        (
+            &[
+                "mount",
+                image.to_str().unwrap(),
+                mnt,
+                "--basedir",
+                "/nonexistent",
+            ],
+            "basedir",
+        ),
         (&["dump", junk.to_str().unwrap()], "bad superblock magic"),
         (&["check", "/nonexistent.cfs"], "No such file"),
     ];
@@ -36,7 +55,11 @@ fn errors_before_mounting_are_one_line_and_exit_2() {
 fn check_and_dump_succeed_on_a_good_image() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("ok.cfs");
-    std::fs::write(&image, common::cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
+    std::fs::write(
+        &image,
+        common::cfs::write_image(include_str!("data/kinds.dump"), 1),
+    )
+    .unwrap();
     let check = lazycfs(&["check", image.to_str().unwrap()]);
     assert!(check.status.success());
     assert!(String::from_utf8_lossy(&check.stdout).starts_with("ok: "));

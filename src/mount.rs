@@ -165,6 +165,7 @@ pub fn mount(
     options: &ServeOptions,
 ) -> io::Result<Mounted> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
+    image.prefetch();
     let fs = options.filesystem(image)?;
     let session = fuser::Session::new(fs, &mountpoint, &options.fuse_config())?.spawn()?;
     let mounted = Mounted {

@@ -31,6 +31,16 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Starts reading the whole mapping into the page cache in the background (readahead is
+    /// only submitted; nothing waits for it), so a cold tree walk does not fault page by page.
+    pub(crate) fn prefetch(&self) {
+        if let Mapping::Mapped(map) = self {
+            let _ = map.advise(memmap2::Advice::WillNeed);
+        }
+    }
+}
+
 impl Deref for Mapping {
     type Target = [u8];
 

@@ -162,6 +162,12 @@ impl Image {
         Ok(image)
     }
 
+    /// Asks the kernel to start reading the whole image into the page cache (asynchronous
+    /// readahead), for servers that will soon touch most of it.
+    pub fn prefetch(&self) {
+        self.data.prefetch();
+    }
+
     /// The decoded superblock.
     pub fn superblock(&self) -> &Superblock {
         &self.sb

@@ -151,9 +151,24 @@ impl Mounted {
         self.session.join()
     }
 
-    /// Unmounts and waits for the server threads.
+    /// Unmounts and waits for the server threads. A mount that is briefly busy (e.g. a file
+    /// descriptor inherited by a child between fork and exec) is retried for up to a second.
     pub fn unmount(self) -> io::Result<()> {
-        self.session.umount_and_join()
+        let mut attempts = 0;
+        loop {
+            match unmount(&self.mountpoint) {
+                Ok(()) => break,
+                Err(e)
+                    if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
+                        && attempts < 20 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.session.join()
     }
 }
 

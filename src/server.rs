@@ -298,23 +298,15 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let dir = match self.inode(ino).and_then(|i| i.dir().map_err(io_error)) {
-            Ok(dir) => dir,
+        let entries = match self.listed_entries(ino, offset) {
+            Ok(entries) => entries,
             Err(e) => return reply.error(e),
         };
-        for entry in dir.entries_from(offset) {
+        for entry in entries {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) => return reply.error(io_error(e)),
+                Err(e) => return reply.error(e),
             };
-            match self
-                .view
-                .lists_entry(&self.image, dir.inode().nid(), &entry)
-            {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => return reply.error(io_error(e)),
-            }
             let kind = match self.entry_kind(&entry) {
                 Ok(kind) => kind,
                 Err(e) => return reply.error(e),
@@ -335,23 +327,15 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let dir = match self.inode(ino).and_then(|i| i.dir().map_err(io_error)) {
-            Ok(dir) => dir,
+        let entries = match self.listed_entries(ino, offset) {
+            Ok(entries) => entries,
             Err(e) => return reply.error(e),
         };
-        for entry in dir.entries_from(offset) {
+        for entry in entries {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) => return reply.error(io_error(e)),
+                Err(e) => return reply.error(e),
             };
-            match self
-                .view
-                .lists_entry(&self.image, dir.inode().nid(), &entry)
-            {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => return reply.error(io_error(e)),
-            }
             let inode = match self.image.inode(entry.nid) {
                 Ok(inode) => inode,
                 Err(e) => return reply.error(io_error(e)),
@@ -431,6 +415,25 @@ impl Filesystem for ImageFs {
 }
 
 impl ImageFs {
+    /// The entries of directory `ino` from position `offset` that the view lists.
+    fn listed_entries(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+    ) -> Result<impl Iterator<Item = Result<erofs::DirEntry<'_>, Errno>>, Errno> {
+        let dir = self.inode(ino)?.dir().map_err(io_error)?;
+        let dir_nid = dir.inode().nid();
+        Ok(dir.entries_from(offset).filter_map(move |entry| {
+            let listed = entry.and_then(|e| {
+                Ok(self
+                    .view
+                    .lists_entry(&self.image, dir_nid, &e)?
+                    .then_some(e))
+            });
+            listed.map_err(io_error).transpose()
+        }))
+    }
+
     /// The readdir type of an entry: from the dirent, or from the inode if the dirent says
     /// "unknown".
     fn entry_kind(&self, entry: &erofs::DirEntry<'_>) -> Result<fuser::FileType, Errno> {

@@ -86,7 +86,10 @@ fn run() -> Result<ExitCode, ExitCode> {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        // fuser warns when it finds the mount already gone after a clean unmount.
+        .filter_module("fuser::mnt", log::LevelFilter::Error)
+        .init();
     Ok(match cli.command {
         Command::Dump { image } => {
             let image = open(&image)?;

@@ -70,3 +70,44 @@ fn check_and_dump_succeed_on_a_good_image() {
         common::cfs::reference_dump(&std::fs::read(&image).unwrap())
     );
 }
+
+#[test]
+fn sigterm_unmounts_a_foreground_mount_cleanly() {
+    if !common::kernel::require_root("sigterm_unmounts_a_foreground_mount_cleanly") {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("ok.cfs");
+    std::fs::write(
+        &image,
+        common::cfs::write_image(include_str!("data/kinds.dump"), 1),
+    )
+    .unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_lazycfs"))
+        .args(["mount", "--foreground"])
+        .arg(&image)
+        .arg(&mnt)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "lazycfs: ready");
+    assert_eq!(std::fs::read(mnt.join("dash")).unwrap(), b"-");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&server),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(server.wait().unwrap().success());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(mnt.to_str().unwrap()),
+        "still mounted after SIGTERM"
+    );
+}

@@ -9,11 +9,11 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
@@ -32,7 +32,12 @@ pub struct ImageFs {
     image: Image,
     view: View,
     basedir: Option<Basedir>,
-    objects: RwLock<HashMap<u64, Arc<File>>>,
+    objects: RwLock<HashMap<u64, OpenObject>>,
+    /// Kernel passthrough backing ids, one per open inode (the kernel requires every open of
+    /// an inode to use the same one), with the number of handles using each.
+    backing: Mutex<HashMap<u64, (Arc<BackingId>, usize)>>,
+    /// Whether the kernel granted FUSE passthrough (object reads then bypass the server).
+    passthrough: bool,
     next_handle: AtomicU64,
 }
 
@@ -44,6 +49,8 @@ impl ImageFs {
             view,
             basedir,
             objects: RwLock::new(HashMap::new()),
+            backing: Mutex::new(HashMap::new()),
+            passthrough: false,
             next_handle: AtomicU64::new(1),
         }
     }
@@ -142,7 +149,38 @@ impl ImageFs {
     }
 
     fn object(&self, fh: FileHandle) -> Option<Arc<File>> {
-        self.objects.read().ok()?.get(&fh.0).cloned()
+        Some(self.objects.read().ok()?.get(&fh.0)?.file.clone())
+    }
+
+    /// The inode's passthrough backing id, registering `file` if it has none yet.
+    fn acquire_backing(&self, nid: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+        let mut backing = self.backing.lock().ok()?;
+        if let Some((id, users)) = backing.get_mut(&nid) {
+            *users += 1;
+            return Some(id.clone());
+        }
+        match reply.open_backing(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                backing.insert(nid, (id.clone(), 1));
+                Some(id)
+            }
+            Err(e) => {
+                log::debug!("nid {nid}: passthrough unavailable, serving reads: {e}");
+                None
+            }
+        }
+    }
+
+    fn release_backing(&self, nid: u64) {
+        if let Ok(mut backing) = self.backing.lock() {
+            if let Some((_, users)) = backing.get_mut(&nid) {
+                *users -= 1;
+                if *users == 0 {
+                    backing.remove(&nid);
+                }
+            }
+        }
     }
 }
 
@@ -151,6 +189,15 @@ impl Filesystem for ImageFs {
         let wanted = InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS;
         // Capabilities the kernel lacks are simply not used.
         let _ = config.add_capabilities(wanted);
+        // Passthrough lets the kernel read basedir objects directly; registering backing files
+        // needs CAP_SYS_ADMIN, so only root asks. Depth 1 keeps the mount stackable under
+        // overlayfs.
+        if rustix::process::geteuid().is_root()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough = true;
+        }
         Ok(())
     }
 
@@ -196,12 +243,25 @@ impl Filesystem for ImageFs {
             Ok(Content::Image) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Ok(Content::Object(file)) => {
                 let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                let nid = inode.nid();
+                let backing = if self.passthrough {
+                    self.acquire_backing(nid, &file, &reply)
+                } else {
+                    None
+                };
+                let object = OpenObject {
+                    file: Arc::new(file),
+                    nid,
+                    passthrough: backing.is_some(),
+                };
                 match self.objects.write() {
-                    Ok(mut objects) => {
-                        objects.insert(fh, Arc::new(file));
-                        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-                    }
-                    Err(_) => reply.error(Errno::EIO),
+                    Ok(mut objects) => objects.insert(fh, object),
+                    Err(_) => return reply.error(Errno::EIO),
+                };
+                match backing {
+                    // The kernel refuses passthrough opens with caching flags (EIO).
+                    Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+                    None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
                 }
             }
             Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
@@ -273,8 +333,9 @@ impl Filesystem for ImageFs {
         reply: fuser::ReplyEmpty,
     ) {
         if fh.0 != 0 {
-            if let Ok(mut objects) = self.objects.write() {
-                objects.remove(&fh.0);
+            let removed = self.objects.write().ok().and_then(|mut o| o.remove(&fh.0));
+            if let Some(object) = removed.filter(|o| o.passthrough) {
+                self.release_backing(object.nid);
             }
         }
         reply.ok();
@@ -444,6 +505,14 @@ impl ImageFs {
             )),
         }
     }
+}
+
+/// An open basedir object.
+struct OpenObject {
+    file: Arc<File>,
+    nid: u64,
+    /// Whether the kernel reads it through a passthrough backing id.
+    passthrough: bool,
 }
 
 thread_local! {

@@ -11,17 +11,23 @@ fn lazycfs(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn errors_before_mounting_are_one_line_and_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let junk = dir.path().join("junk");
-    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
-    let image = dir.path().join("ok.cfs");
+/// The composefs V1 fixture image, written into `dir`.
+fn kinds_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let image = dir.join("ok.cfs");
     std::fs::write(
         &image,
         common::cfs::write_image(include_str!("data/kinds.dump"), 1),
     )
     .unwrap();
+    image
+}
+
+#[test]
+fn errors_before_mounting_are_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+    let image = kinds_image(dir.path());
     let mnt = dir.path().to_str().unwrap();
     let cases: [(&[&str], &str); 5] = [
         (&["mount", "/nonexistent.cfs", mnt], "No such file"),
@@ -54,12 +60,7 @@ fn errors_before_mounting_are_one_line_and_exit_2() {
 #[test]
 fn check_and_dump_succeed_on_a_good_image() {
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("ok.cfs");
-    std::fs::write(
-        &image,
-        common::cfs::write_image(include_str!("data/kinds.dump"), 1),
-    )
-    .unwrap();
+    let image = kinds_image(dir.path());
     let check = lazycfs(&["check", image.to_str().unwrap()]);
     assert!(check.status.success());
     assert!(String::from_utf8_lossy(&check.stdout).starts_with("ok: "));
@@ -78,12 +79,7 @@ fn sigterm_unmounts_a_foreground_mount_cleanly() {
     }
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("ok.cfs");
-    std::fs::write(
-        &image,
-        common::cfs::write_image(include_str!("data/kinds.dump"), 1),
-    )
-    .unwrap();
+    let image = kinds_image(dir.path());
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_lazycfs"))

@@ -186,7 +186,11 @@ impl ImageFs {
 
 impl Filesystem for ImageFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted = InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS;
+        // READDIRPLUS hands the kernel each entry's attributes with its name, so a cold walk
+        // costs one request per directory block instead of one lookup per entry.
+        let wanted = InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS;
         // Capabilities the kernel lacks are simply not used.
         let _ = config.add_capabilities(wanted);
         // Passthrough lets the kernel read basedir objects directly; registering backing files

@@ -125,6 +125,11 @@ impl Basedir {
     }
 }
 
+/// Whether `inode` is a metacopy regular file (its content lives in the basedir).
+pub fn is_metacopy(inode: &Inode<'_>) -> DecodeResult<bool> {
+    Ok(metacopy_target(inode)?.is_some())
+}
+
 /// For a metacopy regular file, `Some(its redirect)`; `None` for anything else.
 fn metacopy_target<'img>(inode: &Inode<'img>) -> DecodeResult<Option<Option<&'img [u8]>>> {
     if inode.file_type() != FileType::Regular {

@@ -2,13 +2,19 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use fuser::{Config, MountOption, SessionACL};
+use rustix::fs::OFlags;
+use rustix::mount::MountAttrFlags;
 
 use crate::content::Basedir;
 use crate::erofs::Image;
-use crate::server::ImageFs;
+use crate::overlay::{DetachedMount, OverlayMountOptions, OverlayXattrs};
+use crate::server::{ImageFs, Stats};
 use crate::view::View;
 
 /// How to serve an image. Build with [`ServeOptions::new`] and the setters.
@@ -120,6 +126,8 @@ impl ServeOptions {
 
     fn filesystem(&self, image: Image) -> io::Result<ImageFs> {
         let basedir = match &self.basedir {
+            // In the overlay views the overlay above reads the basedir, never the server.
+            Some(_) if self.view.is_overlay_lower() => None,
             Some(dir) => Some(Basedir::open(dir, self.require_verity).map_err(|e| {
                 io::Error::new(e.kind(), format!("basedir {}: {e}", dir.display()))
             })?),
@@ -133,9 +141,15 @@ impl ServeOptions {
 pub struct Mounted {
     session: fuser::BackgroundSession,
     mountpoint: PathBuf,
+    stats: Arc<Stats>,
 }
 
 impl Mounted {
+    /// What the server has served so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// The mountpoint.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
@@ -182,13 +196,90 @@ pub fn mount(
     let mountpoint = mountpoint.as_ref().to_path_buf();
     image.prefetch();
     let fs = options.filesystem(image)?;
+    let stats = fs.stats();
     let session = fuser::Session::new(fs, &mountpoint, &options.fuse_config())?.spawn()?;
     let mounted = Mounted {
         session,
         mountpoint,
+        stats,
     };
     wait_until_answering(&mounted)?;
     Ok(mounted)
+}
+
+/// The rootless composefs mount: serves `image` on a FUSE mount that is never attached to a
+/// path, puts an overlayfs on it with `options.basedir` as data-only layer (see
+/// [`crate::overlay::mount_fuse_overlay`]) and attaches the overlay on `mountpoint`. The
+/// server presents the overlay view matching `overlay.xattrs` (the view in `options` is
+/// ignored) and stops when the overlay is unmounted.
+///
+/// Needs CAP_SYS_ADMIN over the current mount namespace: root, or root in a user namespace
+/// (e.g. under `unshare -Urm` or [`lazycfs run`](crate)).
+pub fn mount_overlay(
+    image: Image,
+    mountpoint: impl AsRef<Path>,
+    options: &ServeOptions,
+    overlay: &OverlayMountOptions,
+) -> io::Result<Mounted> {
+    let mountpoint = mountpoint.as_ref().to_path_buf();
+    let basedir = options
+        .basedir
+        .clone()
+        .ok_or_else(|| io::Error::other("an overlay mount needs a basedir"))?;
+    let view = match overlay.xattrs {
+        OverlayXattrs::Trusted => View::OverlayTrusted,
+        _ => View::OverlayUser,
+    };
+    let options = options.clone().view(view);
+    image.prefetch();
+    let fs = options.filesystem(image)?;
+    let stats = fs.stats();
+    let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
+    let acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let session = fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?.spawn()?;
+    // The overlay looks up the FUSE root while mounting: the server is already running.
+    let overlay_mount =
+        crate::overlay::mount_fuse_overlay(&fuse_mount.proc_path(), &basedir, overlay)?;
+    // The overlay holds its own reference to the FUSE mount; once the overlay goes, the FUSE
+    // filesystem goes and the server stops.
+    drop(fuse_mount);
+    overlay_mount.attach(&mountpoint)?;
+    Ok(Mounted {
+        session,
+        mountpoint,
+        stats,
+    })
+}
+
+/// A FUSE filesystem mounted with the new mount API but attached nowhere, and its
+/// `/dev/fuse` descriptor.
+fn mount_detached_fuse(options: &ServeOptions) -> io::Result<(DetachedMount, OwnedFd)> {
+    let dev = rustix::fs::open(
+        "/dev/fuse",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("/dev/fuse: {e}")))?;
+    let fd = dev.as_raw_fd().to_string();
+    let uid = rustix::process::geteuid().as_raw().to_string();
+    let gid = rustix::process::getegid().as_raw().to_string();
+    let fuse = crate::overlay::FsBuilder::open("fuse")?;
+    fuse.string("source", &options.fsname)?
+        .string("subtype", "lazycfs")?
+        .string("fd", &fd)?
+        .string("rootmode", "40000")?
+        .string("user_id", &uid)?
+        .string("group_id", &gid)?
+        .flag("default_permissions")?;
+    if options.allow_other {
+        fuse.flag("allow_other")?;
+    }
+    let mount = fuse.mount(MountAttrFlags::MOUNT_ATTR_RDONLY)?;
+    Ok((mount, dev))
 }
 
 /// Serves `image` on an already mounted `/dev/fuse` file descriptor (e.g. one a privileged

@@ -39,6 +39,32 @@ pub struct ImageFs {
     /// Whether the kernel granted FUSE passthrough (object reads then bypass the server).
     passthrough: bool,
     next_handle: AtomicU64,
+    stats: Arc<Stats>,
+}
+
+/// What a server has served, readable while it runs (relaxed counters).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// FUSE reads answered from the image's own data (inline, blocks, chunks).
+    pub image_reads: AtomicU64,
+    /// FUSE reads answered from basedir objects. Reads the kernel does itself (FUSE
+    /// passthrough, or the overlay above an overlay view) are not counted: they never reach us.
+    pub object_reads: AtomicU64,
+    /// Opens of files whose content is a basedir object. In the overlay views these are
+    /// refused (EIO): the overlay above must read the object itself.
+    pub object_opens: AtomicU64,
+}
+
+impl Stats {
+    /// One line for logs: `N image reads, N object opens, N object reads`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} image reads, {} object opens, {} object reads",
+            self.image_reads.load(Ordering::Relaxed),
+            self.object_opens.load(Ordering::Relaxed),
+            self.object_reads.load(Ordering::Relaxed)
+        )
+    }
 }
 
 impl ImageFs {
@@ -52,7 +78,14 @@ impl ImageFs {
             backing: Mutex::new(HashMap::new()),
             passthrough: false,
             next_handle: AtomicU64::new(1),
+            stats: Arc::default(),
         }
+    }
+
+    /// The server's counters (shared: they keep counting after the server moves to its
+    /// threads).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Node id of a nid. The root is 1; a non-root inode whose nid is 1 (possible when the
@@ -172,6 +205,28 @@ impl ImageFs {
         }
     }
 
+    /// Content in the overlay views: the image's own data only. A metacopy file's content is
+    /// the overlay's business (it reads the basedir object itself), so opening one through
+    /// FUSE is refused and counted.
+    fn overlay_lower_content(&self, inode: &Inode<'_>) -> Result<Content, rustix::io::Errno> {
+        match crate::content::is_metacopy(inode) {
+            Ok(false) => Ok(Content::Image),
+            Ok(true) => {
+                self.stats.object_opens.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "nid {}: metacopy file opened through the overlay's lower layer; its content \
+                     is in the basedir",
+                    inode.nid()
+                );
+                Err(rustix::io::Errno::IO)
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                Err(rustix::io::Errno::IO)
+            }
+        }
+    }
+
     fn release_backing(&self, nid: u64) {
         if let Ok(mut backing) = self.backing.lock() {
             if let Some((_, users)) = backing.get_mut(&nid) {
@@ -194,9 +249,11 @@ impl Filesystem for ImageFs {
         // Capabilities the kernel lacks are simply not used.
         let _ = config.add_capabilities(wanted);
         // Passthrough lets the kernel read basedir objects directly; registering backing files
-        // needs CAP_SYS_ADMIN, so only root asks. Depth 1 keeps the mount stackable under
-        // overlayfs.
-        if rustix::process::geteuid().is_root()
+        // needs CAP_SYS_ADMIN in the initial user namespace, so only such root asks, and only
+        // when it serves objects at all. Depth 1 keeps the mount stackable under overlayfs.
+        if !self.view.is_overlay_lower()
+            && crate::privilege::Privilege::detect()
+                .is_ok_and(|p| p == crate::privilege::Privilege::InitialRoot)
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
@@ -239,10 +296,17 @@ impl Filesystem for ImageFs {
             Ok(inode) => inode,
             Err(e) => return reply.error(e),
         };
-        let content = match &self.basedir {
-            Some(basedir) => basedir.content(&inode),
-            None => Ok(Content::Image),
+        let content = if self.view.is_overlay_lower() {
+            self.overlay_lower_content(&inode)
+        } else {
+            match &self.basedir {
+                Some(basedir) => basedir.content(&inode),
+                None => Ok(Content::Image),
+            }
         };
+        if matches!(content, Ok(Content::Object(_))) {
+            self.stats.object_opens.fetch_add(1, Ordering::Relaxed);
+        }
         match content {
             Ok(Content::Image) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Ok(Content::Object(file)) => {
@@ -287,6 +351,7 @@ impl Filesystem for ImageFs {
             let Some(file) = self.object(fh) else {
                 return reply.error(Errno::EBADF);
             };
+            self.stats.object_reads.fetch_add(1, Ordering::Relaxed);
             let mut buf = vec![0; size as usize];
             return match file.read_at(&mut buf, offset) {
                 Ok(n) => reply.data(&buf[..n]),
@@ -297,6 +362,7 @@ impl Filesystem for ImageFs {
             Ok(inode) => inode,
             Err(e) => return reply.error(e),
         };
+        self.stats.image_reads.fetch_add(1, Ordering::Relaxed);
         // Zero-copy when the request lies within one stored extent (the common case).
         match inode.extent_at(offset) {
             Ok(None) => reply.data(&[]),

@@ -1,5 +1,6 @@
-//! The two things that cannot be done without `unsafe`: mapping the image, and asking the
-//! kernel for a file's fs-verity digest. This is the crate's only module with `unsafe`.
+//! The three things that cannot be done without `unsafe`: mapping the image, asking the
+//! kernel for a file's fs-verity digest, and preparing a child process between fork and exec
+//! (`lazycfs run`). This is the crate's only module with `unsafe`.
 //!
 //! Mapping a file is unsafe in Rust because another process could change the file under us. Images are immutable by contract; the decoder
 //! never trusts what it reads anyway (every offset is bounds-checked against the mapping's
@@ -85,4 +86,47 @@ pub(crate) fn measure_verity(file: &impl std::os::fd::AsFd) -> io::Result<[u8; 3
         return Err(io::Error::other("fs-verity digest is not SHA-256"));
     }
     Ok(value.digest[..32].try_into().expect("32 bytes"))
+}
+
+/// Prepares `cmd`'s child between fork and exec: it is killed if this process dies (so a
+/// `lazycfs run` command never outlives its mount's server), and with `chroot` it runs with
+/// that directory as its root and working directory.
+pub(crate) fn child_setup(
+    cmd: &mut std::process::Command,
+    chroot: Option<&std::path::Path>,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let root = chroot
+        .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
+        .transpose()?;
+    let setup = move || -> io::Result<()> {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        if let Some(root) = &root {
+            rustix::process::chroot(root.as_c_str())?;
+            rustix::process::chdir(c"/")?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe operations are allowed: it makes three system calls (prctl, chroot,
+    // chdir) on a C string built before the fork, and neither allocates nor takes locks.
+    unsafe {
+        cmd.pre_exec(setup);
+    }
+    Ok(())
+}
+
+/// Moves this process into new namespaces (`unshare(2)`).
+pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
+    use rustix::thread::UnshareFlags;
+    // Only namespace flags are accepted here: CLONE_FILES would invalidate file descriptors
+    // other code holds, which is why rustix marks the call unsafe.
+    let namespaces = UnshareFlags::NEWUSER | UnshareFlags::NEWNS;
+    if !namespaces.contains(flags) {
+        return Err(io::Error::from(rustix::io::Errno::INVAL));
+    }
+    // SAFETY: new user and mount namespaces change which mounts and ids this process sees,
+    // not its memory or file descriptor table, so no Rust invariant depends on them.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(Into::into)
 }

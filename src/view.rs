@@ -4,6 +4,12 @@
 //!   the basedir as data-only layer) shows. Overlayfs hides whiteouts (char 0/0 devices, which
 //!   includes the V0/V1 `00`..`ff` stubs in the root), hides its private `trusted.overlay.*`
 //!   xattrs and shows the image's escaped `trusted.overlay.overlay.X` as `trusted.overlay.X`.
+//! - [`View::OverlayUser`]: the lower layer of an unprivileged (`userxattr`) overlayfs whose
+//!   final mount looks like the rootful one. The image's private `trusted.overlay.X` become
+//!   `user.overlay.X` for the overlay to obey; the image's own `user.overlay.X` are escaped as
+//!   `user.overlay.overlay.X`, so the overlay shows them again as `user.overlay.X` instead of
+//!   obeying them (an image must not steer the overlay); `trusted.*` is presented as in the
+//!   direct view (escaped names unescaped), since that overlay leaves `trusted.*` alone.
 //! - [`View::OverlayTrusted`]: the raw image, for a privileged overlayfs mounted on top.
 //!
 //! Names are presented as (static prefix, borrowed parts): nothing is copied.
@@ -17,6 +23,9 @@ pub enum View {
     /// Follow redirects and look like the rootful composefs mount.
     #[default]
     Direct,
+    /// Present overlay xattrs in the `user.overlay.` namespace, for an overlayfs mounted
+    /// with `userxattr` above the mount (the rootless composefs mount).
+    OverlayUser,
     /// Present the image as stored, for an overlayfs with trusted xattrs above the mount.
     OverlayTrusted,
 }
@@ -25,6 +34,9 @@ pub enum View {
 const OVERLAY: &[u8] = b"overlay.";
 /// `overlay.overlay.` : the escaped form.
 const OVERLAY_ESCAPED: &[u8] = b"overlay.overlay.";
+/// Prefixes of the names the overlay views synthesize.
+const USER_PREFIX: &[u8] = b"user.";
+const USER_OVERLAY_PREFIX: &[u8] = b"user.overlay.";
 
 /// An xattr name as presented: a static prefix and up to two borrowed parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +89,7 @@ impl View {
     pub fn shows_inode(self, inode: &Inode<'_>) -> bool {
         match self {
             View::Direct => !is_whiteout(inode),
-            View::OverlayTrusted => true,
+            View::OverlayUser | View::OverlayTrusted => true,
         }
     }
 
@@ -93,32 +105,69 @@ impl View {
             || xattrs.get(b"trusted.overlay.redirect")?.is_some())
     }
 
+    /// Whether the overlay above the mount, not the server, reads redirected files' content
+    /// (from the basedir).
+    pub fn is_overlay_lower(self) -> bool {
+        self != View::Direct
+    }
+
     /// How an image xattr is presented, or `None` if it is hidden.
     pub fn present<'img>(self, xattr: &Xattr<'img>) -> Option<PresentedName<'img>> {
         let name = xattr.name;
         let prefix = name.prefix()?;
         let mut parts = [name.infix, name.suffix];
-        if self == View::Direct && name.index == xattr_index::TRUSTED {
-            // Overlay-private names are hidden; escaped ones lose one `overlay.` level.
-            if !starts_with_parts(&parts, OVERLAY) {
-                return Some(PresentedName { prefix, parts });
+        let overlay_name = starts_with_parts(&parts, OVERLAY);
+        match (self, name.index) {
+            (View::OverlayTrusted, _) => {}
+            (View::Direct | View::OverlayUser, xattr_index::TRUSTED) if overlay_name => {
+                if starts_with_parts(&parts, OVERLAY_ESCAPED) {
+                    // Escaped: loses one `overlay.` level, as overlayfs shows it.
+                    strip_parts(&mut parts, OVERLAY.len());
+                } else if self == View::OverlayUser {
+                    // Private: handed to the userxattr overlay to obey.
+                    return Some(PresentedName {
+                        prefix: USER_PREFIX,
+                        parts,
+                    });
+                } else {
+                    return None;
+                }
             }
-            if !starts_with_parts(&parts, OVERLAY_ESCAPED) {
-                return None;
+            (View::OverlayUser, xattr_index::USER) if overlay_name => {
+                // The image's own `user.overlay.X`: escaped, so the overlay shows it back.
+                return Some(PresentedName {
+                    prefix: USER_OVERLAY_PREFIX,
+                    parts,
+                });
             }
-            strip_parts(&mut parts, OVERLAY.len());
+            _ => {}
         }
         Some(PresentedName { prefix, parts })
     }
 
     /// Where to find a requested xattr in the image: the standard index and the pieces of the
-    /// stored name after its prefix. `None` if the view never shows such a name.
+    /// stored name after its prefix. `None` if the view never shows such a name. The inverse
+    /// of [`View::present`].
     pub fn stored_name(self, requested: &[u8]) -> Option<(u8, [&[u8]; 2])> {
         let (index, rest) = crate::erofs::split_name(requested)?;
-        if self == View::Direct && index == xattr_index::TRUSTED && rest.starts_with(OVERLAY) {
-            return Some((index, [OVERLAY, rest]));
+        let overlay_name = rest.starts_with(OVERLAY);
+        match (self, index) {
+            (View::Direct | View::OverlayUser, xattr_index::TRUSTED) if overlay_name => {
+                // Only escaped names are shown in `trusted.overlay.`: add the level back.
+                Some((index, [OVERLAY, rest]))
+            }
+            (View::OverlayUser, xattr_index::USER) if overlay_name => {
+                let inner = &rest[OVERLAY.len()..];
+                if inner.starts_with(OVERLAY) {
+                    // `user.overlay.overlay.X` is the image's `user.overlay.X`.
+                    Some((xattr_index::USER, [inner, b""]))
+                } else {
+                    // `user.overlay.X` is the image's private `trusted.overlay.X`.
+                    Some((xattr_index::TRUSTED, [rest, b""]))
+                }
+            }
+            _ => Some((index, [rest, b""])),
         }
-        Some((index, [rest, b""]))
     }
 }
 
@@ -186,21 +235,49 @@ mod tests {
     }
 
     #[test]
+    fn overlay_user_view_moves_private_names_and_escapes_image_ones() {
+        let (t, u) = (xattr_index::TRUSTED, xattr_index::USER);
+        let cases: [(u8, &[u8], Option<&[u8]>); 6] = [
+            (t, b"overlay.redirect", Some(b"user.overlay.redirect")),
+            (t, b"overlay.metacopy", Some(b"user.overlay.metacopy")),
+            (t, b"overlay.overlay.opaque", Some(b"trusted.overlay.opaque")),
+            (u, b"overlay.redirect", Some(b"user.overlay.overlay.redirect")),
+            (u, b"overlay.overlay.x", Some(b"user.overlay.overlay.overlay.x")),
+            (u, b"mime_type", Some(b"user.mime_type")),
+        ];
+        for (index, suffix, expected) in cases {
+            assert_eq!(
+                shown(View::OverlayUser, index, suffix).as_deref(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(suffix)
+            );
+        }
+    }
+
+    #[test]
     fn escaping_round_trips() {
-        // Every name the direct view shows maps back to the stored name it came from.
-        for suffix in [
-            &b"overlay.overlay.opaque"[..],
-            b"overlay.overlay.overlay.x",
-            b"foo",
-        ] {
-            let mut shown_name = Vec::new();
-            View::Direct
-                .present(&xattr(xattr_index::TRUSTED, suffix))
-                .unwrap()
-                .append_to(&mut shown_name);
-            let (index, parts) = View::Direct.stored_name(&shown_name).unwrap();
-            assert_eq!(index, xattr_index::TRUSTED);
-            assert_eq!([parts[0], parts[1]].concat(), suffix);
+        // Every name a view shows maps back to the stored name it came from.
+        let (t, u) = (xattr_index::TRUSTED, xattr_index::USER);
+        let stored: [(u8, &[u8]); 7] = [
+            (t, b"overlay.overlay.opaque"),
+            (t, b"overlay.overlay.overlay.x"),
+            (t, b"overlay.redirect"),
+            (t, b"foo"),
+            (u, b"overlay.whiteout"),
+            (u, b"overlay.overlay.x"),
+            (u, b"foo"),
+        ];
+        for view in [View::Direct, View::OverlayUser, View::OverlayTrusted] {
+            for (index, suffix) in stored {
+                let Some(name) = view.present(&xattr(index, suffix)) else {
+                    continue;
+                };
+                let mut shown_name = Vec::new();
+                name.append_to(&mut shown_name);
+                let (back, parts) = view.stored_name(&shown_name).unwrap();
+                assert_eq!((back, [parts[0], parts[1]].concat()), (index, suffix.to_vec()));
+            }
         }
     }
 }

@@ -1,0 +1,303 @@
+//! `lazycfs mount` and `lazycfs umount`.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lazycfs::mount::{Mounted, ServeOptions};
+use lazycfs::overlay::{OverlayMountOptions, mount_kernel_composefs, mount_kernel_erofs};
+use lazycfs::privilege::{Mode, Privilege};
+
+use super::{USAGE_ERROR, check_basedir, open_image};
+
+#[derive(clap::Args)]
+pub struct MountArgs {
+    /// The EROFS/composefs image.
+    image: PathBuf,
+    /// Where to mount it.
+    mountpoint: PathBuf,
+    /// Objects directory that redirected files are read from.
+    #[arg(long)]
+    basedir: Option<PathBuf>,
+    /// How to mount: `auto` picks `kernel` for root, `overlay` for root in a user namespace,
+    /// `direct` for anyone else (-v says which and why).
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    /// Writable overlay: changes land in this directory (needs --work; forces an overlay).
+    #[arg(long, requires = "work")]
+    upper: Option<PathBuf>,
+    /// Overlay work directory, empty, on the same filesystem as --upper.
+    #[arg(long, requires = "upper")]
+    work: Option<PathBuf>,
+    /// Let every user access a FUSE mount (default when root).
+    #[arg(long)]
+    allow_other: bool,
+    /// FUSE worker threads (default: number of CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Stay attached and serve in the foreground (default: return once mounted). The kernel
+    /// mode has no server and always returns at once.
+    #[arg(long)]
+    foreground: bool,
+    /// `require`: a redirected file's object must carry the fs-verity digest in its metacopy
+    /// xattr, else opening it fails (EIO), like overlayfs `verity=require`.
+    #[arg(long, value_enum, default_value_t = VerityMode::None)]
+    verity: VerityMode,
+    /// Refuse to mount unless the image file's own fs-verity digest is this (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    digest: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    /// Choose from the caller's privilege.
+    Auto,
+    /// FUSE only, following redirects (any user).
+    Direct,
+    /// FUSE as the lower layer of a `userxattr` overlay (root in a user namespace).
+    Overlay,
+    /// Kernel EROFS + overlayfs (root).
+    Kernel,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerityMode {
+    /// No fs-verity checks.
+    None,
+    /// Require matching fs-verity digests.
+    Require,
+}
+
+/// Marker the foreground server prints on stdout once the mount answers.
+const READY: &str = "lazycfs: ready";
+
+pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
+    let image = open_image(&args.image, USAGE_ERROR)?;
+    check_basedir(args.basedir.as_deref(), USAGE_ERROR)?;
+    if let Some(hex) = &args.digest {
+        check_digest(&args.image, hex)?;
+    }
+    let mode = choose_mode(&args)?;
+    if verbose {
+        eprintln!("lazycfs: mode {}: {}", mode.0.name(), mode.1);
+    }
+    let mode = mode.0;
+    let overlay = overlay_options(&args);
+    if mode == Mode::Kernel {
+        return mount_kernel(&args, &overlay);
+    }
+    if !args.foreground {
+        drop(image);
+        return Ok(daemonize());
+    }
+    let mut options = ServeOptions::new().fsname(format!("lazycfs:{}", args.image.display()));
+    if let Some(dir) = &args.basedir {
+        options = options.basedir(dir);
+    }
+    if args.allow_other {
+        options = options.allow_other(true);
+    }
+    if let Some(n) = args.threads {
+        options = options.threads(n);
+    }
+    options = options.require_verity(args.verity == VerityMode::Require);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("lazycfs: signals: {e}");
+            return Err(ExitCode::from(1));
+        }
+    }
+    let mounted = if mode == Mode::Overlay {
+        lazycfs::mount::mount_overlay(image, &args.mountpoint, &options, &overlay)
+    } else {
+        lazycfs::mount::mount(image, &args.mountpoint, &options)
+    };
+    let mounted = mounted.map_err(|e| {
+        eprintln!("lazycfs: mount {}: {e}", args.mountpoint.display());
+        ExitCode::from(1)
+    })?;
+    println!("{READY}");
+    let _ = io::stdout().flush();
+    log::info!(
+        "serving {} on {} ({} mode)",
+        args.image.display(),
+        args.mountpoint.display(),
+        mode.name()
+    );
+    serve_until_stopped(mounted, &stop)
+}
+
+/// The mode to use, or a one-line error (exit 2) when the requested one cannot work.
+fn choose_mode(args: &MountArgs) -> Result<(Mode, &'static str), ExitCode> {
+    let fail = |why: &str| {
+        eprintln!("lazycfs: {why}");
+        ExitCode::from(USAGE_ERROR)
+    };
+    let privilege = Privilege::detect().map_err(|e| fail(&e.to_string()))?;
+    let wants_overlay = args.upper.is_some();
+    let chosen = match args.mode {
+        ModeArg::Auto => {
+            let (mode, why) = Mode::choose(privilege, wants_overlay);
+            if mode == Mode::Overlay && args.basedir.is_none() && !wants_overlay {
+                (
+                    Mode::Direct,
+                    "no basedir, so no overlay is needed: FUSE following nothing",
+                )
+            } else {
+                (mode, why)
+            }
+        }
+        ModeArg::Direct => (Mode::Direct, "requested"),
+        ModeArg::Overlay => (Mode::Overlay, "requested"),
+        ModeArg::Kernel => (Mode::Kernel, "requested"),
+    };
+    match chosen.0 {
+        Mode::Direct if wants_overlay => {
+            return Err(fail("--upper needs an overlay: --mode overlay or kernel"));
+        }
+        Mode::Overlay if args.basedir.is_none() => {
+            return Err(fail("the overlay mode needs --basedir"));
+        }
+        Mode::Overlay if privilege == Privilege::Unprivileged => {
+            return Err(fail(
+                "the overlay mode needs root in a user namespace (e.g. under `unshare -Urm`); \
+                 `lazycfs run` sets one up",
+            ));
+        }
+        Mode::Kernel if privilege != Privilege::InitialRoot => {
+            return Err(fail(
+                "the kernel mode needs root in the initial user namespace",
+            ));
+        }
+        _ => {}
+    }
+    Ok(chosen)
+}
+
+fn overlay_options(args: &MountArgs) -> OverlayMountOptions {
+    let mut overlay =
+        OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
+    if let (Some(upper), Some(work)) = (&args.upper, &args.work) {
+        overlay = overlay.upper(upper, work);
+    }
+    overlay
+}
+
+/// Kernel EROFS (+ overlayfs with the basedir): no server, so nothing stays running.
+fn mount_kernel(args: &MountArgs, overlay: &OverlayMountOptions) -> Result<ExitCode, ExitCode> {
+    let detached = match &args.basedir {
+        Some(basedir) => mount_kernel_composefs(&args.image, basedir, overlay),
+        None => mount_kernel_erofs(&args.image),
+    };
+    match detached.and_then(|m| m.attach(&args.mountpoint)) {
+        Ok(()) => {
+            if args.foreground {
+                println!("{READY}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("lazycfs: mount {}: {e}", args.mountpoint.display());
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn serve_until_stopped(mounted: Mounted, stop: &AtomicBool) -> Result<ExitCode, ExitCode> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            log::info!("signal received, unmounting");
+            log::info!("server: {}", mounted.stats().summary());
+            return match mounted.unmount() {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("lazycfs: unmount: {e}");
+                    Err(ExitCode::from(1))
+                }
+            };
+        }
+        if mounted.is_finished() {
+            log::info!("server: {}", mounted.stats().summary());
+            return match mounted.wait() {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("lazycfs: server: {e}");
+                    Err(ExitCode::from(1))
+                }
+            };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Exit 2 unless the image's fs-verity digest is `hex`.
+fn check_digest(image: &Path, hex: &str) -> Result<(), ExitCode> {
+    let fail = |why: String| {
+        eprintln!("lazycfs: {}: {why}", image.display());
+        ExitCode::from(USAGE_ERROR)
+    };
+    let actual = lazycfs::mount::image_verity_digest(image)
+        .map_err(|e| fail(format!("cannot measure fs-verity digest: {e}")))?;
+    let actual: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+    if !actual.eq_ignore_ascii_case(hex) {
+        return Err(fail(format!(
+            "fs-verity digest {actual} differs from --digest {hex}"
+        )));
+    }
+    Ok(())
+}
+
+/// Re-runs this command with `--foreground` in a new session and returns once it reports the
+/// mount ready (exit 0) or fails (its error line, exit 1).
+fn daemonize() -> ExitCode {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        eprintln!("lazycfs: cannot find own executable");
+        return ExitCode::from(1);
+    };
+    let mut child = match std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        // Not inherited: a daemon must not hold the caller's stderr open (a caller reading it
+        // to the end would wait forever). Startup errors are relayed below.
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("lazycfs: cannot start server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    let _ = io::BufReader::new(stdout).read_line(&mut line);
+    if line.trim_end() == READY {
+        return ExitCode::SUCCESS;
+    }
+    let mut errors = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = io::Read::read_to_string(&mut stderr, &mut errors);
+    }
+    eprint!("{errors}");
+    let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
+    ExitCode::from(status.clamp(1, 255) as u8)
+}
+
+/// `lazycfs umount`: unmounts any lazycfs mount (FUSE, overlay or kernel).
+pub fn umount(mountpoint: &Path) -> Result<ExitCode, ExitCode> {
+    match lazycfs::mount::unmount(mountpoint) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("lazycfs umount: {}: {e}", mountpoint.display());
+            Err(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `lazycfs run`: a command inside a private composefs mount, for any user.
+//!
+//! The process enters a new mount namespace (and, unless it is already root in some user
+//! namespace, a new user namespace mapping its uid and gid to root), mounts the image there
+//! (overlay-on-FUSE, or kernel EROFS + overlay when it is root in the initial namespace),
+//! runs the command with the mount root as working directory (or root directory), then
+//! unmounts and returns the command's exit status. The mount is invisible outside the
+//! namespace, and the command is killed if this process dies, so nothing outlives the run.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustix::mount::{MountPropagationFlags, UnmountFlags};
+use rustix::thread::UnshareFlags;
+
+use crate::erofs::Image;
+use crate::mount::{Mounted, ServeOptions};
+use crate::overlay::{OverlayMountOptions, mount_kernel_composefs};
+use crate::privilege::Privilege;
+
+/// Enters a private mount namespace, first creating a user namespace (uid and gid mapped to
+/// root) when the caller is not root in its current one. Returns the privilege the caller had
+/// before. Must be called while the process has a single thread (a kernel requirement for
+/// joining a new user namespace).
+pub fn enter_private_namespaces() -> io::Result<Privilege> {
+    let privilege = Privilege::detect()?;
+    if privilege == Privilege::Unprivileged {
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        crate::sys::unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWNS).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create a user namespace: {e} (unprivileged user namespaces may be \
+                     disabled: see /proc/sys/user/max_user_namespaces)"
+                ),
+            )
+        })?;
+        // An unprivileged process may map only its own ids, and its gid only once it has
+        // given up setgroups.
+        write_proc("/proc/self/setgroups", "deny")?;
+        write_proc("/proc/self/uid_map", &format!("0 {uid} 1"))?;
+        write_proc("/proc/self/gid_map", &format!("0 {gid} 1"))?;
+    } else {
+        crate::sys::unshare(UnshareFlags::NEWNS).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create a mount namespace: {e}"),
+            )
+        })?;
+    }
+    // Nothing mounted here may propagate back to the parent namespace.
+    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)
+        .map_err(|e| io::Error::other(format!("making mounts private: {e}")))?;
+    Ok(privilege)
+}
+
+fn write_proc(path: &str, contents: &str) -> io::Result<()> {
+    std::fs::write(path, contents)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {contents:?} to {path}: {e}")))
+}
+
+/// What to mount for [`run`] and how to start the command.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Server options; `basedir` is required.
+    pub serve: ServeOptions,
+    /// Overlay options (upper/work directories, `verity=require`).
+    pub overlay: OverlayMountOptions,
+    /// Run the command with the mount as its root directory instead of its working directory.
+    pub chroot: bool,
+}
+
+impl RunOptions {
+    /// Mount with `serve`, read-only, command in the mount root.
+    pub fn new(serve: ServeOptions) -> Self {
+        RunOptions {
+            serve,
+            overlay: OverlayMountOptions::new(),
+            chroot: false,
+        }
+    }
+
+    /// Sets the overlay options.
+    pub fn overlay(mut self, overlay: OverlayMountOptions) -> Self {
+        self.overlay = overlay;
+        self
+    }
+
+    /// Sets whether the command is chrooted into the mount.
+    pub fn chroot(mut self, chroot: bool) -> Self {
+        self.chroot = chroot;
+        self
+    }
+}
+
+/// Why [`run`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Mounting (or preparing the mountpoint) failed; the command did not run.
+    #[error("{0}")]
+    Mount(io::Error),
+    /// The command could not be started (`NotFound`, `PermissionDenied`, ...).
+    #[error("cannot run {command}: {error}")]
+    Command {
+        /// The command, as given.
+        command: String,
+        /// Why `exec` failed.
+        error: io::Error,
+    },
+}
+
+/// The mount a command runs in: kernel (no server) or overlay-on-FUSE.
+enum RunMount {
+    Kernel,
+    Fuse(Mounted),
+}
+
+/// Mounts `image` on a fresh private directory and runs `command` with `args` there, after
+/// [`enter_private_namespaces`] returned `privilege`. Signals whose numbers `forward` holds
+/// (set by the caller's handlers; 0 = none) are passed on to the command. Returns the
+/// command's exit status once everything is unmounted and removed.
+pub fn run(
+    image: Image,
+    image_path: &Path,
+    privilege: Privilege,
+    options: &RunOptions,
+    command: &OsString,
+    args: &[OsString],
+    forward: &Arc<AtomicUsize>,
+) -> Result<ExitStatus, RunError> {
+    let basedir = options
+        .serve
+        .basedir
+        .clone()
+        .ok_or_else(|| RunError::Mount(io::Error::other("`run` needs a basedir")))?;
+    let mountpoint = private_mountpoint().map_err(RunError::Mount)?;
+    let result = (|| {
+        let mount = if privilege == Privilege::InitialRoot {
+            mount_kernel_composefs(image_path, &basedir, &options.overlay)
+                .and_then(|m| m.attach(&mountpoint))
+                .map_err(RunError::Mount)?;
+            RunMount::Kernel
+        } else {
+            RunMount::Fuse(
+                crate::mount::mount_overlay(image, &mountpoint, &options.serve, &options.overlay)
+                    .map_err(RunError::Mount)?,
+            )
+        };
+        let status = run_command(&mountpoint, options.chroot, command, args, forward);
+        teardown(&mountpoint, mount);
+        status
+    })();
+    let _ = std::fs::remove_dir(&mountpoint);
+    result
+}
+
+fn run_command(
+    mountpoint: &Path,
+    chroot: bool,
+    command: &OsString,
+    args: &[OsString],
+    forward: &Arc<AtomicUsize>,
+) -> Result<ExitStatus, RunError> {
+    let command_error = |error: io::Error| RunError::Command {
+        command: command.to_string_lossy().into_owned(),
+        error,
+    };
+    let mut cmd = Command::new(command);
+    cmd.args(args);
+    if chroot {
+        crate::sys::child_setup(&mut cmd, Some(mountpoint)).map_err(command_error)?;
+    } else {
+        cmd.current_dir(mountpoint);
+        crate::sys::child_setup(&mut cmd, None).map_err(command_error)?;
+    }
+    let mut child = cmd.spawn().map_err(command_error)?;
+    let pid = rustix::process::Pid::from_child(&child);
+    loop {
+        if let Some(status) = child.try_wait().map_err(command_error)? {
+            return Ok(status);
+        }
+        let signal = forward.swap(0, Ordering::Relaxed);
+        if signal != 0 {
+            if let Some(signal) = i32::try_from(signal)
+                .ok()
+                .and_then(|s| rustix::process::Signal::from_named_raw(s))
+            {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Unmounts and, for FUSE, waits (briefly) for the server to see its filesystem go.
+fn teardown(mountpoint: &Path, mount: RunMount) {
+    if let Err(e) = rustix::mount::unmount(mountpoint, UnmountFlags::DETACH) {
+        log::warn!("unmounting {}: {e}", mountpoint.display());
+    }
+    if let RunMount::Fuse(mounted) = mount {
+        log::info!("server: {}", mounted.stats().summary());
+        for _ in 0..200 {
+            if mounted.is_finished() {
+                let _ = mounted.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log::debug!("server still running after unmount; exiting anyway");
+    }
+}
+
+/// A new empty directory for the mount (only this namespace ever sees anything on it).
+fn private_mountpoint() -> io::Result<PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let pid = std::process::id();
+    for attempt in 0..100 {
+        let dir = base.join(format!("lazycfs-run.{pid}.{attempt}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("creating a mountpoint in {}: {e}", base.display()),
+                ));
+            }
+        }
+    }
+    Err(io::Error::other("no free mountpoint name"))
+}

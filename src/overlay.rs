@@ -15,8 +15,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
-    fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsconfig_set_flag,
+    fsconfig_set_string, fsmount, fsopen, move_mount,
 };
 
 /// Which xattr namespace the overlay reads its private xattrs (`overlay.redirect`,
@@ -165,10 +165,14 @@ fn mount_overlay(
         }
         OverlayXattrs::Trusted => {
             // As mount.composefs: metacopy files, redirects into the data-only layer.
-            overlay.string("metacopy", "on")?.string("redirect_dir", "on")?;
+            overlay
+                .string("metacopy", "on")?
+                .string("redirect_dir", "on")?;
         }
     }
-    overlay.string("lowerdir+", lower)?.string("datadir+", basedir)?;
+    overlay
+        .string("lowerdir+", lower)?
+        .string("datadir+", basedir)?;
     if let Some((upper, work)) = &options.upper {
         overlay.string("upperdir", upper)?.string("workdir", work)?;
     }
@@ -203,9 +207,8 @@ impl FsBuilder {
 
     pub(crate) fn string(&self, key: &str, value: impl AsRef<OsStr>) -> io::Result<&Self> {
         let value = value.as_ref();
-        fsconfig_set_string(&self.fd, key, value).map_err(|e| {
-            self.error(&format!("{key}={}", Path::new(value).display()), e)
-        })?;
+        fsconfig_set_string(&self.fd, key, value)
+            .map_err(|e| self.error(&format!("{key}={}", Path::new(value).display()), e))?;
         Ok(self)
     }
 

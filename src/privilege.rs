@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn auto_mode_follows_privilege() {
         assert_eq!(Mode::choose(Privilege::InitialRoot, false).0, Mode::Kernel);
-        assert_eq!(Mode::choose(Privilege::NamespaceRoot, false).0, Mode::Overlay);
+        assert_eq!(
+            Mode::choose(Privilege::NamespaceRoot, false).0,
+            Mode::Overlay
+        );
         assert_eq!(Mode::choose(Privilege::Unprivileged, false).0, Mode::Direct);
         assert_eq!(Mode::choose(Privilege::Unprivileged, true).0, Mode::Overlay);
     }

@@ -48,15 +48,15 @@ pub fn enter_private_namespaces() -> io::Result<Privilege> {
         write_proc("/proc/self/gid_map", &format!("0 {gid} 1"))?;
     } else {
         crate::sys::unshare(UnshareFlags::NEWNS).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create a mount namespace: {e}"),
-            )
+            io::Error::new(e.kind(), format!("cannot create a mount namespace: {e}"))
         })?;
     }
     // Nothing mounted here may propagate back to the parent namespace.
-    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)
-        .map_err(|e| io::Error::other(format!("making mounts private: {e}")))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(|e| io::Error::other(format!("making mounts private: {e}")))?;
     Ok(privilege)
 }
 
@@ -180,23 +180,68 @@ fn run_command(
         cmd.current_dir(mountpoint);
         crate::sys::child_setup(&mut cmd, None).map_err(command_error)?;
     }
+    // Orphans the command leaves (background jobs, daemons) become our children, so they can
+    // be found and stopped before the mount goes.
+    let me = rustix::process::getpid();
+    rustix::process::set_child_subreaper(Some(me)).map_err(|e| command_error(e.into()))?;
     let mut child = cmd.spawn().map_err(command_error)?;
     let pid = rustix::process::Pid::from_child(&child);
     loop {
         if let Some(status) = child.try_wait().map_err(command_error)? {
+            kill_descendants(me);
             return Ok(status);
         }
         let signal = forward.swap(0, Ordering::Relaxed);
         if signal != 0 {
             if let Some(signal) = i32::try_from(signal)
                 .ok()
-                .and_then(|s| rustix::process::Signal::from_named_raw(s))
+                .and_then(rustix::process::Signal::from_named_raw)
             {
                 let _ = rustix::process::kill_process(pid, signal);
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Kills every remaining child of `me` (orphans reparented to us as subreaper) until none is
+/// left, reaping them.
+fn kill_descendants(me: rustix::process::Pid) {
+    for _ in 0..1000 {
+        let children = children_of(me);
+        if children.is_empty() {
+            return;
+        }
+        for pid in children {
+            log::debug!("stopping leftover process {}", pid.as_raw_nonzero());
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        while let Ok(Some(_)) = rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG)
+        {
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    log::warn!("leftover processes keep appearing; giving up");
+}
+
+/// Processes whose parent is `parent` (from `/proc/*/stat`).
+fn children_of(parent: rustix::process::Pid) -> Vec<rustix::process::Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parent = parent.as_raw_nonzero().get();
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+        let after_comm = &stat[stat.rfind(')')? + 1..];
+        let ppid: i32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent)
+            .then(|| rustix::process::Pid::from_raw(pid))
+            .flatten()
+    })
+    .collect()
 }
 
 /// Unmounts and, for FUSE, waits (briefly) for the server to see its filesystem go.

@@ -26,6 +26,13 @@ use crate::view::View;
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// FUSE fixes the root's node id.
 const ROOT_ID: u64 = 1;
+/// File handle of image content (inline, blocks, chunks): no per-open state.
+const IMAGE_HANDLE: u64 = 0;
+/// File handle of a metacopy file opened through an overlay view: its content is in the
+/// basedir, which the overlay above reads itself. The overlay still opens the lower file
+/// for other reasons (e.g. reading file attributes during copy-up), so the open succeeds;
+/// a read fails.
+const ELSEWHERE_HANDLE: u64 = u64::MAX;
 
 /// A FUSE filesystem serving one image.
 pub struct ImageFs {
@@ -47,11 +54,13 @@ pub struct ImageFs {
 pub struct Stats {
     /// FUSE reads answered from the image's own data (inline, blocks, chunks).
     pub image_reads: AtomicU64,
-    /// FUSE reads answered from basedir objects. Reads the kernel does itself (FUSE
-    /// passthrough, or the overlay above an overlay view) are not counted: they never reach us.
+    /// FUSE reads of basedir objects' content (in the overlay views: refused, EIO). Reads
+    /// the kernel does itself (FUSE passthrough, or the overlay above an overlay view) never
+    /// reach the server.
     pub object_reads: AtomicU64,
-    /// Opens of files whose content is a basedir object. In the overlay views these are
-    /// refused (EIO): the overlay above must read the object itself.
+    /// Opens of files whose content is a basedir object. In the overlay views the overlay
+    /// reads such content from the basedir itself; it may still open the file (e.g. for its
+    /// attributes during copy-up).
     pub object_opens: AtomicU64,
 }
 
@@ -205,28 +214,6 @@ impl ImageFs {
         }
     }
 
-    /// Content in the overlay views: the image's own data only. A metacopy file's content is
-    /// the overlay's business (it reads the basedir object itself), so opening one through
-    /// FUSE is refused and counted.
-    fn overlay_lower_content(&self, inode: &Inode<'_>) -> Result<Content, rustix::io::Errno> {
-        match crate::content::is_metacopy(inode) {
-            Ok(false) => Ok(Content::Image),
-            Ok(true) => {
-                self.stats.object_opens.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "nid {}: metacopy file opened through the overlay's lower layer; its content \
-                     is in the basedir",
-                    inode.nid()
-                );
-                Err(rustix::io::Errno::IO)
-            }
-            Err(e) => {
-                log::warn!("{e}");
-                Err(rustix::io::Errno::IO)
-            }
-        }
-    }
-
     fn release_backing(&self, nid: u64) {
         if let Ok(mut backing) = self.backing.lock() {
             if let Some((_, users)) = backing.get_mut(&nid) {
@@ -243,9 +230,13 @@ impl Filesystem for ImageFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // READDIRPLUS hands the kernel each entry's attributes with its name, so a cold walk
         // costs one request per directory block instead of one lookup per entry.
+        // POSIX_ACL: the kernel enforces the image's ACLs (as EROFS does) and maps their ids
+        // into the mount's user namespace; without it a FUSE mount in a user namespace refuses
+        // ACL xattrs altogether.
         let wanted = InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_DO_READDIRPLUS;
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_POSIX_ACL;
         // Capabilities the kernel lacks are simply not used.
         let _ = config.add_capabilities(wanted);
         // Passthrough lets the kernel read basedir objects directly; registering backing files
@@ -296,19 +287,27 @@ impl Filesystem for ImageFs {
             Ok(inode) => inode,
             Err(e) => return reply.error(e),
         };
-        let content = if self.view.is_overlay_lower() {
-            self.overlay_lower_content(&inode)
-        } else {
-            match &self.basedir {
-                Some(basedir) => basedir.content(&inode),
-                None => Ok(Content::Image),
-            }
+        if self.view.is_overlay_lower() {
+            return match crate::content::is_metacopy(&inode) {
+                Ok(false) => reply.opened(FileHandle(IMAGE_HANDLE), FopenFlags::FOPEN_KEEP_CACHE),
+                Ok(true) => {
+                    self.stats.object_opens.fetch_add(1, Ordering::Relaxed);
+                    reply.opened(FileHandle(ELSEWHERE_HANDLE), FopenFlags::empty())
+                }
+                Err(e) => reply.error(io_error(e)),
+            };
+        }
+        let content = match &self.basedir {
+            Some(basedir) => basedir.content(&inode),
+            None => Ok(Content::Image),
         };
         if matches!(content, Ok(Content::Object(_))) {
             self.stats.object_opens.fetch_add(1, Ordering::Relaxed);
         }
         match content {
-            Ok(Content::Image) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(Content::Image) => {
+                reply.opened(FileHandle(IMAGE_HANDLE), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Ok(Content::Object(file)) => {
                 let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
                 let nid = inode.nid();
@@ -347,7 +346,16 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        if fh.0 != 0 {
+        if fh.0 == ELSEWHERE_HANDLE {
+            self.stats.object_reads.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "node {}: read of a metacopy file through the overlay's lower layer refused: \
+                 its content is in the basedir",
+                ino.0
+            );
+            return reply.error(Errno::EIO);
+        }
+        if fh.0 != IMAGE_HANDLE {
             let Some(file) = self.object(fh) else {
                 return reply.error(Errno::EBADF);
             };
@@ -402,7 +410,7 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
-        if fh.0 != 0 {
+        if fh.0 != IMAGE_HANDLE && fh.0 != ELSEWHERE_HANDLE {
             let removed = self.objects.write().ok().and_then(|mut o| o.remove(&fh.0));
             if let Some(object) = removed.filter(|o| o.passthrough) {
                 self.release_backing(object.nid);

@@ -95,9 +95,10 @@ impl View {
 
     /// Whether an inode can be looked up at all. Overlayfs refuses (EIO) a metacopy file that
     /// has no redirect: its data would have to come from a data-only layer, which is only
-    /// reachable through a redirect.
+    /// reachable through a redirect. The overlay view refuses it too, with the same error:
+    /// a `userxattr` overlay would say EPERM instead (it never follows metacopy origins).
     pub fn reachable(self, inode: &Inode<'_>) -> Result<bool> {
-        if self != View::Direct || inode.file_type() != FileType::Regular {
+        if self == View::OverlayTrusted || inode.file_type() != FileType::Regular {
             return Ok(true);
         }
         let xattrs = inode.xattrs()?;
@@ -237,12 +238,25 @@ mod tests {
     #[test]
     fn overlay_user_view_moves_private_names_and_escapes_image_ones() {
         let (t, u) = (xattr_index::TRUSTED, xattr_index::USER);
-        let cases: [(u8, &[u8], Option<&[u8]>); 6] = [
+        type Case<'a> = (u8, &'a [u8], Option<&'a [u8]>);
+        let cases: [Case; 6] = [
             (t, b"overlay.redirect", Some(b"user.overlay.redirect")),
             (t, b"overlay.metacopy", Some(b"user.overlay.metacopy")),
-            (t, b"overlay.overlay.opaque", Some(b"trusted.overlay.opaque")),
-            (u, b"overlay.redirect", Some(b"user.overlay.overlay.redirect")),
-            (u, b"overlay.overlay.x", Some(b"user.overlay.overlay.overlay.x")),
+            (
+                t,
+                b"overlay.overlay.opaque",
+                Some(b"trusted.overlay.opaque"),
+            ),
+            (
+                u,
+                b"overlay.redirect",
+                Some(b"user.overlay.overlay.redirect"),
+            ),
+            (
+                u,
+                b"overlay.overlay.x",
+                Some(b"user.overlay.overlay.overlay.x"),
+            ),
             (u, b"mime_type", Some(b"user.mime_type")),
         ];
         for (index, suffix, expected) in cases {
@@ -276,7 +290,10 @@ mod tests {
                 let mut shown_name = Vec::new();
                 name.append_to(&mut shown_name);
                 let (back, parts) = view.stored_name(&shown_name).unwrap();
-                assert_eq!((back, [parts[0], parts[1]].concat()), (index, suffix.to_vec()));
+                assert_eq!(
+                    (back, [parts[0], parts[1]].concat()),
+                    (index, suffix.to_vec())
+                );
             }
         }
     }

@@ -138,21 +138,29 @@ fn servers() -> Vec<Server> {
         .args(["mount", "--help"])
         .output()
         .is_ok_and(|o| o.status.success());
-    list.push(Server {
-        name: "lazycfs",
-        kind: Kind::Fuse {
-            program: lazycfs.clone(),
-            args: vec![
-                Arg::Literal("mount"),
-                Arg::Image,
-                Arg::Mountpoint,
-                Arg::Literal("--basedir"),
-                Arg::Basedir,
-                Arg::Literal("--foreground"),
-            ],
-        },
-        missing: (!has_mount).then(|| format!("{} has no `mount` subcommand", lazycfs.display())),
-    });
+    // The overlay mode is the rootless stack (FUSE lower layer, `userxattr` overlay, basedir
+    // as data-only layer); mounted by root here so the benchmark can see it, it runs the same
+    // code paths as under `lazycfs run`.
+    for (name, mode) in [("lazycfs", "direct"), ("lazycfs ovl", "overlay")] {
+        list.push(Server {
+            name,
+            kind: Kind::Fuse {
+                program: lazycfs.clone(),
+                args: vec![
+                    Arg::Literal("mount"),
+                    Arg::Image,
+                    Arg::Mountpoint,
+                    Arg::Literal("--basedir"),
+                    Arg::Basedir,
+                    Arg::Literal("--foreground"),
+                    Arg::Literal("--mode"),
+                    Arg::Literal(mode),
+                ],
+            },
+            missing: (!has_mount)
+                .then(|| format!("{} has no `mount` subcommand", lazycfs.display())),
+        });
+    }
     for (name, _, binary, extra) in PEERS {
         let mut args = vec![Arg::Image, Arg::Mountpoint, Arg::Basedir];
         args.extend(extra.map(Arg::Literal));

@@ -178,8 +178,7 @@ fn choose_mode(args: &MountArgs) -> Result<(Mode, &'static str), ExitCode> {
 }
 
 fn overlay_options(args: &MountArgs) -> OverlayMountOptions {
-    let mut overlay =
-        OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
+    let mut overlay = OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
     if let (Some(upper), Some(work)) = (&args.upper, &args.work) {
         overlay = overlay.upper(upper, work);
     }

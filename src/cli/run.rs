@@ -66,7 +66,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
         signal_hook::consts::SIGHUP,
     ] {
         signal_hook::flag::register_usize(signal, forward.clone(), signal as usize)
-            .map_err(|e| fail(e))?;
+            .map_err(&fail)?;
     }
     let mut serve = ServeOptions::new()
         .basedir(&args.basedir)
@@ -75,8 +75,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
     if let Some(n) = args.threads {
         serve = serve.threads(n);
     }
-    let mut overlay =
-        OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
+    let mut overlay = OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
     if let (Some(upper), Some(work)) = (&args.upper, &args.work) {
         overlay = overlay.upper(upper, work);
     }
@@ -104,9 +103,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
         Err(e) => {
             eprintln!("lazycfs run: {e}");
             Err(ExitCode::from(match &e {
-                RunError::Command { error, .. } if error.kind() == ErrorKind::NotFound => {
-                    NOT_FOUND
-                }
+                RunError::Command { error, .. } if error.kind() == ErrorKind::NotFound => NOT_FOUND,
                 RunError::Command { error, .. } if error.kind() == ErrorKind::PermissionDenied => {
                     NOT_EXECUTABLE
                 }

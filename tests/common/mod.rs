@@ -10,6 +10,7 @@ pub mod decoded;
 pub mod fixtures;
 pub mod kernel;
 pub mod objects;
+pub mod rootless;
 pub mod tree;
 
 /// Reports a test as skipped (`SKIP <test>: <reason>` on stderr), or panics

@@ -1,0 +1,446 @@
+//! The rootless composefs mount (`lazycfs run`: FUSE in the overlay view under a `userxattr`
+//! overlayfs with the basedir as data-only layer), as an unprivileged user with a subordinate
+//! id range, against the rootful kernel composefs mount of the same image and basedir read
+//! as root: every entry identical, minus the `trusted.*` xattrs an unprivileged caller never
+//! sees. Also: redirected content never goes through FUSE, upper/work writes, verity, exit
+//! status and cleanup of `lazycfs run`, and its errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::tree::{self, CompareOptions};
+use common::{cfs, fixtures, kernel, objects, rootless};
+use lazycfs::erofs::Image;
+
+const LAZYCFS: &str = env!("CARGO_BIN_EXE_lazycfs");
+
+/// Not a test of its own: the walker `lazycfs run` starts inside the namespace (does nothing
+/// unless `LAZYCFS_WALK_OUT` is set).
+#[test]
+fn walk_helper() {
+    rootless::walk_helper();
+}
+
+/// The counters `lazycfs -v run` logs when the server stops.
+fn server_counters(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("server: ") && l.contains("image reads"))
+        .unwrap_or_else(|| panic!("no server counters in lazycfs output:\n{stderr}"));
+    let numbers: Vec<u64> = line
+        .split("server: ")
+        .nth(1)
+        .unwrap()
+        .split(", ")
+        .map(|part| part.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+fn assert_rootless_matches_rootful(what: &str, image: &Path, basedir: &Path) {
+    rootless::make_readable(image);
+    rootless::make_readable(basedir);
+    let reference = kernel::KernelMount::composefs(image, basedir)
+        .unwrap_or_else(|e| panic!("{what}: kernel composefs mount: {e}"));
+    let theirs =
+        rootless::without_trusted_xattrs(rootless::fingerprint(tree::walk(reference.path())));
+    drop(reference);
+    let (ours, stderr) = rootless::walk_in_run(Path::new(LAZYCFS), image, basedir, &[])
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let opts = CompareOptions {
+        ino: false,
+        content: true,
+    };
+    if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
+        panic!("{what}: rootful kernel composefs vs rootless lazycfs overlay: {diff}");
+    }
+    // File content came from the basedir through the overlay, never through the server.
+    let (_, object_opens, object_reads) = server_counters(&stderr);
+    assert_eq!(
+        (object_opens, object_reads),
+        (0, 0),
+        "{what}: redirected content went through FUSE"
+    );
+}
+
+/// A world-readable directory for fixtures (the unprivileged user must read them).
+fn fixture_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("lazycfs-ovl")
+        .tempdir()
+        .unwrap();
+    rootless::make_readable(dir.path());
+    dir
+}
+
+fn composefs_image(dir: &Path, name: &str, dump: &str, version: u32) -> (PathBuf, PathBuf) {
+    let path = dir.join(format!("{name}-v{version}.erofs"));
+    std::fs::write(&path, cfs::write_image(dump, version)).unwrap();
+    let basedir = dir.join(format!("{name}-v{version}-objects"));
+    std::fs::create_dir(&basedir).unwrap();
+    objects::populate(&Image::open(&path).unwrap(), &basedir);
+    (path, basedir)
+}
+
+#[test]
+fn composefs_kinds_rootless_match_rootful() {
+    let test = "composefs_kinds_rootless_match_rootful";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let dir = fixture_dir();
+    for version in cfs::VERSIONS {
+        let dump = include_str!("data/kinds.dump");
+        let (image, basedir) = composefs_image(dir.path(), "kinds", dump, version);
+        assert_rootless_matches_rootful(&format!("kinds V{version}"), &image, &basedir);
+    }
+}
+
+#[test]
+fn corpus_rootless_matches_rootful() {
+    let test = "corpus_rootless_matches_rootful";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let Some(corpus) = kernel::corpus_dir(test) else {
+        return;
+    };
+    let dir = fixture_dir();
+    for name in cfs::CORPUS {
+        let Ok(dump) = cfs::corpus_dump(&corpus, name) else {
+            continue;
+        };
+        let (image, basedir) = composefs_image(dir.path(), name, &dump.text, dump.version);
+        assert_rootless_matches_rootful(name, &image, &basedir);
+    }
+}
+
+#[test]
+fn mkfs_images_rootless_match_rootful() {
+    let test = "mkfs_images_rootless_match_rootful";
+    if !kernel::require_composefs(test) || !rootless::require(test) || !fixtures::require_mkfs(test)
+    {
+        return;
+    }
+    for (name, args) in fixtures::mkfs_variants().into_iter().take(3) {
+        let (dir, image) = fixtures::build_rich_image(&args);
+        let basedir = dir.path().join("objects");
+        std::fs::create_dir(&basedir).unwrap();
+        assert_rootless_matches_rootful(&format!("mkfs {name}"), &image, &basedir);
+    }
+}
+
+/// An image with a few plain files, in a world-readable directory.
+fn small_image() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = fixture_dir();
+    let (image, basedir) = composefs_image(dir.path(), "kinds", include_str!("data/kinds.dump"), 1);
+    rootless::make_readable(dir.path());
+    (dir, image, basedir)
+}
+
+fn run_as_user(image: &Path, basedir: &Path, extra: &[&str], script: &str) -> std::process::Output {
+    rootless::in_user_namespace(Path::new(LAZYCFS))
+        .arg("run")
+        .arg(image)
+        .arg("--basedir")
+        .arg(basedir)
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn upper_dir_receives_writes_deletes_and_renames() {
+    let test = "upper_dir_receives_writes_deletes_and_renames";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let (dir, image, basedir) = small_image();
+    let image_before = std::fs::read(&image).unwrap();
+    let rw = rootless::user_dir();
+    let upper = rw.path().join("upper");
+    let work = rw.path().join("work");
+    for d in [&upper, &work] {
+        std::fs::create_dir(d).unwrap();
+        rustix::fs::chown(d, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
+    }
+    let script = "set -e; echo new > created; rm dash; mv ext renamed; \
+                  echo more >> renamed; test \"$(cat created)\" = new";
+    let out = run_as_user(
+        &image,
+        &basedir,
+        &[
+            "--upper",
+            upper.to_str().unwrap(),
+            "--work",
+            work.to_str().unwrap(),
+        ],
+        script,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(upper.join("created")).unwrap(), b"new\n");
+    let whiteout = std::fs::symlink_metadata(upper.join("dash")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&whiteout.file_type()),
+        "deleting a lower file leaves a whiteout in the upper dir"
+    );
+    // Copied up from the basedir object (the overlay read it), then appended to.
+    let object = walkdir(&basedir)
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == 10000)
+        .expect("the object of /ext");
+    let mut expected = std::fs::read(object).unwrap();
+    expected.extend_from_slice(b"more\n");
+    assert!(
+        std::fs::read(upper.join("renamed")).unwrap() == expected,
+        "copied-up content"
+    );
+    assert!(
+        std::fs::symlink_metadata(upper.join("ext")).is_ok(),
+        "rename whiteout"
+    );
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        image_before,
+        "image untouched"
+    );
+    drop(dir);
+}
+
+#[test]
+fn verity_require_refuses_a_tampered_object() {
+    let test = "verity_require_refuses_a_tampered_object";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let (_dir, image, basedir) = small_image();
+    // Tamper with every object: no fs-verity digest can match any more.
+    for entry in walkdir(&basedir) {
+        std::fs::write(&entry, b"tampered").unwrap();
+    }
+    let out = run_as_user(
+        &image,
+        &basedir,
+        &["--verity", "require"],
+        "cat ext; echo status=$?; ls -d . >/dev/null && echo listed",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("status=1") && stderr.contains("Input/output error"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("listed"), "metadata still served: {stdout}");
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn leftover_run_mountpoints() -> Vec<String> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("lazycfs-run."))
+        .collect()
+}
+
+#[test]
+fn run_propagates_exit_status_and_cleans_up() {
+    let test = "run_propagates_exit_status_and_cleans_up";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let (_dir, image, basedir) = small_image();
+    let before = leftover_run_mountpoints();
+    let run = |script: &str| {
+        rootless::as_user(Path::new(LAZYCFS))
+            .arg("run")
+            .arg(&image)
+            .arg("--basedir")
+            .arg(&basedir)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    // As a plain user (no namespace prepared): `run` makes its own.
+    let ok = run("test \"$(cat dash)\" = - && exit 7");
+    assert_eq!(
+        ok.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let killed = run("kill -9 $$");
+    assert_eq!(killed.status.code(), Some(128 + 9));
+    let missing = rootless::as_user(Path::new(LAZYCFS))
+        .arg("run")
+        .arg(&image)
+        .arg("--basedir")
+        .arg(&basedir)
+        .args(["--", "/nonexistent/command"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(127));
+    // A command that leaves a background process: killed with lazycfs (no process stays).
+    let bg = run("sleep 300 & echo $! > /dev/null; exit 3");
+    assert_eq!(bg.status.code(), Some(3));
+    assert_eq!(
+        leftover_run_mountpoints(),
+        before,
+        "mountpoints left behind"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("lazycfs-run."),
+        "mount visible outside: {mounts}"
+    );
+    let procs = Command::new("pgrep")
+        .args(["-f", "lazycfs run"])
+        .output()
+        .unwrap();
+    assert!(
+        procs.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&procs.stdout)
+    );
+}
+
+#[test]
+fn run_explains_missing_user_namespaces_and_fuse() {
+    let test = "run_explains_missing_user_namespaces_and_fuse";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let (_dir, image, basedir) = small_image();
+    let args = format!(
+        "{LAZYCFS} run {} --basedir {} -- true",
+        image.display(),
+        basedir.display()
+    );
+    // No new user namespaces allowed below this one (the limit is per namespace, set by its
+    // root), and an unprivileged user (uid 1000, mapped) inside it.
+    let no_userns = rootless::in_user_namespace(Path::new("sh"))
+        .arg("-c")
+        .arg(format!(
+            "echo 0 > /proc/sys/user/max_user_namespaces && \
+             exec setpriv --reuid=1000 --regid=1000 --clear-groups {args}"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&no_userns.stderr);
+    assert_eq!(no_userns.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("cannot create a user namespace"),
+        "{stderr}"
+    );
+    // No /dev/fuse.
+    let no_fuse = rootless::in_user_namespace(Path::new("sh"))
+        .arg("-c")
+        .arg(format!("mount -t tmpfs none /dev && exec {args}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&no_fuse.stderr);
+    assert_eq!(no_fuse.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("/dev/fuse"), "{stderr}");
+}
+
+#[test]
+fn minimal_user_namespace_smoke() {
+    // `unshare -Urm` as uid 65534: only uid 0 is mapped, other owners show as the overflow id.
+    let test = "minimal_user_namespace_smoke";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let (_dir, image, basedir) = small_image();
+    let script = format!(
+        "{LAZYCFS} -v mount {} /mnt --basedir {} && cat /mnt/dash && stat -c %u /mnt/uid70000 && \
+         {LAZYCFS} umount /mnt",
+        image.display(),
+        basedir.display()
+    );
+    let out = rootless::as_user(Path::new("unshare"))
+        .args(["-Urm", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("mode overlay"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-65534\n");
+}
+
+#[test]
+fn auto_mode_picks_by_privilege() {
+    let test = "auto_mode_picks_by_privilege";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let (dir, image, basedir) = small_image();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = |cmd: &mut Command| {
+        let out = cmd
+            .args(["-v", "mount"])
+            .arg(&image)
+            .arg(&mnt)
+            .arg("--basedir")
+            .arg(&basedir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Root in the initial namespace: the kernel composefs mount.
+    let stderr = mount(&mut Command::new(LAZYCFS));
+    assert!(stderr.contains("mode kernel"), "{stderr}");
+    assert_eq!(std::fs::read(mnt.join("dash")).unwrap(), b"-");
+    let fs_type = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&fs_type.stdout).trim(), "overlayfs");
+    assert!(
+        Command::new(LAZYCFS)
+            .arg("umount")
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Anyone else: direct FUSE.
+    std::fs::set_permissions(&mnt, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let stderr = mount(&mut rootless::as_user(Path::new(LAZYCFS)));
+    assert!(stderr.contains("mode direct"), "{stderr}");
+    let cat = rootless::as_user(Path::new("cat"))
+        .arg(mnt.join("dash"))
+        .output()
+        .unwrap();
+    assert_eq!(cat.stdout, b"-", "{}", String::from_utf8_lossy(&cat.stderr));
+    let out = rootless::as_user(Path::new(LAZYCFS))
+        .arg("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

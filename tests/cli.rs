@@ -83,7 +83,7 @@ fn sigterm_unmounts_a_foreground_mount_cleanly() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_lazycfs"))
-        .args(["mount", "--foreground"])
+        .args(["mount", "--foreground", "--mode", "direct"])
         .arg(&image)
         .arg(&mnt)
         .stdout(std::process::Stdio::piped())

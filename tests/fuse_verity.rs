@@ -178,7 +178,7 @@ fn verity_require_refuses_tampered_objects() {
     let bin = env!("CARGO_BIN_EXE_lazycfs");
     let mount_with = |digest: &str| {
         Command::new(bin)
-            .arg("mount")
+            .args(["mount", "--mode", "direct"])
             .arg(&image)
             .arg(&mnt)
             .arg("--basedir")
@@ -233,7 +233,7 @@ fn fails_closed_without_kernel_verity(dir: &Path) {
         mounted.unmount().unwrap();
     }
     let out = Command::new(env!("CARGO_BIN_EXE_lazycfs"))
-        .arg("mount")
+        .args(["mount", "--mode", "direct"])
         .arg(&image)
         .arg(&mnt)
         .args(["--digest", &"0".repeat(64)])

@@ -23,15 +23,19 @@ use crate::mount::{Mounted, ServeOptions};
 use crate::overlay::{OverlayMountOptions, mount_kernel_composefs};
 use crate::privilege::Privilege;
 
-/// Enters a private mount namespace, first creating a user namespace (uid and gid mapped to
-/// root) when the caller is not root in its current one. Returns the privilege the caller had
-/// before. Must be called while the process has a single thread (a kernel requirement for
-/// joining a new user namespace).
+/// Enters a private mount namespace, first creating a user namespace when the caller is not
+/// root in its current one: its uid and gid map to root and, when it has subordinate ids
+/// (`/etc/subuid`, `/etc/subgid`) and `newuidmap`/`newgidmap` are installed, ids 1..N map to
+/// them, as podman does, so image files owned by other ids keep their owners. Returns the
+/// privilege the caller had before. Must be called while the process has a single thread (a
+/// kernel requirement for joining a new user namespace).
 pub fn enter_private_namespaces() -> io::Result<Privilege> {
     let privilege = Privilege::detect()?;
     if privilege == Privilege::Unprivileged {
         let uid = rustix::process::getuid().as_raw();
         let gid = rustix::process::getgid().as_raw();
+        // newuidmap must run outside the new namespace: start it first, release it after.
+        let mut id_mapper = SubordinateIds::of(uid, gid).and_then(|ids| ids.start_mapper());
         crate::sys::unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWNS).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -41,6 +45,12 @@ pub fn enter_private_namespaces() -> io::Result<Privilege> {
                 ),
             )
         })?;
+        if let Some(mapper) = id_mapper.take() {
+            if mapper.finish() {
+                return finish_entering(privilege);
+            }
+            log::info!("newuidmap/newgidmap failed; mapping only the caller's ids");
+        }
         // An unprivileged process may map only its own ids, and its gid only once it has
         // given up setgroups.
         write_proc("/proc/self/setgroups", "deny")?;
@@ -51,6 +61,10 @@ pub fn enter_private_namespaces() -> io::Result<Privilege> {
             io::Error::new(e.kind(), format!("cannot create a mount namespace: {e}"))
         })?;
     }
+    finish_entering(privilege)
+}
+
+fn finish_entering(privilege: Privilege) -> io::Result<Privilege> {
     // Nothing mounted here may propagate back to the parent namespace.
     rustix::mount::mount_change(
         "/",
@@ -58,6 +72,101 @@ pub fn enter_private_namespaces() -> io::Result<Privilege> {
     )
     .map_err(|e| io::Error::other(format!("making mounts private: {e}")))?;
     Ok(privilege)
+}
+
+/// The caller's subordinate id ranges.
+struct SubordinateIds {
+    uid: u32,
+    gid: u32,
+    uids: (u32, u32),
+    gids: (u32, u32),
+}
+
+impl SubordinateIds {
+    fn of(uid: u32, gid: u32) -> Option<SubordinateIds> {
+        let name = user_name(uid);
+        let find = |file: &str| -> Option<(u32, u32)> {
+            let text = std::fs::read_to_string(file).ok()?;
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let owner = fields.next()?;
+                if owner != uid.to_string() && Some(owner) != name.as_deref() {
+                    return None;
+                }
+                let start = fields.next()?.trim().parse().ok()?;
+                let count = fields.next()?.trim().parse().ok()?;
+                Some((start, count)).filter(|&(_, count)| count > 0)
+            })
+        };
+        Some(SubordinateIds {
+            uid,
+            gid,
+            uids: find("/etc/subuid")?,
+            gids: find("/etc/subgid")?,
+        })
+    }
+
+    /// Starts a shell that, once told, maps the ids of this process's new user namespace.
+    fn start_mapper(self) -> Option<IdMapper> {
+        let script = "read _ && newuidmap \"$0\" 0 \"$1\" 1 1 \"$2\" \"$3\" && \
+                      newgidmap \"$0\" 0 \"$4\" 1 1 \"$5\" \"$6\"";
+        let ids = [
+            self.uid,
+            self.uids.0,
+            self.uids.1,
+            self.gid,
+            self.gids.0,
+            self.gids.1,
+        ];
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(std::process::id().to_string())
+            .args(ids.map(|n| n.to_string()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(IdMapper { child })
+    }
+}
+
+/// A running `newuidmap`/`newgidmap` helper (see [`SubordinateIds::start_mapper`]).
+struct IdMapper {
+    child: std::process::Child,
+}
+
+impl IdMapper {
+    /// Tells the helper the namespace exists; whether the mapping worked.
+    fn finish(mut self) -> bool {
+        use std::io::Write;
+        let told = self
+            .child
+            .stdin
+            .take()
+            .is_some_and(|mut stdin| stdin.write_all(b"go\n").is_ok());
+        let status = self.child.wait();
+        told && status.is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for IdMapper {
+    fn drop(&mut self) {
+        // Unused (namespace creation failed) or finished: make sure it is gone.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The login name of `uid` (from `/etc/passwd`), which `/etc/subuid` usually uses.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
 }
 
 fn write_proc(path: &str, contents: &str) -> io::Result<()> {

@@ -280,8 +280,10 @@ fn run_propagates_exit_status_and_cleans_up() {
             .output()
             .unwrap()
     };
-    // As a plain user (no namespace prepared): `run` makes its own.
-    let ok = run("test \"$(cat dash)\" = - && exit 7");
+    // As a plain user (no namespace prepared): `run` makes its own, mapping the user's
+    // subordinate ids so files keep their owners.
+    rootless::ensure_subordinate_ids();
+    let ok = run("test \"$(cat dash)\" = - && test \"$(stat -c %u uid70000)\" = 70000 && exit 7");
     assert_eq!(
         ok.status.code(),
         Some(7),

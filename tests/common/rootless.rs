@@ -63,6 +63,12 @@ fn subordinate_range(file: &str) -> io::Result<u32> {
     Ok(start)
 }
 
+/// Makes sure [`USER`] has subordinate uid and gid ranges of [`ID_COUNT`] ids.
+pub fn ensure_subordinate_ids() {
+    subordinate_range("/etc/subuid").expect("/etc/subuid");
+    subordinate_range("/etc/subgid").expect("/etc/subgid");
+}
+
 /// A command run as [`USER`] inside a fresh user + mount namespace where it is root and ids
 /// 1..ID_COUNT map to its subordinate range.
 pub fn in_user_namespace(program: &Path) -> Command {

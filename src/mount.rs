@@ -214,7 +214,7 @@ pub fn mount(
 /// ignored) and stops when the overlay is unmounted.
 ///
 /// Needs CAP_SYS_ADMIN over the current mount namespace: root, or root in a user namespace
-/// (e.g. under `unshare -Urm` or [`lazycfs run`](crate)).
+/// (e.g. under `unshare -Urm`, or after [`crate::sandbox::enter_private_namespaces`]).
 pub fn mount_overlay(
     image: Image,
     mountpoint: impl AsRef<Path>,

@@ -13,7 +13,8 @@ use std::ops::Deref;
 
 /// Bytes of an image, borrowed by everything the decoder hands out.
 pub(crate) enum Mapping {
-    Mapped(memmap2::Mmap),
+    /// A mapped file, and the file (kept for readahead hints).
+    Mapped(memmap2::Mmap, File),
     Owned(Box<[u8]>),
 }
 
@@ -28,16 +29,24 @@ impl Mapping {
             return Ok(Mapping::Owned(Box::new([])));
         }
         let map = unsafe { memmap2::MmapOptions::new().map(file)? };
-        Ok(Mapping::Mapped(map))
+        Ok(Mapping::Mapped(map, file.try_clone()?))
     }
 }
 
 impl Mapping {
-    /// Starts reading the whole mapping into the page cache in the background (readahead is
-    /// only submitted; nothing waits for it), so a cold tree walk does not fault page by page.
+    /// Starts reading the whole file into the page cache from a background thread, so a cold
+    /// tree walk does not fault page by page, and returns at once: submitting readahead for a
+    /// large image takes long enough to delay a mount's first answer.
     pub(crate) fn prefetch(&self) {
-        if let Mapping::Mapped(map) = self {
-            let _ = map.advise(memmap2::Advice::WillNeed);
+        if let Mapping::Mapped(_, file) = self {
+            if let Ok(file) = file.try_clone() {
+                let hint = move || {
+                    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
+                };
+                let _ = std::thread::Builder::new()
+                    .name("lazycfs-prefetch".into())
+                    .spawn(hint);
+            }
         }
     }
 }
@@ -47,7 +56,7 @@ impl Deref for Mapping {
 
     fn deref(&self) -> &[u8] {
         match self {
-            Mapping::Mapped(m) => m,
+            Mapping::Mapped(m, _) => m,
             Mapping::Owned(b) => b,
         }
     }

@@ -446,3 +446,38 @@ fn auto_mode_picks_by_privilege() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn run_chroot_resolves_the_command_inside_the_image() {
+    let test = "run_chroot_resolves_the_command_inside_the_image";
+    if !kernel::require_composefs(test) || !rootless::require(test) {
+        return;
+    }
+    let (_dir, image, basedir) = small_image();
+    let run = |command: &str| {
+        rootless::as_user(Path::new(LAZYCFS))
+            .arg("run")
+            .arg(&image)
+            .arg("--basedir")
+            .arg(&basedir)
+            .args(["--chroot", "--", command])
+            .output()
+            .unwrap()
+    };
+    // `/dash` exists only in the image (mode 644: found, not executable); `/bin/sh` exists
+    // only outside it.
+    let in_image = run("/dash");
+    assert_eq!(
+        in_image.status.code(),
+        Some(126),
+        "{}",
+        String::from_utf8_lossy(&in_image.stderr)
+    );
+    let outside = run("/bin/sh");
+    assert_eq!(
+        outside.status.code(),
+        Some(127),
+        "{}",
+        String::from_utf8_lossy(&outside.stderr)
+    );
+}

@@ -87,7 +87,7 @@ fn composefs_image(dir: &Path, name: &str, dump: &str, version: u32) -> (PathBuf
 #[test]
 fn composefs_kinds_rootless_match_rootful() {
     let test = "composefs_kinds_rootless_match_rootful";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let dir = fixture_dir();
@@ -101,7 +101,7 @@ fn composefs_kinds_rootless_match_rootful() {
 #[test]
 fn corpus_rootless_matches_rootful() {
     let test = "corpus_rootless_matches_rootful";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let Some(corpus) = kernel::corpus_dir(test) else {
@@ -120,8 +120,7 @@ fn corpus_rootless_matches_rootful() {
 #[test]
 fn mkfs_images_rootless_match_rootful() {
     let test = "mkfs_images_rootless_match_rootful";
-    if !kernel::require_composefs(test) || !rootless::require(test) || !fixtures::require_mkfs(test)
-    {
+    if !rootless_ready(test) || !fixtures::require_mkfs(test) {
         return;
     }
     for (name, args) in fixtures::mkfs_variants() {
@@ -140,12 +139,20 @@ fn small_image() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, image, basedir)
 }
 
+/// `lazycfs run IMAGE --basedir BASEDIR`, started by `launcher` (a [`rootless`] command).
+fn lazycfs_run(launcher: fn(&Path) -> Command, image: &Path, basedir: &Path) -> Command {
+    let mut cmd = launcher(Path::new(LAZYCFS));
+    cmd.arg("run").arg(image).arg("--basedir").arg(basedir);
+    cmd
+}
+
+/// True if the rootless tests can run here (skips otherwise, fails under `CI`).
+fn rootless_ready(test: &str) -> bool {
+    kernel::require_composefs(test) && rootless::require(test)
+}
+
 fn run_as_user(image: &Path, basedir: &Path, extra: &[&str], script: &str) -> std::process::Output {
-    rootless::in_user_namespace(Path::new(LAZYCFS))
-        .arg("run")
-        .arg(image)
-        .arg("--basedir")
-        .arg(basedir)
+    lazycfs_run(rootless::in_user_namespace, image, basedir)
         .args(extra)
         .args(["--", "sh", "-c", script])
         .output()
@@ -155,7 +162,7 @@ fn run_as_user(image: &Path, basedir: &Path, extra: &[&str], script: &str) -> st
 #[test]
 fn upper_dir_receives_writes_deletes_and_renames() {
     let test = "upper_dir_receives_writes_deletes_and_renames";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let (dir, image, basedir) = small_image();
@@ -217,7 +224,7 @@ fn upper_dir_receives_writes_deletes_and_renames() {
 #[test]
 fn verity_require_refuses_a_tampered_object() {
     let test = "verity_require_refuses_a_tampered_object";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let (_dir, image, basedir) = small_image();
@@ -265,17 +272,13 @@ fn leftover_run_mountpoints() -> Vec<String> {
 #[test]
 fn run_propagates_exit_status_and_cleans_up() {
     let test = "run_propagates_exit_status_and_cleans_up";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let (_dir, image, basedir) = small_image();
     let before = leftover_run_mountpoints();
     let run = |script: &str| {
-        rootless::as_user(Path::new(LAZYCFS))
-            .arg("run")
-            .arg(&image)
-            .arg("--basedir")
-            .arg(&basedir)
+        lazycfs_run(rootless::as_user, &image, &basedir)
             .args(["--", "sh", "-c", script])
             .output()
             .unwrap()
@@ -292,11 +295,7 @@ fn run_propagates_exit_status_and_cleans_up() {
     );
     let killed = run("kill -9 $$");
     assert_eq!(killed.status.code(), Some(128 + 9));
-    let missing = rootless::as_user(Path::new(LAZYCFS))
-        .arg("run")
-        .arg(&image)
-        .arg("--basedir")
-        .arg(&basedir)
+    let missing = lazycfs_run(rootless::as_user, &image, &basedir)
         .args(["--", "/nonexistent/command"])
         .output()
         .unwrap();
@@ -328,7 +327,7 @@ fn run_propagates_exit_status_and_cleans_up() {
 #[test]
 fn run_explains_missing_user_namespaces_and_fuse() {
     let test = "run_explains_missing_user_namespaces_and_fuse";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let (_dir, image, basedir) = small_image();
@@ -368,7 +367,7 @@ fn run_explains_missing_user_namespaces_and_fuse() {
 fn minimal_user_namespace_smoke() {
     // `unshare -Urm` as uid 65534: only uid 0 is mapped, other owners show as the overflow id.
     let test = "minimal_user_namespace_smoke";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let (_dir, image, basedir) = small_image();
@@ -391,7 +390,7 @@ fn minimal_user_namespace_smoke() {
 #[test]
 fn auto_mode_picks_by_privilege() {
     let test = "auto_mode_picks_by_privilege";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let (dir, image, basedir) = small_image();
@@ -450,16 +449,12 @@ fn auto_mode_picks_by_privilege() {
 #[test]
 fn run_chroot_resolves_the_command_inside_the_image() {
     let test = "run_chroot_resolves_the_command_inside_the_image";
-    if !kernel::require_composefs(test) || !rootless::require(test) {
+    if !rootless_ready(test) {
         return;
     }
     let (_dir, image, basedir) = small_image();
     let run = |command: &str| {
-        rootless::as_user(Path::new(LAZYCFS))
-            .arg("run")
-            .arg(&image)
-            .arg("--basedir")
-            .arg(&basedir)
+        lazycfs_run(rootless::as_user, &image, &basedir)
             .args(["--chroot", "--", command])
             .output()
             .unwrap()

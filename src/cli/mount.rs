@@ -206,30 +206,20 @@ fn mount_kernel(args: &MountArgs, overlay: &OverlayMountOptions) -> Result<ExitC
 }
 
 fn serve_until_stopped(mounted: Mounted, stop: &AtomicBool) -> Result<ExitCode, ExitCode> {
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            log::info!("signal received, unmounting");
-            log::info!("server: {}", mounted.stats().summary());
-            return match mounted.unmount() {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) => {
-                    eprintln!("lazycfs: unmount: {e}");
-                    Err(ExitCode::from(1))
-                }
-            };
-        }
-        if mounted.is_finished() {
-            log::info!("server: {}", mounted.stats().summary());
-            return match mounted.wait() {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) => {
-                    eprintln!("lazycfs: server: {e}");
-                    Err(ExitCode::from(1))
-                }
-            };
-        }
+    while !stop.load(Ordering::Relaxed) && !mounted.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    log::info!("server: {}", mounted.stats().summary());
+    let (what, result) = if mounted.is_finished() {
+        ("server", mounted.wait())
+    } else {
+        log::info!("signal received, unmounting");
+        ("unmount", mounted.unmount())
+    };
+    result.map(|()| ExitCode::SUCCESS).map_err(|e| {
+        eprintln!("lazycfs: {what}: {e}");
+        ExitCode::from(1)
+    })
 }
 
 /// Exit 2 unless the image's fs-verity digest is `hex`.

@@ -260,15 +260,6 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn leftover_run_mountpoints() -> Vec<String> {
-    std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("lazycfs-run."))
-        .collect()
-}
-
 #[test]
 fn run_propagates_exit_status_and_cleans_up() {
     let test = "run_propagates_exit_status_and_cleans_up";
@@ -276,9 +267,12 @@ fn run_propagates_exit_status_and_cleans_up() {
         return;
     }
     let (_dir, image, basedir) = small_image();
-    let before = leftover_run_mountpoints();
+    // Mountpoints go to $XDG_RUNTIME_DIR: a directory of this test's own, so tests running
+    // at the same time cannot blur what is left behind.
+    let runtime = rootless::user_dir();
     let run = |script: &str| {
         lazycfs_run(rootless::as_user, &image, &basedir)
+            .env("XDG_RUNTIME_DIR", runtime.path())
             .args(["--", "sh", "-c", script])
             .output()
             .unwrap()
@@ -301,27 +295,35 @@ fn run_propagates_exit_status_and_cleans_up() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(127));
     // A command that leaves a background process: killed with lazycfs (no process stays).
-    let bg = run("sleep 300 & echo $! > /dev/null; exit 3");
+    let bg = run("sleep 3127 & exit 3");
     assert_eq!(bg.status.code(), Some(3));
     assert_eq!(
-        leftover_run_mountpoints(),
-        before,
+        std::fs::read_dir(runtime.path()).unwrap().count(),
+        0,
         "mountpoints left behind"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let runtime_name = runtime.path().to_string_lossy().into_owned();
     assert!(
-        !mounts.contains("lazycfs-run."),
+        !mounts.contains(&runtime_name),
         "mount visible outside: {mounts}"
     );
-    let procs = Command::new("pgrep")
-        .args(["-f", "lazycfs run"])
-        .output()
-        .unwrap();
-    assert!(
-        procs.stdout.is_empty(),
-        "processes left: {}",
-        String::from_utf8_lossy(&procs.stdout)
-    );
+    // Nothing started for this image survives (the background `sleep` included).
+    for pattern in [
+        image.to_string_lossy().into_owned(),
+        "sleep 3127".to_string(),
+    ] {
+        let procs = Command::new("pgrep")
+            .arg("-f")
+            .arg(&pattern)
+            .output()
+            .unwrap();
+        assert!(
+            procs.stdout.is_empty(),
+            "processes left ({pattern}): {}",
+            String::from_utf8_lossy(&procs.stdout)
+        );
+    }
 }
 
 #[test]

@@ -360,11 +360,10 @@ impl Filesystem for ImageFs {
                 return reply.error(Errno::EBADF);
             };
             self.stats.object_reads.fetch_add(1, Ordering::Relaxed);
-            let mut buf = vec![0; size as usize];
-            return match file.read_at(&mut buf, offset) {
+            return with_read_buffer(size as usize, |buf| match file.read_at(buf, offset) {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => reply.error(Errno::from(e)),
-            };
+            });
         }
         let inode = match self.inode(ino) {
             Ok(inode) => inode,
@@ -379,11 +378,10 @@ impl Filesystem for ImageFs {
             }
             Ok(Some(_)) => {
                 let len = (size as u64).min(inode.size() - offset) as usize;
-                let mut buf = vec![0; len];
-                match inode.read_at(offset, &mut buf) {
+                with_read_buffer(len, |buf| match inode.read_at(offset, buf) {
                     Ok(n) => reply.data(&buf[..n]),
                     Err(e) => reply.error(io_error(e)),
-                }
+                })
             }
             Err(e) => reply.error(io_error(e)),
         }
@@ -596,6 +594,20 @@ struct OpenObject {
 thread_local! {
     /// listxattr's reply buffer, reused so the hot path does not allocate.
     static LIST_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Buffer for reads that cannot point into the mapping (objects, data across extents),
+    /// reused per worker thread: it grows to the largest read once (the kernel's `max_read`).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's read buffer, `len` bytes long (contents unspecified: readers
+/// overwrite what they return).
+fn with_read_buffer<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        f(&mut buf[..len])
+    })
 }
 
 /// Replies with `value` or its size, as getxattr/listxattr's size protocol requires.

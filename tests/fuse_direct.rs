@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::tree::{self, CompareOptions};
-use common::{cfs, kernel, objects};
+use common::{cfs, kernel, objects, rootless};
 use lazycfs::erofs::Image;
 use lazycfs::mount::ServeOptions;
 
@@ -95,48 +95,36 @@ fn concurrent_walkers_see_the_same_tree() {
 
 #[test]
 fn unprivileged_user_mounts_through_fusermount3() {
-    if !kernel::require_root("unprivileged_user_mounts_through_fusermount3") {
+    if !rootless::require("unprivileged_user_mounts_through_fusermount3") {
         return;
     }
-    let fuse_mode = std::fs::metadata("/dev/fuse")
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
-    if !fuse_mode.is_ok_and(|m| m & 0o006 == 0o006) {
-        common::skip(
-            "unprivileged_user_mounts_through_fusermount3",
-            "/dev/fuse is not accessible to other users (CI makes it 0666)",
-        );
-        return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("lazycfs-user")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = rootless::user_dir();
     let image = dir.path().join("kinds.erofs");
     std::fs::write(&image, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
-    let bin = env!("CARGO_BIN_EXE_lazycfs");
-    let as_nobody = |args: &[&str]| {
-        std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let mount = as_nobody(&[bin, "mount", image.to_str().unwrap(), mnt.to_str().unwrap()]);
+    rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
+    let mount = rootless::as_user(bin)
+        .arg("mount")
+        .arg(&image)
+        .arg(&mnt)
+        .output()
+        .unwrap();
     assert!(
         mount.status.success(),
         "mount as nobody: {}",
         String::from_utf8_lossy(&mount.stderr)
     );
-    let ls = as_nobody(&["cat", mnt.join("dash").to_str().unwrap()]);
-    let umount = as_nobody(&[bin, "umount", mnt.to_str().unwrap()]);
+    let ls = rootless::as_user(Path::new("cat"))
+        .arg(mnt.join("dash"))
+        .output()
+        .unwrap();
+    let umount = rootless::as_user(bin)
+        .arg("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&ls.stdout),
         "-",

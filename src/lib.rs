@@ -4,6 +4,7 @@
 //! [`check`] a full consistency walk, and [`dump`] prints an image as a composefs dumpfile.
 #![warn(missing_docs)]
 
+pub mod busy_poll;
 pub mod check;
 pub mod composefs;
 pub mod content;
@@ -17,6 +18,7 @@ pub mod sandbox;
 pub mod server;
 mod sys;
 pub mod view;
+pub mod workers;
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use fuser::{Config, MountOption, SessionACL};
 use rustix::fs::OFlags;
@@ -37,8 +37,14 @@ pub struct ServeOptions {
     pub view: View,
     /// Let users other than the mounter access the mount (`allow_other`).
     pub allow_other: bool,
-    /// Worker threads (default: the number of CPUs).
+    /// Threads reading basedir objects (default: the number of CPUs). One more thread
+    /// answers all other requests: metadata comes from the mapped image and never waits on
+    /// the disk, and a single reader of the FUSE device answers faster than several (the
+    /// kernel would wake a different one for each request).
     pub threads: usize,
+    /// Poll the FUSE device during bursts of requests instead of sleeping between them
+    /// (see [`crate::busy_poll`]; default: on when there is more than one CPU).
+    pub busy_poll: bool,
     /// Name shown as the mount source.
     pub fsname: String,
     /// Serve basedir objects only if their fs-verity digest matches the image's.
@@ -51,7 +57,8 @@ impl Default for ServeOptions {
             basedir: None,
             view: View::Direct,
             allow_other: rustix::process::geteuid().is_root(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: cpus(),
+            busy_poll: cpus() > 1,
             fsname: "lazycfs".into(),
             require_verity: false,
         }
@@ -59,7 +66,8 @@ impl Default for ServeOptions {
 }
 
 impl ServeOptions {
-    /// Defaults: direct view, no basedir, one thread per CPU, `allow_other` when root.
+    /// Defaults: direct view, no basedir, one object reader per CPU, busy polling when there
+    /// are several CPUs, `allow_other` when root.
     pub fn new() -> Self {
         Self::default()
     }
@@ -82,9 +90,15 @@ impl ServeOptions {
         self
     }
 
-    /// Sets the number of worker threads (at least 1).
+    /// Sets the number of threads reading basedir objects (at least 1).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
+        self
+    }
+
+    /// Turns busy polling during bursts of requests on or off.
+    pub fn busy_poll(mut self, enabled: bool) -> Self {
+        self.busy_poll = enabled;
         self
     }
 
@@ -119,8 +133,8 @@ impl ServeOptions {
         } else {
             SessionACL::Owner
         };
-        config.n_threads = Some(self.threads);
-        config.clone_fd = true;
+        // One thread reads the device (see `threads`); object reads go to the workers.
+        config.n_threads = Some(1);
         config
     }
 
@@ -133,7 +147,9 @@ impl ServeOptions {
             })?),
             None => None,
         };
-        Ok(ImageFs::new(image, self.view, basedir))
+        ImageFs::new(image, self.view, basedir)
+            .with_busy_poll(self.busy_poll)
+            .with_object_readers(self.threads)
     }
 }
 
@@ -197,7 +213,10 @@ pub fn mount(
     image.prefetch();
     let fs = options.filesystem(image)?;
     let stats = fs.stats();
-    let session = fuser::Session::new(fs, &mountpoint, &options.fuse_config())?.spawn()?;
+    let busy_poll = fs.busy_poll();
+    let session = fuser::Session::new(fs, &mountpoint, &options.fuse_config())?;
+    busy_poll.attach(session.as_fd())?;
+    let session = session.spawn()?;
     let mounted = Mounted {
         session,
         mountpoint,
@@ -240,7 +259,10 @@ pub fn mount_overlay(
     } else {
         SessionACL::Owner
     };
-    let session = fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?.spawn()?;
+    let busy_poll = fs.busy_poll();
+    let session = fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?;
+    busy_poll.attach(session.as_fd())?;
+    let session = session.spawn()?;
     // The overlay looks up the FUSE root while mounting: the server is already running.
     let overlay_mount =
         crate::overlay::mount_fuse_overlay(&fuse_mount.proc_path(), &basedir, overlay)?;
@@ -295,7 +317,10 @@ pub fn serve_fd(
     } else {
         SessionACL::Owner
     };
-    fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?.run()
+    let busy_poll = fs.busy_poll();
+    let session = fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?;
+    busy_poll.attach(session.as_fd())?;
+    session.run()
 }
 
 fn wait_until_answering(mounted: &Mounted) -> io::Result<()> {
@@ -334,4 +359,8 @@ pub fn unmount(mountpoint: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::other(format!("fusermount3 -u failed: {status}")))
     }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

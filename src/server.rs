@@ -18,9 +18,11 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use crate::busy_poll::BusyPoll;
 use crate::content::{Basedir, Content};
 use crate::erofs::{self, Extent, FileType, Image, Inode};
 use crate::view::View;
+use crate::workers::Workers;
 
 /// The image never changes, so the kernel may cache everything for as long as it likes.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -47,6 +49,9 @@ pub struct ImageFs {
     passthrough: bool,
     next_handle: AtomicU64,
     stats: Arc<Stats>,
+    /// Reads of basedir objects, off the request thread (`None`: read in place).
+    workers: Option<Workers>,
+    busy_poll: Arc<BusyPoll>,
 }
 
 /// What a server has served, readable while it runs (relaxed counters).
@@ -88,7 +93,30 @@ impl ImageFs {
             passthrough: false,
             next_handle: AtomicU64::new(1),
             stats: Arc::default(),
+            workers: None,
+            busy_poll: BusyPoll::new(false),
         }
+    }
+
+    /// Reads basedir objects on `n` worker threads instead of the thread that answers
+    /// requests (which then never waits on the disk for them).
+    pub fn with_object_readers(mut self, n: usize) -> std::io::Result<ImageFs> {
+        if self.basedir.is_some() && !self.view.is_overlay_lower() {
+            self.workers = Some(Workers::start(n)?);
+        }
+        Ok(self)
+    }
+
+    /// Polls the FUSE device during bursts of requests (see [`crate::busy_poll`]); the
+    /// caller hands the device to [`busy_poll`](Self::busy_poll)`().attach` once mounted.
+    pub fn with_busy_poll(mut self, enabled: bool) -> ImageFs {
+        self.busy_poll = BusyPoll::new(enabled);
+        self
+    }
+
+    /// The server's busy-polling state.
+    pub fn busy_poll(&self) -> Arc<BusyPoll> {
+        self.busy_poll.clone()
     }
 
     /// The server's counters (shared: they keep counting after the server moves to its
@@ -226,6 +254,12 @@ impl ImageFs {
     }
 }
 
+impl Drop for ImageFs {
+    fn drop(&mut self) {
+        self.busy_poll.stop();
+    }
+}
+
 impl Filesystem for ImageFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // READDIRPLUS hands the kernel each entry's attributes with its name, so a cold walk
@@ -254,6 +288,7 @@ impl Filesystem for ImageFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.busy_poll.request();
         match self.lookup_inode(parent, name) {
             Ok(Some(inode)) => reply.entry(&TTL, &self.attr(&inode), Generation(0)),
             // A negative entry with a long TTL: the kernel caches the miss.
@@ -263,6 +298,7 @@ impl Filesystem for ImageFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.busy_poll.request();
         match self
             .inode(ino)
             .and_then(|inode| self.reachable(&inode).map(|()| inode))
@@ -273,6 +309,7 @@ impl Filesystem for ImageFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.busy_poll.request();
         match self
             .inode(ino)
             .and_then(|i| i.symlink_target().map_err(io_error))
@@ -283,6 +320,7 @@ impl Filesystem for ImageFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.busy_poll.request();
         let inode = match self.inode(ino) {
             Ok(inode) => inode,
             Err(e) => return reply.error(e),
@@ -346,6 +384,7 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        self.busy_poll.request();
         if fh.0 == ELSEWHERE_HANDLE {
             self.stats.object_reads.fetch_add(1, Ordering::Relaxed);
             log::warn!(
@@ -360,10 +399,16 @@ impl Filesystem for ImageFs {
                 return reply.error(Errno::EBADF);
             };
             self.stats.object_reads.fetch_add(1, Ordering::Relaxed);
-            return with_read_buffer(size as usize, |buf| match file.read_at(buf, offset) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(Errno::from(e)),
-            });
+            let read = move || {
+                with_read_buffer(size as usize, |buf| match file.read_at(buf, offset) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(Errno::from(e)),
+                })
+            };
+            return match &self.workers {
+                Some(workers) => workers.run(read),
+                None => read(),
+            };
         }
         let inode = match self.inode(ino) {
             Ok(inode) => inode,
@@ -395,6 +440,7 @@ impl Filesystem for ImageFs {
         _lock_owner: fuser::LockOwner,
         reply: fuser::ReplyEmpty,
     ) {
+        self.busy_poll.request();
         reply.ok();
     }
 
@@ -408,6 +454,7 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
+        self.busy_poll.request();
         if fh.0 != IMAGE_HANDLE && fh.0 != ELSEWHERE_HANDLE {
             let removed = self.objects.write().ok().and_then(|mut o| o.remove(&fh.0));
             if let Some(object) = removed.filter(|o| o.passthrough) {
@@ -418,6 +465,7 @@ impl Filesystem for ImageFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.busy_poll.request();
         match self.inode(ino).and_then(|i| i.dir().map_err(io_error)) {
             Ok(_) => reply.opened(
                 FileHandle(0),
@@ -435,6 +483,7 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.busy_poll.request();
         let entries = match self.listed_entries(ino, offset) {
             Ok(entries) => entries,
             Err(e) => return reply.error(e),
@@ -464,6 +513,7 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.busy_poll.request();
         let entries = match self.listed_entries(ino, offset) {
             Ok(entries) => entries,
             Err(e) => return reply.error(e),
@@ -501,6 +551,7 @@ impl Filesystem for ImageFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.busy_poll.request();
         let sb = self.image.superblock();
         let bsize = sb.block_size() as u32;
         reply.statfs(
@@ -516,6 +567,7 @@ impl Filesystem for ImageFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.busy_poll.request();
         let value = self.inode(ino).and_then(|inode| {
             let Some((index, parts)) = self.view.stored_name(name.as_bytes()) else {
                 return Ok(None);
@@ -531,6 +583,7 @@ impl Filesystem for ImageFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.busy_poll.request();
         let list = self.inode(ino).and_then(|inode| {
             LIST_BUFFER.with_borrow_mut(|buf| {
                 buf.clear();

@@ -107,3 +107,102 @@ fn sigterm_unmounts_a_foreground_mount_cleanly() {
         "still mounted after SIGTERM"
     );
 }
+
+/// The status flags of the server's `/dev/fuse` descriptor (from `/proc/PID/fdinfo`).
+fn fuse_device_flags(pid: u32) -> u32 {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let fd = fd.unwrap();
+        if std::fs::read_link(fd.path())
+            .is_ok_and(|target| target == std::path::Path::new("/dev/fuse"))
+        {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .unwrap()
+                .trim();
+            return u32::from_str_radix(flags, 8).unwrap();
+        }
+    }
+    panic!("server {pid} has no /dev/fuse descriptor");
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces) start at `state`.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Busy polling: the device is polled during a burst of requests, blocks again once they
+/// stop, and an idle server spends no CPU time; `--no-busy-poll` never polls.
+#[test]
+fn busy_polling_is_limited_to_bursts() {
+    if !common::kernel::require_root("busy_polling_is_limited_to_bursts") {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one CPU: busy polling is off by default");
+        return;
+    }
+    const NONBLOCK: u32 = 0o4000;
+    let dir = tempfile::tempdir().unwrap();
+    let image = kinds_image(dir.path());
+    for poll in [true, false] {
+        let mnt = dir.path().join(format!("mnt-{poll}"));
+        std::fs::create_dir(&mnt).unwrap();
+        let mut args = vec!["mount", "--foreground", "--mode", "direct"];
+        if !poll {
+            args.push("--no-busy-poll");
+        }
+        let mut server = Command::new(env!("CARGO_BIN_EXE_lazycfs"))
+            .args(&args)
+            .arg(&image)
+            .arg(&mnt)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        let pid = server.id();
+        // A burst: xattr requests are never cached by the kernel, each one reaches the server.
+        let file = mnt.join("d/inline");
+        let mut polled = false;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline && !(poll && polled) {
+            for _ in 0..200 {
+                rustix::fs::lgetxattr_query(&file, "user.foo").ok();
+            }
+            polled |= fuse_device_flags(pid) & NONBLOCK != 0;
+        }
+        assert_eq!(
+            polled, poll,
+            "device polled during the burst (busy poll {poll})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            fuse_device_flags(pid) & NONBLOCK,
+            0,
+            "device blocks again once requests stop"
+        );
+        let before = cpu_ticks(pid);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let idle = cpu_ticks(pid) - before;
+        assert!(idle <= 2, "idle server used {idle} clock ticks in 0.5 s");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&server),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        assert!(server.wait().unwrap().success());
+    }
+}

@@ -101,6 +101,9 @@ fn unprivileged_user_mounts_through_fusermount3() {
     let dir = rootless::user_dir();
     let image = dir.path().join("kinds.erofs");
     std::fs::write(&image, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
+    let basedir = dir.path().join("objects");
+    objects::populate(&Image::open(&image).unwrap(), &basedir);
+    rootless::make_readable(dir.path());
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
@@ -109,6 +112,8 @@ fn unprivileged_user_mounts_through_fusermount3() {
         .arg("mount")
         .arg(&image)
         .arg(&mnt)
+        .arg("--basedir")
+        .arg(&basedir)
         .output()
         .unwrap();
     assert!(
@@ -116,8 +121,14 @@ fn unprivileged_user_mounts_through_fusermount3() {
         "mount as nobody: {}",
         String::from_utf8_lossy(&mount.stderr)
     );
-    let ls = rootless::as_user(Path::new("cat"))
+    // Inline image data, and a basedir object: without passthrough (not root), the server
+    // reads it on its object-reader threads.
+    let inline = rootless::as_user(Path::new("cat"))
         .arg(mnt.join("dash"))
+        .output()
+        .unwrap();
+    let object = rootless::as_user(Path::new("cat"))
+        .arg(mnt.join("ext"))
         .output()
         .unwrap();
     let umount = rootless::as_user(bin)
@@ -126,10 +137,18 @@ fn unprivileged_user_mounts_through_fusermount3() {
         .output()
         .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&ls.stdout),
+        String::from_utf8_lossy(&inline.stdout),
         "-",
         "{}",
-        String::from_utf8_lossy(&ls.stderr)
+        String::from_utf8_lossy(&inline.stderr)
+    );
+    let expected = std::fs::read(basedir.join("a3").join("1".repeat(62))).unwrap();
+    assert_eq!(expected.len(), 10000);
+    assert!(
+        object.stdout == expected,
+        "object content differs ({} bytes read): {}",
+        object.stdout.len(),
+        String::from_utf8_lossy(&object.stderr)
     );
     assert!(
         umount.status.success(),

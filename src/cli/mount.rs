@@ -34,9 +34,14 @@ pub struct MountArgs {
     /// Let every user access a FUSE mount (default when root).
     #[arg(long)]
     allow_other: bool,
-    /// FUSE worker threads (default: number of CPUs).
+    /// Threads reading basedir objects (default: number of CPUs); one more answers all
+    /// other requests.
     #[arg(long)]
     threads: Option<usize>,
+    /// Never poll the FUSE device: sleep between requests even during bursts (polling
+    /// spends CPU time to answer bursts faster; default: poll when there are several CPUs).
+    #[arg(long)]
+    no_busy_poll: bool,
     /// Stay attached and serve in the foreground (default: return once mounted). The kernel
     /// mode has no server and always returns at once.
     #[arg(long)]
@@ -101,6 +106,9 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
     }
     if let Some(n) = args.threads {
         options = options.threads(n);
+    }
+    if args.no_busy_poll {
+        options = options.busy_poll(false);
     }
     options = options.require_verity(args.verity == VerityMode::Require);
     let stop = Arc::new(AtomicBool::new(false));

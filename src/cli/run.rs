@@ -38,9 +38,14 @@ pub struct RunArgs {
     /// directory).
     #[arg(long)]
     chroot: bool,
-    /// FUSE worker threads (default: number of CPUs).
+    /// Threads reading basedir objects (default: number of CPUs); one more answers all
+    /// other requests.
     #[arg(long)]
     threads: Option<usize>,
+    /// Never poll the FUSE device: sleep between requests even during bursts (polling
+    /// spends CPU time to answer bursts faster; default: poll when there are several CPUs).
+    #[arg(long)]
+    no_busy_poll: bool,
     /// `require`: objects must carry the fs-verity digest their metacopy xattr names.
     #[arg(long, value_enum, default_value_t = VerityMode::None)]
     verity: VerityMode,
@@ -74,6 +79,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
         .fsname(format!("lazycfs:{}", args.image.display()));
     if let Some(n) = args.threads {
         serve = serve.threads(n);
+    }
+    if args.no_busy_poll {
+        serve = serve.busy_poll(false);
     }
     let mut overlay = OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
     if let (Some(upper), Some(work)) = (&args.upper, &args.work) {

@@ -8,23 +8,30 @@
 //! running; once requests stop, it goes back to sleeping in `read`.
 //!
 //! fuser owns the read loop, so the switch is the device's `O_NONBLOCK` flag (fuser retries
-//! `EAGAIN`): the request thread turns polling on when two requests arrive less than
-//! [`BURST_GAP`] apart, and a governor thread turns it off after a [`QUIET_WINDOW`] with no
-//! request. The governor sleeps while polling is off, so an idle server costs nothing.
+//! `EAGAIN`): the request thread turns polling on after [`BURST_LEN`] requests in a row, each
+//! less than [`BURST_GAP`] after the previous one, and a governor thread turns it off after a
+//! [`QUIET_WINDOW`] with no request. The governor sleeps while polling is off, so an idle
+//! server costs nothing.
+//!
+//! Polling costs at least a quiet window of one CPU per burst and saves a few microseconds per
+//! request, so short sequences (a deep `stat`, a small `ls`, the first requests of a mount,
+//! which mostly wait on cold image pages) are not worth it: hence the run length.
 //! Polling needs the device read by one thread only: a second thread blocked in `read`
 //! would be woken for every request anyway.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rustix::fs::OFlags;
 
-/// Requests closer together than this start polling.
+/// Requests closer together than this are part of a burst.
 pub const BURST_GAP: Duration = Duration::from_micros(100);
+/// A burst this long (in requests) starts polling.
+pub const BURST_LEN: u32 = 32;
 /// Polling stops after this long without a request.
 pub const QUIET_WINDOW: Duration = Duration::from_millis(1);
 
@@ -38,6 +45,8 @@ pub struct BusyPoll {
     requests: AtomicU64,
     /// When the last request arrived, in nanoseconds since `epoch` (`u64::MAX`: none yet).
     last_request: AtomicU64,
+    /// Requests in a row, each within the burst gap of the previous one.
+    streak: AtomicU32,
     /// Whether the device is non-blocking (a hint read on the request path; changes happen
     /// under `device`'s lock).
     polling: AtomicBool,
@@ -54,6 +63,7 @@ impl BusyPoll {
             epoch: Instant::now(),
             requests: AtomicU64::new(0),
             last_request: AtomicU64::new(u64::MAX),
+            streak: AtomicU32::new(0),
             polling: AtomicBool::new(false),
             device: Mutex::new(None),
             governor: OnceLock::new(),
@@ -80,7 +90,7 @@ impl BusyPoll {
     }
 
     /// Reports a request (called first thing by every FUSE operation). Costs a clock read
-    /// and two relaxed atomics; the switch to polling is taken once per burst.
+    /// and a few relaxed atomics; the switch to polling is taken once per burst.
     #[inline]
     pub fn request(&self) {
         if !self.enabled {
@@ -89,11 +99,18 @@ impl BusyPoll {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let previous = self.last_request.swap(now, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if now
+        let close = now
             .checked_sub(previous)
-            .is_some_and(|gap| gap < BURST_GAP.as_nanos() as u64)
-            && !self.polling.load(Ordering::Relaxed)
-        {
+            .is_some_and(|gap| gap < BURST_GAP.as_nanos() as u64);
+        // One thread reports requests, so a load and a store are enough; were there several,
+        // a lost update would only delay polling.
+        let streak = if close {
+            self.streak.load(Ordering::Relaxed).saturating_add(1)
+        } else {
+            0
+        };
+        self.streak.store(streak, Ordering::Relaxed);
+        if streak >= BURST_LEN && !self.polling.load(Ordering::Relaxed) {
             self.set_polling(true);
             if let Some(governor) = self.governor.get() {
                 governor.unpark();

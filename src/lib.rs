@@ -18,7 +18,7 @@ pub mod sandbox;
 pub mod server;
 mod sys;
 pub mod view;
-pub mod workers;
+mod workers;
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -141,21 +141,29 @@ fn servers() -> Vec<Server> {
     // The overlay mode is the rootless stack (FUSE lower layer, `userxattr` overlay, basedir
     // as data-only layer); mounted by root here so the benchmark can see it, it runs the same
     // code paths as under `lazycfs run`.
-    for (name, mode) in [("lazycfs", "direct"), ("lazycfs ovl", "overlay")] {
+    // `lazycfs no-poll` is the direct mode without busy polling: what polling buys, and
+    // what it costs in server CPU time.
+    for (name, mode, extra) in [
+        ("lazycfs", "direct", None),
+        ("lazycfs no-poll", "direct", Some("--no-busy-poll")),
+        ("lazycfs ovl", "overlay", None),
+    ] {
+        let mut args = vec![
+            Arg::Literal("mount"),
+            Arg::Image,
+            Arg::Mountpoint,
+            Arg::Literal("--basedir"),
+            Arg::Basedir,
+            Arg::Literal("--foreground"),
+            Arg::Literal("--mode"),
+            Arg::Literal(mode),
+        ];
+        args.extend(extra.map(Arg::Literal));
         list.push(Server {
             name,
             kind: Kind::Fuse {
                 program: lazycfs.clone(),
-                args: vec![
-                    Arg::Literal("mount"),
-                    Arg::Image,
-                    Arg::Mountpoint,
-                    Arg::Literal("--basedir"),
-                    Arg::Basedir,
-                    Arg::Literal("--foreground"),
-                    Arg::Literal("--mode"),
-                    Arg::Literal(mode),
-                ],
+                args,
             },
             missing: (!has_mount)
                 .then(|| format!("{} has no `mount` subcommand", lazycfs.display())),

@@ -31,6 +31,8 @@ pub enum Metric {
     ReadWarm,
     /// The server's VmHWM after the walks.
     PeakRss,
+    /// CPU time (user + system) the server spent from start through the xattr walk.
+    ServerCpu,
 }
 
 pub enum Unit {
@@ -40,7 +42,7 @@ pub enum Unit {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::Startup,
         Metric::WalkCold,
         Metric::WalkWarm,
@@ -49,6 +51,7 @@ impl Metric {
         Metric::ReadCold,
         Metric::ReadWarm,
         Metric::PeakRss,
+        Metric::ServerCpu,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Metric {
             Metric::ReadCold => "read cold",
             Metric::ReadWarm => "read warm",
             Metric::PeakRss => "server RSS",
+            Metric::ServerCpu => "server CPU",
         }
     }
 
@@ -208,6 +212,8 @@ fn walks(
             .context("no VmHWM: server gone")
             .map(|b| b as f64);
         results.record(image, server, Metric::PeakRss, rss);
+        let cpu = mount.cpu_time().context("no /proc/PID/stat: server gone");
+        results.record(image, server, Metric::ServerCpu, cpu);
     }
     mount.stop()
 }

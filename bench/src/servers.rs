@@ -148,6 +148,18 @@ impl Mount {
         Some(kib * 1024)
     }
 
+    /// User plus system CPU seconds the server has used so far.
+    pub fn cpu_time(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name (which may hold spaces) start at `state`.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ is 100 on Linux.
+        Some(ticks as f64 / 100.0)
+    }
+
     /// Polls `stat(probe)` until it succeeds. A stat the server never answers is ended by a
     /// watchdog that kills the server at the deadline.
     fn wait_ready(

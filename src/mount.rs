@@ -213,10 +213,9 @@ pub fn mount(
     image.prefetch();
     let fs = options.filesystem(image)?;
     let stats = fs.stats();
-    let busy_poll = fs.busy_poll();
-    let session = fuser::Session::new(fs, &mountpoint, &options.fuse_config())?;
-    busy_poll.attach(session.as_fd())?;
-    let session = session.spawn()?;
+    let config = options.fuse_config();
+    let session =
+        polled_session(fs, |fs| fuser::Session::new(fs, &mountpoint, &config))?.spawn()?;
     let mounted = Mounted {
         session,
         mountpoint,
@@ -259,10 +258,10 @@ pub fn mount_overlay(
     } else {
         SessionACL::Owner
     };
-    let busy_poll = fs.busy_poll();
-    let session = fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?;
-    busy_poll.attach(session.as_fd())?;
-    let session = session.spawn()?;
+    let session = polled_session(fs, |fs| {
+        fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())
+    })?
+    .spawn()?;
     // The overlay looks up the FUSE root while mounting: the server is already running.
     let overlay_mount =
         crate::overlay::mount_fuse_overlay(&fuse_mount.proc_path(), &basedir, overlay)?;
@@ -317,10 +316,21 @@ pub fn serve_fd(
     } else {
         SessionACL::Owner
     };
+    polled_session(fs, |fs| {
+        fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())
+    })?
+    .run()
+}
+
+/// Creates the FUSE session serving `fs` and hands its device to the server's busy poller.
+fn polled_session(
+    fs: ImageFs,
+    create: impl FnOnce(ImageFs) -> io::Result<fuser::Session<ImageFs>>,
+) -> io::Result<fuser::Session<ImageFs>> {
     let busy_poll = fs.busy_poll();
-    let session = fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())?;
+    let session = create(fs)?;
     busy_poll.attach(session.as_fd())?;
-    session.run()
+    Ok(session)
 }
 
 fn wait_until_answering(mounted: &Mounted) -> io::Result<()> {

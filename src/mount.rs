@@ -147,9 +147,9 @@ impl ServeOptions {
             })?),
             None => None,
         };
-        ImageFs::new(image, self.view, basedir)
+        Ok(ImageFs::new(image, self.view, basedir)
             .with_busy_poll(self.busy_poll)
-            .with_object_readers(self.threads)
+            .with_object_readers(self.threads))
     }
 }
 

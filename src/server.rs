@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -49,8 +49,10 @@ pub struct ImageFs {
     passthrough: bool,
     next_handle: AtomicU64,
     stats: Arc<Stats>,
-    /// Reads of basedir objects, off the request thread (`None`: read in place).
-    workers: Option<Workers>,
+    /// How many threads read basedir objects (0: the request thread reads them).
+    object_readers: usize,
+    /// Those threads, started by the first object read (with passthrough there is none).
+    workers: OnceLock<Workers>,
     busy_poll: Arc<BusyPoll>,
 }
 
@@ -93,18 +95,17 @@ impl ImageFs {
             passthrough: false,
             next_handle: AtomicU64::new(1),
             stats: Arc::default(),
-            workers: None,
+            object_readers: 0,
+            workers: OnceLock::new(),
             busy_poll: BusyPoll::new(false),
         }
     }
 
     /// Reads basedir objects on `n` worker threads instead of the thread that answers
-    /// requests (which then never waits on the disk for them).
-    pub fn with_object_readers(mut self, n: usize) -> std::io::Result<ImageFs> {
-        if self.basedir.is_some() && !self.view.is_overlay_lower() {
-            self.workers = Some(Workers::start(n)?);
-        }
-        Ok(self)
+    /// requests (which then never waits on the disk for them); started on first use.
+    pub fn with_object_readers(mut self, n: usize) -> ImageFs {
+        self.object_readers = n;
+        self
     }
 
     /// Polls the FUSE device during bursts of requests (see [`crate::busy_poll`]); the
@@ -405,9 +406,9 @@ impl Filesystem for ImageFs {
                     Err(e) => reply.error(Errno::from(e)),
                 })
             };
-            return match &self.workers {
-                Some(workers) => workers.run(read),
-                None => read(),
+            return match self.object_readers {
+                0 => read(),
+                n => self.workers.get_or_init(|| Workers::start(n)).run(read),
             };
         }
         let inode = match self.inode(ino) {

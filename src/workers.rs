@@ -18,20 +18,24 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers (at least one).
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    /// Starts `n` workers (at least one). A worker that cannot be spawned is logged and
+    /// left out; with none at all, [`run`](Self::run) runs jobs in place.
+    pub fn start(n: usize) -> Workers {
         let (queue, jobs) = channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
         for i in 0..n.max(1) {
             let jobs = jobs.clone();
-            std::thread::Builder::new()
+            if let Err(e) = std::thread::Builder::new()
                 .name(format!("lazycfs-io-{i}"))
-                .spawn(move || work(&jobs))?;
+                .spawn(move || work(&jobs))
+            {
+                log::warn!("object reader thread {i}: {e}");
+            }
         }
-        Ok(Workers { queue })
+        Workers { queue }
     }
 
-    /// Runs `job` on a worker; runs it here if the workers are gone.
+    /// Runs `job` on a worker; runs it here if there are no workers.
     pub fn run(&self, job: impl FnOnce() + Send + 'static) {
         if let Err(unsent) = self.queue.send(Box::new(job)) {
             (unsent.0)();
@@ -60,7 +64,7 @@ mod tests {
 
     #[test]
     fn jobs_run_concurrently_on_the_workers() {
-        let workers = Workers::start(3).unwrap();
+        let workers = Workers::start(3);
         let (done, finished) = mpsc::channel();
         let barrier = Arc::new(std::sync::Barrier::new(3));
         for _ in 0..3 {

@@ -1,7 +1,9 @@
 //! The commands behind `src/main.rs`. Each returns the process exit status; `Err` carries
 //! the status of a failure whose message is already printed.
 
+pub mod args;
 pub mod inspect;
+pub mod logger;
 pub mod mount;
 pub mod run;
 

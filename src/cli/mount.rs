@@ -1,7 +1,7 @@
 //! `lazycfs mount` and `lazycfs umount`.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,70 +10,8 @@ use lazycfs::mount::{Mounted, ServeOptions};
 use lazycfs::overlay::{OverlayMountOptions, mount_kernel_composefs, mount_kernel_erofs};
 use lazycfs::privilege::{Mode, Privilege};
 
+use super::args::{ModeArg, MountArgs, VerityMode};
 use super::{USAGE_ERROR, check_basedir, open_image};
-
-#[derive(clap::Args)]
-pub struct MountArgs {
-    /// The EROFS/composefs image.
-    image: PathBuf,
-    /// Where to mount it.
-    mountpoint: PathBuf,
-    /// Objects directory that redirected files are read from.
-    #[arg(long)]
-    basedir: Option<PathBuf>,
-    /// How to mount: `auto` picks `kernel` for root, `overlay` for root in a user namespace,
-    /// `direct` for anyone else (-v says which and why).
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
-    mode: ModeArg,
-    /// Writable overlay: changes land in this directory (needs --work; forces an overlay).
-    #[arg(long, requires = "work")]
-    upper: Option<PathBuf>,
-    /// Overlay work directory, empty, on the same filesystem as --upper.
-    #[arg(long, requires = "upper")]
-    work: Option<PathBuf>,
-    /// Let every user access a FUSE mount (default when root).
-    #[arg(long)]
-    allow_other: bool,
-    /// Threads reading basedir objects (default: number of CPUs); one more answers all
-    /// other requests.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Never poll the FUSE device: sleep between requests even during bursts (polling
-    /// spends CPU time to answer bursts faster; default: poll when there are several CPUs).
-    #[arg(long)]
-    no_busy_poll: bool,
-    /// Stay attached and serve in the foreground (default: return once mounted). The kernel
-    /// mode has no server and always returns at once.
-    #[arg(long)]
-    foreground: bool,
-    /// `require`: a redirected file's object must carry the fs-verity digest in its metacopy
-    /// xattr, else opening it fails (EIO), like overlayfs `verity=require`.
-    #[arg(long, value_enum, default_value_t = VerityMode::None)]
-    verity: VerityMode,
-    /// Refuse to mount unless the image file's own fs-verity digest is this (64 hex digits).
-    #[arg(long, value_name = "HEX")]
-    digest: Option<String>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ModeArg {
-    /// Choose from the caller's privilege.
-    Auto,
-    /// FUSE only, following redirects (any user).
-    Direct,
-    /// FUSE as the lower layer of a `userxattr` overlay (root in a user namespace).
-    Overlay,
-    /// Kernel EROFS + overlayfs (root).
-    Kernel,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum VerityMode {
-    /// No fs-verity checks.
-    None,
-    /// Require matching fs-verity digests.
-    Require,
-}
 
 /// Marker the foreground server prints on stdout once the mount answers.
 const READY: &str = "lazycfs: ready";

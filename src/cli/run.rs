@@ -1,8 +1,6 @@
 //! `lazycfs run`: a command in a private mount of an image.
 
-use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -12,7 +10,7 @@ use lazycfs::overlay::OverlayMountOptions;
 use lazycfs::sandbox::{RunError, RunOptions, enter_private_namespaces};
 use std::io::ErrorKind;
 
-use super::mount::VerityMode;
+use super::args::{RunArgs, VerityMode};
 use super::{check_basedir, open_image};
 
 /// Exit status when `lazycfs run` itself fails (as `podman run`/`env` do: 125), when the
@@ -20,39 +18,6 @@ use super::{check_basedir, open_image};
 const RUN_FAILED: u8 = 125;
 const NOT_EXECUTABLE: u8 = 126;
 const NOT_FOUND: u8 = 127;
-
-#[derive(clap::Args)]
-pub struct RunArgs {
-    /// The composefs image.
-    image: PathBuf,
-    /// Objects directory that redirected files are read from.
-    #[arg(long)]
-    basedir: PathBuf,
-    /// Writable mount: changes land in this directory (needs --work).
-    #[arg(long, requires = "work")]
-    upper: Option<PathBuf>,
-    /// Overlay work directory, empty, on the same filesystem as --upper.
-    #[arg(long, requires = "upper")]
-    work: Option<PathBuf>,
-    /// Run the command with the mount as its root directory (default: as its working
-    /// directory).
-    #[arg(long)]
-    chroot: bool,
-    /// Threads reading basedir objects (default: number of CPUs); one more answers all
-    /// other requests.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Never poll the FUSE device: sleep between requests even during bursts (polling
-    /// spends CPU time to answer bursts faster; default: poll when there are several CPUs).
-    #[arg(long)]
-    no_busy_poll: bool,
-    /// `require`: objects must carry the fs-verity digest their metacopy xattr names.
-    #[arg(long, value_enum, default_value_t = VerityMode::None)]
-    verity: VerityMode,
-    /// The command and its arguments (after `--`).
-    #[arg(required = true, last = true)]
-    command: Vec<OsString>,
-}
 
 pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
     let image = open_image(&args.image, RUN_FAILED)?;
@@ -88,7 +53,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
         overlay = overlay.upper(upper, work);
     }
     let options = RunOptions::new(serve).overlay(overlay).chroot(args.chroot);
-    let (command, command_args) = args.command.split_first().expect("clap requires one");
+    let (command, command_args) = args
+        .command
+        .split_first()
+        .expect("the parser requires a command");
     let status = lazycfs::sandbox::run(
         image,
         &args.image,

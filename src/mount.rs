@@ -210,7 +210,7 @@ pub fn mount(
     options: &ServeOptions,
 ) -> io::Result<Mounted> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
-    image.prefetch();
+    let prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
     let stats = fs.stats();
     let config = options.fuse_config();
@@ -222,7 +222,16 @@ pub fn mount(
         stats,
     };
     wait_until_answering(&mounted)?;
+    start_prefetch(prefetch);
     Ok(mounted)
+}
+
+/// Submits readahead of the whole image once the mount answers, so a cold tree walk does not
+/// fault page by page. On the caller's thread, after the first answer: submitting takes
+/// milliseconds for a large image (it would delay that answer), and a thread spawned just for
+/// it would leave its exit path's pages of libc resident for the rest of the server's life.
+fn start_prefetch(prefetch: crate::erofs::Prefetch) {
+    prefetch.start();
 }
 
 /// The rootless composefs mount: serves `image` on a FUSE mount that is never attached to a
@@ -249,7 +258,7 @@ pub fn mount_overlay(
         _ => View::OverlayUser,
     };
     let options = options.clone().view(view);
-    image.prefetch();
+    let prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
     let stats = fs.stats();
     let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
@@ -269,6 +278,7 @@ pub fn mount_overlay(
     // filesystem goes and the server stops.
     drop(fuse_mount);
     overlay_mount.attach(&mountpoint)?;
+    start_prefetch(prefetch);
     Ok(Mounted {
         session,
         mountpoint,

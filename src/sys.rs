@@ -34,19 +34,11 @@ impl Mapping {
 }
 
 impl Mapping {
-    /// Starts reading the whole file into the page cache from a background thread, so a cold
-    /// tree walk does not fault page by page, and returns at once: submitting readahead for a
-    /// large image takes long enough to delay a mount's first answer.
-    pub(crate) fn prefetch(&self) {
-        if let Mapping::Mapped(_, file) = self {
-            if let Ok(file) = file.try_clone() {
-                let hint = move || {
-                    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
-                };
-                let _ = std::thread::Builder::new()
-                    .name("lazycfs-prefetch".into())
-                    .spawn(hint);
-            }
+    /// The mapped file (for readahead hints); `None` for an image held in memory.
+    pub(crate) fn file(&self) -> Option<&File> {
+        match self {
+            Mapping::Mapped(_, file) => Some(file),
+            Mapping::Owned(_) => None,
         }
     }
 }

@@ -123,6 +123,36 @@ impl std::fmt::Debug for Image {
     }
 }
 
+/// Readahead of a whole image, from [`Image::prefetcher`].
+#[derive(Debug)]
+pub struct Prefetch(Option<File>);
+
+impl Prefetch {
+    /// Starts reading the image into the page cache (`POSIX_FADV_WILLNEED`) and returns once
+    /// the reads are submitted, which takes milliseconds for a large image; the reads
+    /// themselves go on in the background. Does nothing for an image held in memory.
+    pub fn start(self) {
+        // The kernel truncates one hint to the device's readahead window (128 KiB by
+        // default), so a whole image takes one hint per window.
+        const WINDOW: u64 = 128 * 1024;
+        let Some(file) = self.0 else { return };
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        for offset in (0..len).step_by(WINDOW as usize) {
+            let hint = rustix::fs::fadvise(
+                &file,
+                offset,
+                std::num::NonZeroU64::new(WINDOW),
+                rustix::fs::Advice::WillNeed,
+            );
+            if hint.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl Image {
     /// Maps the image file and validates its superblock.
     pub fn open(path: impl AsRef<Path>) -> std::result::Result<Image, OpenError> {
@@ -162,10 +192,11 @@ impl Image {
         Ok(image)
     }
 
-    /// Asks the kernel to start reading the whole image into the page cache (asynchronous
-    /// readahead), for servers that will soon touch most of it.
-    pub fn prefetch(&self) {
-        self.data.prefetch();
+    /// A handle that asks the kernel to read the whole image into the page cache, for servers
+    /// that will soon touch most of it. It outlives the image (it holds its own descriptor), so
+    /// it can be started after the image has moved into a server.
+    pub fn prefetcher(&self) -> Prefetch {
+        Prefetch(self.data.file().and_then(|file| file.try_clone().ok()))
     }
 
     /// The decoded superblock.

@@ -1,0 +1,73 @@
+//! `Image::prefetcher`: readahead of the whole image, started after the image has moved on.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cfs;
+use lazycfs::erofs::Image;
+
+/// Pages of `path` in the page cache, from util-linux `fincore`.
+fn cached_pages(path: &Path) -> Option<u64> {
+    let out = Command::new("fincore")
+        .args(["--noheadings", "--output", "PAGES"])
+        .arg(path)
+        .output()
+        .ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn prefetch_reads_the_whole_image_into_the_page_cache() {
+    // Inline files for an image of ~22 MiB: several readahead windows (8 MiB on this VM).
+    let mut dump = String::from("/ 0 40755 2 0 0 0 0.0 - - -\n");
+    let content = "x".repeat(500);
+    for i in 0..40_000 {
+        writeln!(dump, "/f{i:05} 500 100644 1 0 0 0 0.0 - {content} -").unwrap();
+    }
+    let bytes = cfs::write_image(&dump, 1);
+    // Not /tmp: a tmpfs file cannot be dropped from memory.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("image.cfs");
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    file.sync_all().unwrap();
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    let Some(before) = cached_pages(&path) else {
+        common::skip("prefetch", "util-linux fincore is not available");
+        return;
+    };
+    let pages = bytes.len().div_ceil(4096) as u64;
+    assert!(pages >= 64, "image of {pages} pages is too small to tell");
+    assert!(
+        before < pages / 4,
+        "{before} of {pages} pages cached after eviction"
+    );
+    // Opening reads the superblock and the root inode (and the kernel's readahead around
+    // them), not the whole image.
+    let image = Image::open(&path).unwrap();
+    let opened = cached_pages(&path).unwrap();
+    assert!(
+        opened < pages / 2,
+        "{opened} of {pages} pages cached after open"
+    );
+
+    let prefetch = image.prefetcher();
+    drop(image);
+    prefetch.start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cached = cached_pages(&path).unwrap();
+        if cached == pages {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cached} of {pages} pages cached after prefetch"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

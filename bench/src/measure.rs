@@ -31,6 +31,9 @@ pub enum Metric {
     ReadWarm,
     /// The server's VmHWM after the walks.
     PeakRss,
+    /// The server's anonymous resident memory (RssAnon) after the walks: what the kernel
+    /// cannot reclaim or share, unlike a mapped image's pages.
+    AnonRss,
     /// CPU time (user + system) the server spent from start through the xattr walk.
     ServerCpu,
 }
@@ -42,7 +45,7 @@ pub enum Unit {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::Startup,
         Metric::WalkCold,
         Metric::WalkWarm,
@@ -51,6 +54,7 @@ impl Metric {
         Metric::ReadCold,
         Metric::ReadWarm,
         Metric::PeakRss,
+        Metric::AnonRss,
         Metric::ServerCpu,
     ];
 
@@ -64,6 +68,7 @@ impl Metric {
             Metric::ReadCold => "read cold",
             Metric::ReadWarm => "read warm",
             Metric::PeakRss => "server RSS",
+            Metric::AnonRss => "server anon",
             Metric::ServerCpu => "server CPU",
         }
     }
@@ -71,7 +76,7 @@ impl Metric {
     pub fn unit(self) -> Unit {
         match self {
             Metric::ReadCold | Metric::ReadWarm => Unit::MegabytesPerSecond,
-            Metric::PeakRss => Unit::Bytes,
+            Metric::PeakRss | Metric::AnonRss => Unit::Bytes,
             _ => Unit::Seconds,
         }
     }
@@ -212,6 +217,11 @@ fn walks(
             .context("no VmHWM: server gone")
             .map(|b| b as f64);
         results.record(image, server, Metric::PeakRss, rss);
+        let anon = mount
+            .anon_rss()
+            .context("no RssAnon: server gone")
+            .map(|b| b as f64);
+        results.record(image, server, Metric::AnonRss, anon);
         let cpu = mount.cpu_time().context("no /proc/PID/stat: server gone");
         results.record(image, server, Metric::ServerCpu, cpu);
     }

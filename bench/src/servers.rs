@@ -141,9 +141,19 @@ pub struct Mount {
 impl Mount {
     /// The server's peak resident set (VmHWM), in bytes; `None` for the kernel.
     pub fn peak_rss(&self) -> Option<u64> {
+        self.status_bytes("VmHWM:")
+    }
+
+    /// The server's anonymous resident memory (RssAnon), in bytes; `None` for the kernel.
+    pub fn anon_rss(&self) -> Option<u64> {
+        self.status_bytes("RssAnon:")
+    }
+
+    /// A `kB` field of `/proc/PID/status`, in bytes.
+    fn status_bytes(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     }

@@ -222,16 +222,9 @@ pub fn mount(
         stats,
     };
     wait_until_answering(&mounted)?;
-    start_prefetch(prefetch);
-    Ok(mounted)
-}
-
-/// Submits readahead of the whole image once the mount answers, so a cold tree walk does not
-/// fault page by page. On the caller's thread, after the first answer: submitting takes
-/// milliseconds for a large image (it would delay that answer), and a thread spawned just for
-/// it would leave its exit path's pages of libc resident for the rest of the server's life.
-fn start_prefetch(prefetch: crate::erofs::Prefetch) {
+    // After the first answer, which submitting would delay; see `Prefetch::start`.
     prefetch.start();
+    Ok(mounted)
 }
 
 /// The rootless composefs mount: serves `image` on a FUSE mount that is never attached to a
@@ -278,7 +271,7 @@ pub fn mount_overlay(
     // filesystem goes and the server stops.
     drop(fuse_mount);
     overlay_mount.attach(&mountpoint)?;
-    start_prefetch(prefetch);
+    prefetch.start();
     Ok(Mounted {
         session,
         mountpoint,

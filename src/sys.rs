@@ -31,9 +31,7 @@ impl Mapping {
         let map = unsafe { memmap2::MmapOptions::new().map(file)? };
         Ok(Mapping::Mapped(map, file.try_clone()?))
     }
-}
 
-impl Mapping {
     /// The mapped file (for readahead hints); `None` for an image held in memory.
     pub(crate) fn file(&self) -> Option<&File> {
         match self {

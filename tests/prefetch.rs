@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use common::cfs;
 use lazycfs::erofs::Image;
 
-/// Pages of `path` in the page cache, from util-linux `fincore`.
+/// Pages of `path` in the page cache, from util-linux `fincore`; `None` if it is not installed.
 fn cached_pages(path: &Path) -> Option<u64> {
     let out = Command::new("fincore")
         .args(["--noheadings", "--output", "PAGES"])
         .arg(path)
         .output()
         .ok()?;
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pages = stdout.trim().parse();
+    Some(pages.unwrap_or_else(|_| panic!("fincore {}: {stdout:?} {out:?}", path.display())))
 }
 
 #[test]
@@ -37,7 +39,10 @@ fn prefetch_reads_the_whole_image_into_the_page_cache() {
     file.sync_all().unwrap();
     rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
     let Some(before) = cached_pages(&path) else {
-        common::skip("prefetch", "util-linux fincore is not available");
+        common::skip(
+            "prefetch",
+            "fincore (Debian: util-linux-extra) is not installed",
+        );
         return;
     };
     let pages = bytes.len().div_ceil(4096) as u64;

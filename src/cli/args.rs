@@ -8,6 +8,8 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
+use lazycfs::mount::ServeOptions;
+use lazycfs::overlay::OverlayMountOptions;
 use lexopt::prelude::*;
 
 /// A parsed command line.
@@ -43,14 +45,10 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     pub basedir: Option<PathBuf>,
     pub mode: ModeArg,
-    pub upper: Option<PathBuf>,
-    pub work: Option<PathBuf>,
     pub allow_other: bool,
-    pub threads: Option<usize>,
-    pub no_busy_poll: bool,
     pub foreground: bool,
-    pub verity: VerityMode,
     pub digest: Option<String>,
+    pub serve: ServeArgs,
 }
 
 /// `lazycfs run`.
@@ -58,14 +56,68 @@ pub struct MountArgs {
 pub struct RunArgs {
     pub image: PathBuf,
     pub basedir: PathBuf,
+    pub chroot: bool,
+    /// The command and its arguments; never empty.
+    pub command: Vec<OsString>,
+    pub serve: ServeArgs,
+}
+
+/// The options `mount` and `run` share: how the server runs and the overlay above it.
+#[derive(Debug, Default)]
+pub struct ServeArgs {
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
-    pub chroot: bool,
     pub threads: Option<usize>,
     pub no_busy_poll: bool,
     pub verity: VerityMode,
-    /// The command and its arguments; never empty.
-    pub command: Vec<OsString>,
+}
+
+impl ServeArgs {
+    /// Applies these options to a server's.
+    pub fn apply(&self, mut options: ServeOptions) -> ServeOptions {
+        if let Some(n) = self.threads {
+            options = options.threads(n);
+        }
+        if self.no_busy_poll {
+            options = options.busy_poll(false);
+        }
+        options.require_verity(self.verity == VerityMode::Require)
+    }
+
+    /// The overlay these options ask for (used by the overlay and kernel modes).
+    pub fn overlay(&self) -> OverlayMountOptions {
+        let overlay = OverlayMountOptions::new().require_verity(self.verity == VerityMode::Require);
+        match (&self.upper, &self.work) {
+            (Some(upper), Some(work)) => overlay.upper(upper, work),
+            _ => overlay,
+        }
+    }
+
+    /// Takes `--name` (and its value) if it is one of these options.
+    fn parse_option(&mut self, name: &str, args: &mut Args<'_>) -> Result<bool, Stop> {
+        match name {
+            "upper" => self.upper = Some(args.path()?),
+            "work" => self.work = Some(args.path()?),
+            "threads" => self.threads = Some(args.number("threads")?),
+            "no-busy-poll" => self.no_busy_poll = true,
+            "verity" => {
+                self.verity = match args.choice("verity", &["none", "require"])? {
+                    0 => VerityMode::None,
+                    _ => VerityMode::Require,
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn check(&self) -> Result<(), Stop> {
+        match (&self.upper, &self.work) {
+            (Some(_), None) => Err(Stop::Usage("--upper needs --work".into())),
+            (None, Some(_)) => Err(Stop::Usage("--work needs --upper".into())),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `--mode`.
@@ -215,16 +267,18 @@ Arguments:
   MOUNTPOINT          The mountpoint
 ";
 
-/// The help text of a command, `None` if there is no such command.
-fn help_of(command: &str) -> Option<&'static str> {
-    Some(match command {
-        "dump" => DUMP_HELP,
-        "check" => CHECK_HELP,
-        "mount" => MOUNT_HELP,
-        "run" => RUN_HELP,
-        "umount" => UMOUNT_HELP,
-        _ => return None,
-    })
+/// Every command, with its help text.
+const COMMANDS: [(&str, &str); 5] = [
+    ("dump", DUMP_HELP),
+    ("check", CHECK_HELP),
+    ("mount", MOUNT_HELP),
+    ("run", RUN_HELP),
+    ("umount", UMOUNT_HELP),
+];
+
+/// The command named `name`, with its help text.
+fn command(name: &str) -> Option<(&'static str, &'static str)> {
+    COMMANDS.into_iter().find(|(command, _)| *command == name)
 }
 
 /// Parses the process's own command line.
@@ -253,7 +307,7 @@ where
         Err(Stop::Help) => return Ok(print(HELP)),
         Err(Stop::Usage(message)) => return Err(usage("", message)),
     };
-    let Some(command) = name.to_str().and_then(command_name) else {
+    let Some((command, help)) = name.to_str().and_then(self::command) else {
         if name == "help" {
             return help_command(&mut top);
         }
@@ -271,16 +325,9 @@ where
     };
     match parsed {
         Ok(command) => Ok(Cli { verbose, command }),
-        Err(Stop::Help) => Ok(print(help_of(command).unwrap_or(HELP))),
+        Err(Stop::Help) => Ok(print(help)),
         Err(Stop::Usage(message)) => Err(usage(command, message)),
     }
-}
-
-/// The command's static name, if `name` is one.
-fn command_name(name: &str) -> Option<&'static str> {
-    ["dump", "check", "mount", "run", "umount"]
-        .into_iter()
-        .find(|c| *c == name)
 }
 
 /// `lazycfs help [COMMAND]`.
@@ -288,8 +335,8 @@ fn help_command(args: &mut Args<'_>) -> Result<Cli, UsageError> {
     match args.next() {
         Ok(Some(Token::Value(name))) => {
             let name = name.to_string_lossy();
-            help_of(&name)
-                .map(print)
+            command(&name)
+                .map(|(_, help)| print(help))
                 .ok_or_else(|| usage("", format!("no command '{name}'")))
         }
         Ok(Some(other)) => Err(usage("", other.unexpected())),
@@ -440,17 +487,13 @@ fn parse_mount(args: &mut Args<'_>) -> Result<MountArgs, Stop> {
                     let choice = args.choice("mode", &["auto", "direct", "overlay", "kernel"])?;
                     mount.mode = MODES[choice];
                 }
-                "upper" => mount.upper = Some(args.path()?),
-                "work" => mount.work = Some(args.path()?),
                 "allow-other" => mount.allow_other = true,
-                "threads" => mount.threads = Some(args.number("threads")?),
-                "no-busy-poll" => mount.no_busy_poll = true,
                 "foreground" => mount.foreground = true,
-                "verity" => mount.verity = verity(args)?,
                 "digest" => {
                     let hex = args.value()?;
                     mount.digest = Some(hex.to_string_lossy().into_owned());
                 }
+                other if mount.serve.parse_option(other, args)? => {}
                 _ => return Err(Stop::Usage(Token::Long(name).unexpected())),
             },
             Token::Value(value) if positional.len() < 2 => positional.push(PathBuf::from(value)),
@@ -462,7 +505,7 @@ fn parse_mount(args: &mut Args<'_>) -> Result<MountArgs, Stop> {
         return Err(Stop::Usage("IMAGE and MOUNTPOINT are needed".into()));
     };
     (mount.image, mount.mountpoint) = (image, mountpoint);
-    upper_and_work(&mount.upper, &mount.work)?;
+    mount.serve.check()?;
     Ok(mount)
 }
 
@@ -474,12 +517,8 @@ fn parse_run(args: &mut Args<'_>) -> Result<RunArgs, Stop> {
         match token {
             Token::Long(name) => match name.as_str() {
                 "basedir" => basedir = Some(args.path()?),
-                "upper" => run.upper = Some(args.path()?),
-                "work" => run.work = Some(args.path()?),
                 "chroot" => run.chroot = true,
-                "threads" => run.threads = Some(args.number("threads")?),
-                "no-busy-poll" => run.no_busy_poll = true,
-                "verity" => run.verity = verity(args)?,
+                other if run.serve.parse_option(other, args)? => {}
                 _ => return Err(Stop::Usage(Token::Long(name).unexpected())),
             },
             Token::Value(value) if image.is_none() => image = Some(PathBuf::from(value)),
@@ -499,23 +538,8 @@ fn parse_run(args: &mut Args<'_>) -> Result<RunArgs, Stop> {
         return Err(Stop::Usage("a command is needed (after `--`)".into()));
     }
     (run.image, run.basedir) = (image, basedir);
-    upper_and_work(&run.upper, &run.work)?;
+    run.serve.check()?;
     Ok(run)
-}
-
-fn verity(args: &mut Args<'_>) -> Result<VerityMode, Stop> {
-    Ok(match args.choice("verity", &["none", "require"])? {
-        0 => VerityMode::None,
-        _ => VerityMode::Require,
-    })
-}
-
-fn upper_and_work(upper: &Option<PathBuf>, work: &Option<PathBuf>) -> Result<(), Stop> {
-    match (upper, work) {
-        (Some(_), None) => Err(Stop::Usage("--upper needs --work".into())),
-        (None, Some(_)) => Err(Stop::Usage("--work needs --upper".into())),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -547,11 +571,11 @@ mod tests {
         assert_eq!(args.mountpoint, PathBuf::from("mnt"));
         assert_eq!(args.basedir, Some("objs".into()));
         assert_eq!(args.mode, ModeArg::Direct);
-        assert_eq!(args.upper, Some("up".into()));
-        assert_eq!(args.work, Some("wk".into()));
-        assert!(args.allow_other && args.no_busy_poll && args.foreground);
-        assert_eq!(args.threads, Some(3));
-        assert_eq!(args.verity, VerityMode::Require);
+        assert_eq!(args.serve.upper, Some("up".into()));
+        assert_eq!(args.serve.work, Some("wk".into()));
+        assert!(args.allow_other && args.serve.no_busy_poll && args.foreground);
+        assert_eq!(args.serve.threads, Some(3));
+        assert_eq!(args.serve.verity, VerityMode::Require);
         assert_eq!(args.digest.as_deref(), Some("ab12"));
     }
 
@@ -559,9 +583,12 @@ mod tests {
     fn mount_defaults() {
         let args = mount_args("mount --basedir objs img mnt");
         assert_eq!(args.mode, ModeArg::Auto);
-        assert_eq!(args.verity, VerityMode::None);
-        assert!(!args.foreground && !args.allow_other && !args.no_busy_poll);
-        assert_eq!((args.threads, args.upper, args.digest), (None, None, None));
+        assert_eq!(args.serve.verity, VerityMode::None);
+        assert!(!args.foreground && !args.allow_other && !args.serve.no_busy_poll);
+        assert_eq!(
+            (args.serve.threads, args.serve.upper, args.digest),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -589,7 +616,7 @@ mod tests {
             panic!()
         };
         assert!(args.chroot);
-        assert_eq!(args.threads, Some(2));
+        assert_eq!(args.serve.threads, Some(2));
         assert_eq!(args.command, ["-x"]);
     }
 

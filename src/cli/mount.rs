@@ -10,7 +10,7 @@ use lazycfs::mount::{Mounted, ServeOptions};
 use lazycfs::overlay::{OverlayMountOptions, mount_kernel_composefs, mount_kernel_erofs};
 use lazycfs::privilege::{Mode, Privilege};
 
-use super::args::{ModeArg, MountArgs, VerityMode};
+use super::args::{ModeArg, MountArgs};
 use super::{USAGE_ERROR, check_basedir, open_image};
 
 /// Marker the foreground server prints on stdout once the mount answers.
@@ -27,7 +27,7 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
         eprintln!("lazycfs: mode {}: {}", mode.0.name(), mode.1);
     }
     let mode = mode.0;
-    let overlay = overlay_options(&args);
+    let overlay = args.serve.overlay();
     if mode == Mode::Kernel {
         return mount_kernel(&args, &overlay);
     }
@@ -42,13 +42,7 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
     if args.allow_other {
         options = options.allow_other(true);
     }
-    if let Some(n) = args.threads {
-        options = options.threads(n);
-    }
-    if args.no_busy_poll {
-        options = options.busy_poll(false);
-    }
-    options = options.require_verity(args.verity == VerityMode::Require);
+    options = args.serve.apply(options);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -83,7 +77,7 @@ fn choose_mode(args: &MountArgs) -> Result<(Mode, &'static str), ExitCode> {
         ExitCode::from(USAGE_ERROR)
     };
     let privilege = Privilege::detect().map_err(|e| fail(&e.to_string()))?;
-    let wants_overlay = args.upper.is_some();
+    let wants_overlay = args.serve.upper.is_some();
     let chosen = match args.mode {
         ModeArg::Auto => {
             let (mode, why) = Mode::choose(privilege, wants_overlay);
@@ -121,14 +115,6 @@ fn choose_mode(args: &MountArgs) -> Result<(Mode, &'static str), ExitCode> {
         _ => {}
     }
     Ok(chosen)
-}
-
-fn overlay_options(args: &MountArgs) -> OverlayMountOptions {
-    let mut overlay = OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
-    if let (Some(upper), Some(work)) = (&args.upper, &args.work) {
-        overlay = overlay.upper(upper, work);
-    }
-    overlay
 }
 
 /// Kernel EROFS (+ overlayfs with the basedir): no server, so nothing stays running.

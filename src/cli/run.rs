@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use lazycfs::mount::ServeOptions;
-use lazycfs::overlay::OverlayMountOptions;
 use lazycfs::sandbox::{RunError, RunOptions, enter_private_namespaces};
 use std::io::ErrorKind;
 
-use super::args::{RunArgs, VerityMode};
+use super::args::RunArgs;
 use super::{check_basedir, open_image};
 
 /// Exit status when `lazycfs run` itself fails (as `podman run`/`env` do: 125), when the
@@ -38,21 +37,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
         signal_hook::flag::register_usize(signal, forward.clone(), signal as usize)
             .map_err(&fail)?;
     }
-    let mut serve = ServeOptions::new()
-        .basedir(&args.basedir)
-        .allow_other(false)
-        .fsname(format!("lazycfs:{}", args.image.display()));
-    if let Some(n) = args.threads {
-        serve = serve.threads(n);
-    }
-    if args.no_busy_poll {
-        serve = serve.busy_poll(false);
-    }
-    let mut overlay = OverlayMountOptions::new().require_verity(args.verity == VerityMode::Require);
-    if let (Some(upper), Some(work)) = (&args.upper, &args.work) {
-        overlay = overlay.upper(upper, work);
-    }
-    let options = RunOptions::new(serve).overlay(overlay).chroot(args.chroot);
+    let serve = args.serve.apply(
+        ServeOptions::new()
+            .basedir(&args.basedir)
+            .allow_other(false)
+            .fsname(format!("lazycfs:{}", args.image.display())),
+    );
+    let options = RunOptions::new(serve)
+        .overlay(args.serve.overlay())
+        .chroot(args.chroot);
     let (command, command_args) = args
         .command
         .split_first()

@@ -128,9 +128,13 @@ impl std::fmt::Debug for Image {
 pub struct Prefetch(Option<File>);
 
 impl Prefetch {
-    /// Starts reading the image into the page cache (`POSIX_FADV_WILLNEED`) and returns once
-    /// the reads are submitted, which takes milliseconds for a large image; the reads
-    /// themselves go on in the background. Does nothing for an image held in memory.
+    /// Starts reading the image into the page cache (`POSIX_FADV_WILLNEED`), so a cold tree
+    /// walk does not fault page by page, and returns once the reads are submitted, which
+    /// takes milliseconds for a large image; the reads themselves go on in the background.
+    /// Does nothing for an image held in memory.
+    ///
+    /// Servers call it on their own thread once the mount answers: a thread spawned just for
+    /// this would leave its exit path's pages of libc resident for the server's whole life.
     pub fn start(self) {
         // The kernel truncates one hint to the device's readahead window (128 KiB by
         // default), so a whole image takes one hint per window.

@@ -1,5 +1,8 @@
 //! The `lazycfs` command line: parsing and dispatch. The grammar is in `src/cli/args.rs`, each
 //! command in `src/cli/`.
+//!
+//! The commands other than `mount` are `#[inline(never)]`: `main` runs in every mount, and code
+//! inlined into it stays resident with it (`layout/README.md`).
 
 mod cli;
 

@@ -1,6 +1,8 @@
 //! fs-verity: `--verity require` serves an object only when its fs-verity digest equals the
 //! digest in the file's metacopy xattr (EIO otherwise, for that file only), and `--digest`
-//! refuses an image whose own digest differs. Objects live on a verity-enabled ext4 image.
+//! refuses an image whose own digest differs. Objects live on a verity-enabled ext4 image when
+//! the kernel has fs-verity (else that test checks that required verity fails closed), and on
+//! a FUSE filesystem that reports fs-verity digests, which any kernel forwards.
 
 mod common;
 
@@ -246,4 +248,282 @@ fn fails_closed_without_kernel_verity(dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("fs-verity"));
+}
+
+/// The positive path, on any kernel: objects served by a FUSE filesystem that reports fs-verity
+/// digests ([`VerityReportingFs`]). `--verity require` serves an object whose digest matches its
+/// metacopy and refuses one whose digest differs or that has no verity, and `--digest` accepts
+/// the image's own digest and refuses another.
+#[test]
+fn verity_require_serves_objects_whose_reported_digest_matches() {
+    let test = "verity_require_serves_objects_whose_reported_digest_matches";
+    if !kernel::require_root(test) || !fixtures::require_mkfs(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let good: &[u8] = b"good object";
+    let good_digest = verity_digest(good);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    redirected(&src, "good", "ab/good", &metacopy(&good_digest), 11);
+    redirected(&src, "tampered", "ab/tampered", &metacopy(&good_digest), 11);
+    redirected(
+        &src,
+        "no-verity-on-object",
+        "ab/plain",
+        &metacopy(&good_digest),
+        11,
+    );
+    redirected(&src, "no-digest-in-image", "ab/good", b"", 11);
+    let image_file = dir.path().join("image.erofs");
+    fixtures::mkfs_erofs(&src, &image_file, &[]).unwrap();
+    let image_bytes = std::fs::read(&image_file).unwrap();
+
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let fs = VerityReportingFs::new(vec![
+        ("image.erofs", image_bytes.clone(), true),
+        ("ab/good", good.to_vec(), true),
+        ("ab/tampered", b"tampered!!!".to_vec(), true),
+        ("ab/plain", b"no verity!!".to_vec(), false),
+    ]);
+    let mut config = fuser::Config::default();
+    config.mount_options.push(fuser::MountOption::RO);
+    let _store = fuser::spawn_mount(fs, &store, &config).unwrap();
+    // The store is the basedir, and holds the image too.
+    let (objects, image) = (store.clone(), store.join("image.erofs"));
+    assert_eq!(std::fs::read(store.join("ab/good")).unwrap(), good);
+
+    let mnt = dir.path().join("lazy");
+    std::fs::create_dir(&mnt).unwrap();
+    let options = ServeOptions::new()
+        .basedir(&objects)
+        .threads(2)
+        .require_verity(true);
+    let mounted = lazycfs::mount::mount(Image::open(&image).unwrap(), &mnt, &options).unwrap();
+    assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
+    for name in ["tampered", "no-verity-on-object", "no-digest-in-image"] {
+        let err = std::fs::read(mnt.join(name)).expect_err(name);
+        assert_eq!(err.raw_os_error(), Some(5), "{name}: {err}");
+    }
+    // The refusals did not stop the server.
+    assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
+    mounted.unmount().unwrap();
+
+    let image_digest: String = verity_digest(&image_bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mount_with = |digest: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lazycfs"))
+            .args(["mount", "--mode", "direct", "--verity", "require"])
+            .arg(&image)
+            .arg(&mnt)
+            .arg("--basedir")
+            .arg(&objects)
+            .args(["--digest", digest])
+            .output()
+            .unwrap()
+    };
+    let mut wrong_digest = image_digest.clone().into_bytes();
+    wrong_digest[0] = if wrong_digest[0] == b'0' { b'1' } else { b'0' };
+    let wrong = mount_with(std::str::from_utf8(&wrong_digest).unwrap());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("differs"), "{stderr}");
+    let right = mount_with(&image_digest);
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
+    assert_eq!(
+        std::fs::read(mnt.join("tampered"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(5)
+    );
+    lazycfs::mount::unmount(&mnt).unwrap();
+}
+
+/// The fs-verity SHA-256 digest of `data`, computed as the kernel does (composefs-rs).
+fn verity_digest(data: &[u8]) -> [u8; 32] {
+    let digest: composefs::fsverity::Sha256HashValue = composefs::fsverity::compute_verity(data);
+    zerocopy::IntoBytes::as_bytes(&digest).try_into().unwrap()
+}
+
+/// What a filesystem with fs-verity shows its readers, without needing kernel fs-verity: a
+/// read-only FUSE filesystem of in-memory files that answers `FS_IOC_MEASURE_VERITY` with each
+/// file's fs-verity digest, or ENODATA for a file without verity, as ext4 would. (The kernel
+/// forwards that ioctl to FUSE servers whether or not it was built with CONFIG_FS_VERITY.)
+struct VerityReportingFs {
+    /// Inode `i + 1`; the root (inode 1) is a directory.
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    parent: u64,
+    name: String,
+    /// `None` for a directory.
+    file: Option<VerityFile>,
+}
+
+struct VerityFile {
+    data: Vec<u8>,
+    verity: Option<[u8; 32]>,
+}
+
+/// `FS_IOC_MEASURE_VERITY`: `_IOWR('f', 134, struct fsverity_digest)`.
+const FS_IOC_MEASURE_VERITY: u32 = 0xc004_6686;
+const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl VerityReportingFs {
+    /// Files as (path with at most one directory, content, whether verity is enabled).
+    fn new(files: Vec<(&str, Vec<u8>, bool)>) -> VerityReportingFs {
+        let mut fs = VerityReportingFs {
+            nodes: vec![Node {
+                parent: 1,
+                name: String::new(),
+                file: None,
+            }],
+        };
+        for (path, data, verity) in files {
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let parent = if dir.is_empty() {
+                1
+            } else {
+                fs.child(1, dir).unwrap_or_else(|| {
+                    fs.nodes.push(Node {
+                        parent: 1,
+                        name: dir.into(),
+                        file: None,
+                    });
+                    fs.nodes.len() as u64
+                })
+            };
+            let verity = verity.then(|| verity_digest(&data));
+            fs.nodes.push(Node {
+                parent,
+                name: name.into(),
+                file: Some(VerityFile { data, verity }),
+            });
+        }
+        fs
+    }
+
+    fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        let i = self
+            .nodes
+            .iter()
+            .skip(1)
+            .position(|n| n.parent == parent && n.name == name)?;
+        Some(i as u64 + 2)
+    }
+
+    fn node(&self, ino: fuser::INodeNo) -> Option<&Node> {
+        self.nodes.get((ino.0 as usize).checked_sub(1)?)
+    }
+
+    fn attr(&self, ino: u64) -> fuser::FileAttr {
+        let file = self.nodes[ino as usize - 1].file.as_ref();
+        fuser::FileAttr {
+            ino: fuser::INodeNo(ino),
+            size: file.map_or(0, |f| f.data.len() as u64),
+            blocks: 0,
+            atime: std::time::UNIX_EPOCH,
+            mtime: std::time::UNIX_EPOCH,
+            ctime: std::time::UNIX_EPOCH,
+            crtime: std::time::UNIX_EPOCH,
+            kind: match file {
+                Some(_) => fuser::FileType::RegularFile,
+                None => fuser::FileType::Directory,
+            },
+            perm: if file.is_some() { 0o444 } else { 0o555 },
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+impl fuser::Filesystem for VerityReportingFs {
+    fn lookup(
+        &self,
+        _req: &fuser::Request,
+        parent: fuser::INodeNo,
+        name: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        match name.to_str().and_then(|name| self.child(parent.0, name)) {
+            Some(ino) => reply.entry(&TTL, &self.attr(ino), fuser::Generation(0)),
+            None => reply.error(fuser::Errno::ENOENT),
+        }
+    }
+
+    fn getattr(
+        &self,
+        _req: &fuser::Request,
+        ino: fuser::INodeNo,
+        _fh: Option<fuser::FileHandle>,
+        reply: fuser::ReplyAttr,
+    ) {
+        match self.node(ino) {
+            Some(_) => reply.attr(&TTL, &self.attr(ino.0)),
+            None => reply.error(fuser::Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &fuser::Request,
+        ino: fuser::INodeNo,
+        _fh: fuser::FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyData,
+    ) {
+        let Some(VerityFile { data, .. }) = self.node(ino).and_then(|n| n.file.as_ref()) else {
+            return reply.error(fuser::Errno::EISDIR);
+        };
+        let start = (offset as usize).min(data.len());
+        let end = start.saturating_add(size as usize).min(data.len());
+        reply.data(&data[start..end]);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &fuser::Request,
+        ino: fuser::INodeNo,
+        _fh: fuser::FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        if cmd != FS_IOC_MEASURE_VERITY {
+            return reply.error(fuser::Errno::ENOTTY);
+        }
+        let Some(file) = self.node(ino).and_then(|n| n.file.as_ref()) else {
+            return reply.error(fuser::Errno::ENOTTY);
+        };
+        let Some(digest) = file.verity else {
+            return reply.error(fuser::Errno::ENODATA);
+        };
+        // struct fsverity_digest { u16 digest_algorithm; u16 digest_size; u8 digest[]; }
+        let room = in_data
+            .get(2..4)
+            .map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]));
+        if room < 32 {
+            return reply.error(fuser::Errno::EOVERFLOW);
+        }
+        let header = [1u16.to_ne_bytes(), 32u16.to_ne_bytes()].concat();
+        reply.ioctl(0, &[&header[..], &digest].concat());
+    }
 }

@@ -53,12 +53,14 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
+        // Reads cgroup files: once.
+        let cpus = cpus();
         ServeOptions {
             basedir: None,
             view: View::Direct,
             allow_other: rustix::process::geteuid().is_root(),
-            threads: cpus(),
-            busy_poll: cpus() > 1,
+            threads: cpus,
+            busy_poll: cpus > 1,
             fsname: "lazycfs".into(),
             require_verity: false,
         }
@@ -202,6 +204,10 @@ impl Mounted {
     }
 }
 
+/// How much of the image a server asks the kernel to read before mounting (see
+/// [`crate::erofs::Prefetch::submit`]): all of a small image, about 1 ms of submitting.
+const EARLY_PREFETCH: u64 = 8 << 20;
+
 /// Mounts `image` on `mountpoint` (directly as root, through `fusermount3` otherwise) and
 /// serves it from background threads. Returns once the mount answers requests.
 pub fn mount(
@@ -210,10 +216,11 @@ pub fn mount(
     options: &ServeOptions,
 ) -> io::Result<Mounted> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
-    let prefetch = image.prefetcher();
+    let mut prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
     let stats = fs.stats();
     let config = options.fuse_config();
+    prefetch.submit(EARLY_PREFETCH);
     let session =
         polled_session(fs, |fs| fuser::Session::new(fs, &mountpoint, &config))?.spawn()?;
     let mounted = Mounted {
@@ -222,7 +229,6 @@ pub fn mount(
         stats,
     };
     wait_until_answering(&mounted)?;
-    // After the first answer, which submitting would delay; see `Prefetch::start`.
     prefetch.start();
     Ok(mounted)
 }
@@ -251,9 +257,10 @@ pub fn mount_overlay(
         _ => View::OverlayUser,
     };
     let options = options.clone().view(view);
-    let prefetch = image.prefetcher();
+    let mut prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
     let stats = fs.stats();
+    prefetch.submit(EARLY_PREFETCH);
     let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
     let acl = if options.allow_other {
         SessionACL::All

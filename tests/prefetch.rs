@@ -1,4 +1,4 @@
-//! `Image::prefetcher`: readahead of the whole image, started after the image has moved on.
+//! `Image::prefetcher`: readahead of the image, in two parts, after the image has moved on.
 
 mod common;
 
@@ -60,18 +60,33 @@ fn prefetch_reads_the_whole_image_into_the_page_cache() {
         "{opened} of {pages} pages cached after open"
     );
 
-    let prefetch = image.prefetcher();
+    // What servers do before mounting: the start of the image only.
+    let mut prefetch = image.prefetcher();
     drop(image);
+    let head = 12 << 20;
+    prefetch.submit(head);
+    let head_pages = head / 4096;
+    let cached = wait_for_pages(&path, head_pages);
+    assert!(
+        cached < pages,
+        "{cached} of {pages} pages cached after submitting the first {head_pages}"
+    );
+    // And once the mount answers, the rest.
     prefetch.start();
+    wait_for_pages(&path, pages);
+}
+
+/// Waits until at least `want` pages of `path` are cached; returns how many are.
+fn wait_for_pages(path: &Path, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let cached = cached_pages(&path).unwrap();
-        if cached == pages {
-            break;
+        let cached = cached_pages(path).unwrap();
+        if cached >= want {
+            return cached;
         }
         assert!(
             Instant::now() < deadline,
-            "{cached} of {pages} pages cached after prefetch"
+            "{cached} pages cached, {want} wanted after prefetch"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -90,6 +90,29 @@ fn redirected(src: &Path, name: &str, object: &str, metacopy: &[u8], size: u64) 
     set("trusted.overlay.redirect", format!("/{object}").as_bytes());
 }
 
+/// An image of four 11-byte files redirected to objects `ab/good`, `ab/tampered` and `ab/plain`:
+/// `good`, `tampered` and `no-verity-on-object` with `good_digest` in their metacopy, and
+/// `no-digest-in-image` (to `ab/good`) with none.
+fn write_verity_image(src: &Path, good_digest: &[u8; 32], image: &Path) {
+    std::fs::create_dir(src).unwrap();
+    let digest = metacopy(good_digest);
+    redirected(src, "good", "ab/good", &digest, 11);
+    redirected(src, "tampered", "ab/tampered", &digest, 11);
+    redirected(src, "no-verity-on-object", "ab/plain", &digest, 11);
+    redirected(src, "no-digest-in-image", "ab/good", b"", 11);
+    fixtures::mkfs_erofs(src, image, &[]).unwrap();
+}
+
+/// What `--verity require` must serve from [`write_verity_image`]'s image: `good` (content
+/// `good`), and EIO for the other three.
+fn assert_only_good_is_served(mnt: &Path, good: &[u8]) {
+    assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
+    for name in ["tampered", "no-verity-on-object", "no-digest-in-image"] {
+        let err = std::fs::read(mnt.join(name)).expect_err(name);
+        assert_eq!(err.raw_os_error(), Some(5), "{name}: {err}");
+    }
+}
+
 /// Whether fs-verity can be enabled on a file in `dir` (the kernel may lack CONFIG_FS_VERITY).
 fn verity_supported(dir: &Path) -> bool {
     let probe = dir.join(".verity-probe");
@@ -134,20 +157,8 @@ fn verity_require_refuses_tampered_objects() {
     let good = enable_verity(&objects.join("ab/good"));
     enable_verity(&objects.join("ab/tampered"));
 
-    let src = fs.mnt.join("src");
-    std::fs::create_dir(&src).unwrap();
-    redirected(&src, "good", "ab/good", &metacopy(&good), 11);
-    redirected(&src, "tampered", "ab/tampered", &metacopy(&good), 11);
-    redirected(
-        &src,
-        "no-verity-on-object",
-        "ab/plain",
-        &metacopy(&good),
-        11,
-    );
-    redirected(&src, "no-digest-in-image", "ab/good", b"", 11);
     let image = fs.mnt.join("image.erofs");
-    fixtures::mkfs_erofs(&src, &image, &[]).unwrap();
+    write_verity_image(&fs.mnt.join("src"), &good, &image);
 
     let mnt = fs.mnt.join("lazy");
     std::fs::create_dir(&mnt).unwrap();
@@ -160,11 +171,7 @@ fn verity_require_refuses_tampered_objects() {
     };
 
     let mounted = serve(true);
-    assert_eq!(std::fs::read(mnt.join("good")).unwrap(), b"good object");
-    for name in ["tampered", "no-verity-on-object", "no-digest-in-image"] {
-        let err = std::fs::read(mnt.join(name)).expect_err(name);
-        assert_eq!(err.raw_os_error(), Some(5), "{name}: {err}");
-    }
+    assert_only_good_is_served(&mnt, b"good object");
     mounted.unmount().unwrap();
 
     // Without verity checks every object is served.
@@ -263,20 +270,8 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
     let dir = tempfile::tempdir().unwrap();
     let good: &[u8] = b"good object";
     let good_digest = verity_digest(good);
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    redirected(&src, "good", "ab/good", &metacopy(&good_digest), 11);
-    redirected(&src, "tampered", "ab/tampered", &metacopy(&good_digest), 11);
-    redirected(
-        &src,
-        "no-verity-on-object",
-        "ab/plain",
-        &metacopy(&good_digest),
-        11,
-    );
-    redirected(&src, "no-digest-in-image", "ab/good", b"", 11);
     let image_file = dir.path().join("image.erofs");
-    fixtures::mkfs_erofs(&src, &image_file, &[]).unwrap();
+    write_verity_image(&dir.path().join("src"), &good_digest, &image_file);
     let image_bytes = std::fs::read(&image_file).unwrap();
 
     let store = dir.path().join("store");
@@ -301,11 +296,7 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
         .threads(2)
         .require_verity(true);
     let mounted = lazycfs::mount::mount(Image::open(&image).unwrap(), &mnt, &options).unwrap();
-    assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
-    for name in ["tampered", "no-verity-on-object", "no-digest-in-image"] {
-        let err = std::fs::read(mnt.join(name)).expect_err(name);
-        assert_eq!(err.raw_os_error(), Some(5), "{name}: {err}");
-    }
+    assert_only_good_is_served(&mnt, good);
     // The refusals did not stop the server.
     assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
     mounted.unmount().unwrap();

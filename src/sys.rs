@@ -29,6 +29,12 @@ impl Mapping {
             return Ok(Mapping::Owned(Box::new([])));
         }
         let map = unsafe { memmap2::MmapOptions::new().map(file)? };
+        // A fault reads just its page, as the kernel's EROFS reads metadata, instead of a
+        // read-around window centred on it: with the readahead window set large (8 MiB on
+        // virtio disks) a window costs milliseconds of transfer before the faulting page
+        // arrives, and the first lookups fault in several. Bulk reading is the prefetch's job
+        // (`Image::prefetcher`). Only a hint: a kernel that refuses it reads around as before.
+        let _ = map.advise(memmap2::Advice::Random);
         Ok(Mapping::Mapped(map, file.try_clone()?))
     }
 

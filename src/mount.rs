@@ -12,7 +12,7 @@ use rustix::fs::OFlags;
 use rustix::mount::MountAttrFlags;
 
 use crate::content::Basedir;
-use crate::erofs::Image;
+use crate::erofs::{Image, Prefetch};
 use crate::overlay::{DetachedMount, OverlayMountOptions, OverlayXattrs};
 use crate::server::{ImageFs, Stats};
 use crate::view::View;
@@ -204,9 +204,18 @@ impl Mounted {
     }
 }
 
-/// How much of the image a server asks the kernel to read before mounting (see
-/// [`crate::erofs::Prefetch::submit`]): all of a small image, about 1 ms of submitting.
-const EARLY_PREFETCH: u64 = 8 << 20;
+/// Starts reading the image into the page cache on a thread of its own (see
+/// [`crate::erofs::Prefetch::run`]), before mounting, so that its reads overlap the mount's
+/// setup. A thread that cannot be started only costs the readahead.
+fn start_prefetch(prefetch: Prefetch) {
+    let _ = std::thread::Builder::new()
+        .name("lazycfs-prefetch".into())
+        .stack_size(PREFETCH_STACK)
+        .spawn(move || prefetch.run());
+}
+
+/// The prefetch thread's stack: it calls a few syscalls and nothing recursive.
+const PREFETCH_STACK: usize = 64 * 1024;
 
 /// Mounts `image` on `mountpoint` (directly as root, through `fusermount3` otherwise) and
 /// serves it from background threads. Returns once the mount answers requests.
@@ -216,11 +225,11 @@ pub fn mount(
     options: &ServeOptions,
 ) -> io::Result<Mounted> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
-    let mut prefetch = image.prefetcher();
+    let prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
+    start_prefetch(prefetch);
     let stats = fs.stats();
     let config = options.fuse_config();
-    prefetch.submit(EARLY_PREFETCH);
     let session =
         polled_session(fs, |fs| fuser::Session::new(fs, &mountpoint, &config))?.spawn()?;
     let mounted = Mounted {
@@ -229,7 +238,6 @@ pub fn mount(
         stats,
     };
     wait_until_answering(&mounted)?;
-    prefetch.start();
     Ok(mounted)
 }
 
@@ -257,10 +265,10 @@ pub fn mount_overlay(
         _ => View::OverlayUser,
     };
     let options = options.clone().view(view);
-    let mut prefetch = image.prefetcher();
+    let prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
+    start_prefetch(prefetch);
     let stats = fs.stats();
-    prefetch.submit(EARLY_PREFETCH);
     let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
     let acl = if options.allow_other {
         SessionACL::All
@@ -278,7 +286,6 @@ pub fn mount_overlay(
     // filesystem goes and the server stops.
     drop(fuse_mount);
     overlay_mount.attach(&mountpoint)?;
-    prefetch.start();
     Ok(Mounted {
         session,
         mountpoint,

@@ -3,6 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -160,6 +161,8 @@ pub struct Mounted {
     session: fuser::BackgroundSession,
     mountpoint: PathBuf,
     stats: Arc<Stats>,
+    /// Ends with the mount.
+    _prefetch: PrefetchThread,
 }
 
 impl Mounted {
@@ -204,18 +207,47 @@ impl Mounted {
     }
 }
 
-/// Starts reading the image into the page cache on a thread of its own (see
-/// [`crate::erofs::Prefetch::run`]), before mounting, so that its reads overlap the mount's
-/// setup. A thread that cannot be started only costs the readahead.
-fn start_prefetch(prefetch: Prefetch) {
-    let _ = std::thread::Builder::new()
-        .name("lazycfs-prefetch".into())
-        .stack_size(PREFETCH_STACK)
-        .spawn(move || prefetch.run());
+/// The thread that reads a mount's image into the page cache (see
+/// [`crate::erofs::Prefetch::run`]). It is started before mounting, so that its reads overlap
+/// the mount's setup, and once done it waits for the mount to end: exiting earlier would map
+/// libc's thread-exit code into the server for the rest of its life (about 150 KiB of resident
+/// pages, as much as a small image's metadata).
+struct PrefetchThread {
+    thread: Option<std::thread::Thread>,
+    ended: Arc<AtomicBool>,
 }
 
-/// The prefetch thread's stack: it calls a few syscalls and nothing recursive.
-const PREFETCH_STACK: usize = 64 * 1024;
+impl PrefetchThread {
+    /// The thread's stack: it calls a few syscalls and nothing recursive.
+    const STACK: usize = 64 * 1024;
+
+    /// Starts the thread. One that cannot be started only costs the readahead.
+    fn start(prefetch: Prefetch) -> PrefetchThread {
+        let ended = Arc::new(AtomicBool::new(false));
+        let ended_seen = ended.clone();
+        let thread = std::thread::Builder::new()
+            .name("lazycfs-prefetch".into())
+            .stack_size(Self::STACK)
+            .spawn(move || {
+                prefetch.run();
+                while !ended_seen.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
+            })
+            .ok()
+            .map(|handle| handle.thread().clone());
+        PrefetchThread { thread, ended }
+    }
+}
+
+impl Drop for PrefetchThread {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::Release);
+        if let Some(thread) = &self.thread {
+            thread.unpark();
+        }
+    }
+}
 
 /// Mounts `image` on `mountpoint` (directly as root, through `fusermount3` otherwise) and
 /// serves it from background threads. Returns once the mount answers requests.
@@ -227,7 +259,7 @@ pub fn mount(
     let mountpoint = mountpoint.as_ref().to_path_buf();
     let prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
-    start_prefetch(prefetch);
+    let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
     let config = options.fuse_config();
     let session =
@@ -236,6 +268,7 @@ pub fn mount(
         session,
         mountpoint,
         stats,
+        _prefetch: prefetch,
     };
     wait_until_answering(&mounted)?;
     Ok(mounted)
@@ -267,7 +300,7 @@ pub fn mount_overlay(
     let options = options.clone().view(view);
     let prefetch = image.prefetcher();
     let fs = options.filesystem(image)?;
-    start_prefetch(prefetch);
+    let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
     let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
     let acl = if options.allow_other {
@@ -290,6 +323,7 @@ pub fn mount_overlay(
         session,
         mountpoint,
         stats,
+        _prefetch: prefetch,
     })
 }
 

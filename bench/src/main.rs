@@ -37,6 +37,10 @@ struct Cli {
     /// Runs per measurement (default 3, --quick 2; images of 500k+ entries: 1, no xattr walk).
     #[arg(long)]
     runs: Option<usize>,
+    /// Cold starts per run besides the one before the walks (default 4, --quick 1): startup is
+    /// the median of (1 + this) × runs samples.
+    #[arg(long)]
+    startups: Option<usize>,
     /// Bound on each wait (startup, each walk, each read), in seconds (default 300, --quick 120).
     #[arg(long)]
     timeout: Option<u64>,
@@ -236,8 +240,10 @@ fn main() -> anyhow::Result<()> {
 
     let runs = cli.runs.unwrap_or(if cli.quick { 2 } else { 3 });
     let timeout = Duration::from_secs(cli.timeout.unwrap_or(if cli.quick { 120 } else { 300 }));
+    let startups = cli.startups.unwrap_or(if cli.quick { 1 } else { 4 });
     let mut config = Config {
         runs,
+        startups,
         timeout,
         lookups: cli.lookups,
         xattr_walk: true,
@@ -258,9 +264,11 @@ fn main() -> anyhow::Result<()> {
     let tables = report::markdown(&images, &servers, &results, reference);
     let header = format!(
         "# lazycfs end-to-end benchmark\n\nKernel {}, {} CPUs; medians of {runs} runs (500k+ \
-         entries: 1 run, no xattr walk); ratios to `{reference}`.\n",
+         entries: 1 run, no xattr walk), startup of {} cold starts per run; ratios to \
+         `{reference}`.\n",
         rustix::system::uname().release().to_string_lossy(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        startups + 1,
     );
     std::fs::create_dir_all(&cli.out)?;
     std::fs::write(cli.out.join("results.md"), format!("{header}{tables}"))?;

@@ -125,6 +125,9 @@ impl Results {
 
 pub struct Config {
     pub runs: usize,
+    /// Cold starts per run besides the one before the walks (startup is decided by a few disk
+    /// reads, so it varies most from one start to the next).
+    pub startups: usize,
     /// Bound on every wait: startup, each walk, each read.
     pub timeout: Duration,
     pub lookups: usize,
@@ -151,7 +154,7 @@ pub fn bench(image: &Image, server: &Server, config: &Config, results: &mut Resu
             run + 1,
             config.runs
         );
-        let phases: [Phase; 3] = [walks, lookups, reads];
+        let phases: [Phase; 4] = [walks, cold_starts, lookups, reads];
         for phase in phases {
             // A phase fails as a whole when the server does not start (or unmount): nothing
             // else of this server runs on this image.
@@ -226,6 +229,23 @@ fn walks(
         results.record(image, server, Metric::ServerCpu, cpu);
     }
     mount.stop()
+}
+
+/// More cold starts: caches dropped, start, the deep `stat`, stop.
+fn cold_starts(
+    image: &Image,
+    server: &Server,
+    config: &Config,
+    _run: usize,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    for _ in 0..config.startups {
+        drop_caches()?;
+        let (mount, startup) = server.start(image, &config.dirs, config.timeout)?;
+        results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
+        mount.stop()?;
+    }
+    Ok(())
 }
 
 /// Random lookups in the large directory, on a fresh mount with caches dropped.

@@ -51,13 +51,14 @@ fn prefetch_reads_the_whole_image_into_the_page_cache() {
         before < pages / 4,
         "{before} of {pages} pages cached after eviction"
     );
-    // Opening reads the superblock and the root inode (and the kernel's readahead around
-    // them), not the whole image.
+    // Opening reads the pages of the superblock and the root inode, and nothing around them:
+    // the mapping is for random access (a read-around window would be 32 pages with the
+    // default readahead, 2048 on a virtio disk).
     let image = Image::open(&path).unwrap();
     let opened = cached_pages(&path).unwrap();
     assert!(
-        opened < pages / 2,
-        "{opened} of {pages} pages cached after open"
+        opened <= before + 4,
+        "{opened} of {pages} pages cached after open, {before} before"
     );
 
     // A part, submitted at once.

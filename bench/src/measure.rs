@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 
 use crate::images::Image;
 use crate::rng::Rng;
-use crate::servers::{Dirs, Server};
+use crate::servers::{Dirs, Mount, Server};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
@@ -183,9 +183,7 @@ fn walks(
     _run: usize,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    drop_caches()?;
-    let (mount, startup) = server.start(image, &config.dirs, config.timeout)?;
-    results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
+    let mount = cold_start(image, server, config, results)?;
     let mnt = &config.dirs.mountpoint;
     let find = || {
         let mut cmd = Command::new("find");
@@ -231,7 +229,7 @@ fn walks(
     mount.stop()
 }
 
-/// More cold starts: caches dropped, start, the deep `stat`, stop.
+/// More cold starts (each stopped once the deep `stat` answers).
 fn cold_starts(
     image: &Image,
     server: &Server,
@@ -240,12 +238,22 @@ fn cold_starts(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     for _ in 0..config.startups {
-        drop_caches()?;
-        let (mount, startup) = server.start(image, &config.dirs, config.timeout)?;
-        results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
-        mount.stop()?;
+        cold_start(image, server, config, results)?.stop()?;
     }
     Ok(())
+}
+
+/// Drops the caches, starts the server and records how long until the deep `stat` answered.
+fn cold_start(
+    image: &Image,
+    server: &Server,
+    config: &Config,
+    results: &mut Results,
+) -> anyhow::Result<Mount> {
+    drop_caches()?;
+    let (mount, startup) = server.start(image, &config.dirs, config.timeout)?;
+    results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
+    Ok(mount)
 }
 
 /// Random lookups in the large directory, on a fresh mount with caches dropped.

@@ -210,8 +210,8 @@ impl Mounted {
 /// The thread that reads a mount's image into the page cache (see
 /// [`crate::erofs::Prefetch::run`]). It is started before mounting, so that its reads overlap
 /// the mount's setup, and once done it waits for the mount to end: exiting earlier would map
-/// libc's thread-exit code into the server for the rest of its life (about 150 KiB of resident
-/// pages, as much as a small image's metadata).
+/// libc's thread-exit code into the server for the rest of its life (about 100 KiB of resident
+/// pages on a small image).
 struct PrefetchThread {
     thread: Option<std::thread::Thread>,
     ended: Arc<AtomicBool>,

@@ -113,6 +113,38 @@ fn assert_only_good_is_served(mnt: &Path, good: &[u8]) {
     }
 }
 
+/// `lazycfs mount [IMAGE, MOUNTPOINT, BASEDIR] EXTRA --digest D` refuses a digest one nibble
+/// off the image's own `digest` (exit 2, "differs") and mounts with the right one (left
+/// mounted for the caller to read and unmount).
+fn assert_digest_is_checked(paths: [&PathBuf; 3], extra: &[&str], digest: &[u8; 32]) {
+    let [image, mnt, objects] = paths;
+    let mount_with = |digest: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lazycfs"))
+            .args(["mount", "--mode", "direct"])
+            .args(extra)
+            .arg(image)
+            .arg(mnt)
+            .arg("--basedir")
+            .arg(objects)
+            .args(["--digest", digest])
+            .output()
+            .unwrap()
+    };
+    let right: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut wrong = right.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let refused = mount_with(std::str::from_utf8(&wrong).unwrap());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("differs"), "{stderr}");
+    let mounted = mount_with(&right);
+    assert!(
+        mounted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mounted.stderr)
+    );
+}
+
 /// Whether fs-verity can be enabled on a file in `dir` (the kernel may lack CONFIG_FS_VERITY).
 fn verity_supported(dir: &Path) -> bool {
     let probe = dir.join(".verity-probe");
@@ -180,36 +212,8 @@ fn verity_require_refuses_tampered_objects() {
     mounted.unmount().unwrap();
 
     // --digest: the image's own fs-verity digest must match.
-    let image_digest: String = enable_verity(&image)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let bin = env!("CARGO_BIN_EXE_lazycfs");
-    let mount_with = |digest: &str| {
-        Command::new(bin)
-            .args(["mount", "--mode", "direct"])
-            .arg(&image)
-            .arg(&mnt)
-            .arg("--basedir")
-            .arg(&objects)
-            .args(["--digest", digest])
-            .output()
-            .unwrap()
-    };
-    let wrong = mount_with(&"0".repeat(64));
-    assert_eq!(
-        wrong.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&wrong.stderr)
-    );
-    assert!(String::from_utf8_lossy(&wrong.stderr).contains("differs"));
-    let right = mount_with(&image_digest);
-    assert!(
-        right.status.success(),
-        "{}",
-        String::from_utf8_lossy(&right.stderr)
-    );
+    let paths = [&image, &mnt, &objects];
+    assert_digest_is_checked(paths, &[], &enable_verity(&image));
     assert_eq!(std::fs::read(mnt.join("good")).unwrap(), b"good object");
     lazycfs::mount::unmount(&mnt).unwrap();
 }
@@ -301,32 +305,11 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
     assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
     mounted.unmount().unwrap();
 
-    let image_digest: String = verity_digest(&image_bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mount_with = |digest: &str| {
-        Command::new(env!("CARGO_BIN_EXE_lazycfs"))
-            .args(["mount", "--mode", "direct", "--verity", "require"])
-            .arg(&image)
-            .arg(&mnt)
-            .arg("--basedir")
-            .arg(&objects)
-            .args(["--digest", digest])
-            .output()
-            .unwrap()
-    };
-    let mut wrong_digest = image_digest.clone().into_bytes();
-    wrong_digest[0] = if wrong_digest[0] == b'0' { b'1' } else { b'0' };
-    let wrong = mount_with(std::str::from_utf8(&wrong_digest).unwrap());
-    let stderr = String::from_utf8_lossy(&wrong.stderr);
-    assert_eq!(wrong.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("differs"), "{stderr}");
-    let right = mount_with(&image_digest);
-    assert!(
-        right.status.success(),
-        "{}",
-        String::from_utf8_lossy(&right.stderr)
+    let paths = [&image, &mnt, &objects];
+    assert_digest_is_checked(
+        paths,
+        &["--verity", "require"],
+        &verity_digest(&image_bytes),
     );
     assert_eq!(std::fs::read(mnt.join("good")).unwrap(), good);
     assert_eq!(

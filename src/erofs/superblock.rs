@@ -127,7 +127,9 @@ impl std::fmt::Debug for Image {
 /// Readahead of a whole image, from [`Image::prefetcher`].
 #[derive(Debug)]
 pub struct Prefetch {
+    /// `None` for an image held in memory, or once the kernel refused a hint.
     file: Option<File>,
+    len: u64,
     /// Where the reads not yet submitted start.
     next: u64,
 }
@@ -147,17 +149,7 @@ impl Prefetch {
     /// Everything submitted is queued at once: a page the server faults on meanwhile (a
     /// lookup) is read after it. Servers use [`Prefetch::run`], which keeps the queue short.
     pub fn submit(&mut self, end: u64) {
-        let Some(file) = &self.file else { return };
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
-            return;
-        };
-        while self.next < len.min(end) {
-            if !Self::hint(file, self.next) {
-                self.file = None;
-                return;
-            }
-            self.next += Self::WINDOW;
-        }
+        while self.next < self.len.min(end) && self.hint_next() {}
     }
 
     /// Reads the rest of the image into the page cache, so a cold tree walk does not fault
@@ -168,38 +160,40 @@ impl Prefetch {
     /// thread of its own, started before mounting so that the reads overlap the mount's
     /// setup.
     pub fn run(mut self) {
-        let Some(file) = self.file.take() else { return };
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
-            return;
-        };
         // Everything before `read` is read, or was submitted before this call.
         let mut read = self.next;
-        while self.next < len {
+        while self.next < self.len {
             if self.next - read >= Self::IN_FLIGHT {
+                let Some(file) = &self.file else { return };
                 // Reading the last byte of the oldest window waits for that window's reads
                 // (the hints set no readahead marks, so this submits nothing more).
-                let last = (read + Self::WINDOW).min(len) - 1;
+                let last = (read + Self::WINDOW).min(self.len) - 1;
                 if file.read_at(&mut [0], last).is_err() {
                     return;
                 }
                 read += Self::WINDOW;
             }
-            if !Self::hint(&file, self.next) {
+            if !self.hint_next() {
                 return;
             }
-            self.next += Self::WINDOW;
         }
     }
 
-    /// Hints the window at `offset`; `false` if the kernel refused.
-    fn hint(file: &File, offset: u64) -> bool {
-        rustix::fs::fadvise(
+    /// Hints the window at `next` and moves past it; `false`, and no hints from then on, if
+    /// there is no file or the kernel refused.
+    fn hint_next(&mut self) -> bool {
+        let Some(file) = &self.file else { return false };
+        let hint = rustix::fs::fadvise(
             file,
-            offset,
+            self.next,
             std::num::NonZeroU64::new(Self::WINDOW),
             rustix::fs::Advice::WillNeed,
-        )
-        .is_ok()
+        );
+        self.next += Self::WINDOW;
+        if hint.is_err() {
+            self.file = None;
+        }
+        hint.is_ok()
     }
 }
 
@@ -248,6 +242,7 @@ impl Image {
     pub fn prefetcher(&self) -> Prefetch {
         Prefetch {
             file: self.data.file().and_then(|file| file.try_clone().ok()),
+            len: self.data.len() as u64,
             next: 0,
         }
     }

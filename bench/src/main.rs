@@ -56,6 +56,11 @@ struct Cli {
     /// Do not build lazycfs and the peers (use what is in target/).
     #[arg(long)]
     no_build: bool,
+    /// Another lazycfs binary to compare in the same run, as `LABEL=PATH` (repeatable): adds
+    /// the servers `LABEL` (direct mode) and `LABEL ovl` (overlay stack), e.g.
+    /// `--baseline "lazycfs main=/tmp/lazycfs-main"` for a before/after table.
+    #[arg(long, value_parser = parse_baseline)]
+    baseline: Vec<(String, PathBuf)>,
     #[command(subcommand)]
     helper: Option<Helper>,
 }
@@ -124,7 +129,46 @@ fn build() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn servers() -> Vec<Server> {
+fn parse_baseline(arg: &str) -> Result<(String, PathBuf), String> {
+    let (label, path) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?}: expected LABEL=PATH"))?;
+    Ok((label.to_string(), PathBuf::from(path)))
+}
+
+/// The command line of a lazycfs mount in `mode`, serving in the foreground.
+fn lazycfs_args(mode: &'static str, extra: Option<&'static str>) -> Vec<Arg> {
+    let mut args = vec![
+        Arg::Literal("mount"),
+        Arg::Image,
+        Arg::Mountpoint,
+        Arg::Literal("--basedir"),
+        Arg::Basedir,
+        Arg::Literal("--foreground"),
+        Arg::Literal("--mode"),
+        Arg::Literal(mode),
+    ];
+    args.extend(extra.map(Arg::Literal));
+    args
+}
+
+/// A lazycfs server row, or why `program` cannot serve.
+fn lazycfs_server(name: &'static str, program: &Path, args: Vec<Arg>) -> Server {
+    let has_mount = Command::new(program)
+        .args(["mount", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    Server {
+        name,
+        kind: Kind::Fuse {
+            program: program.to_path_buf(),
+            args,
+        },
+        missing: (!has_mount).then(|| format!("{} has no `mount` subcommand", program.display())),
+    }
+}
+
+fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
     let mut list = vec![
         Server {
             name: "kernel",
@@ -138,10 +182,6 @@ fn servers() -> Vec<Server> {
         },
     ];
     let lazycfs = lazycfs_binary();
-    let has_mount = Command::new(&lazycfs)
-        .args(["mount", "--help"])
-        .output()
-        .is_ok_and(|o| o.status.success());
     // The overlay mode is the rootless stack (FUSE lower layer, `userxattr` overlay, basedir
     // as data-only layer); mounted by root here so the benchmark can see it, it runs the same
     // code paths as under `lazycfs run`.
@@ -152,26 +192,22 @@ fn servers() -> Vec<Server> {
         ("lazycfs no-poll", "direct", Some("--no-busy-poll")),
         ("lazycfs ovl", "overlay", None),
     ] {
-        let mut args = vec![
-            Arg::Literal("mount"),
-            Arg::Image,
-            Arg::Mountpoint,
-            Arg::Literal("--basedir"),
-            Arg::Basedir,
-            Arg::Literal("--foreground"),
-            Arg::Literal("--mode"),
-            Arg::Literal(mode),
-        ];
-        args.extend(extra.map(Arg::Literal));
-        list.push(Server {
-            name,
-            kind: Kind::Fuse {
-                program: lazycfs.clone(),
-                args,
-            },
-            missing: (!has_mount)
-                .then(|| format!("{} has no `mount` subcommand", lazycfs.display())),
-        });
+        list.push(lazycfs_server(name, &lazycfs, lazycfs_args(mode, extra)));
+    }
+    // Server names live for the whole run.
+    for (label, program) in baselines {
+        let direct: &'static str = Box::leak(label.clone().into_boxed_str());
+        let overlay: &'static str = Box::leak(format!("{label} ovl").into_boxed_str());
+        list.push(lazycfs_server(
+            direct,
+            program,
+            lazycfs_args("direct", None),
+        ));
+        list.push(lazycfs_server(
+            overlay,
+            program,
+            lazycfs_args("overlay", None),
+        ));
     }
     for (name, _, binary, extra) in PEERS {
         let mut args = vec![Arg::Image, Arg::Mountpoint, Arg::Basedir];
@@ -217,7 +253,7 @@ fn main() -> anyhow::Result<()> {
     if !cli.no_build {
         build()?;
     }
-    let mut servers = servers();
+    let mut servers = servers(&cli.baseline);
     if !cli.servers.is_empty() {
         servers.retain(|s| cli.servers.iter().any(|n| n == s.name));
         servers.sort_by_key(|s| cli.servers.iter().position(|n| n == s.name));

@@ -4,7 +4,6 @@
 //! [`check`] a full consistency walk, and [`dump`] prints an image as a composefs dumpfile.
 #![warn(missing_docs)]
 
-pub mod busy_poll;
 pub mod check;
 pub mod composefs;
 pub mod content;
@@ -18,7 +17,6 @@ pub mod sandbox;
 pub mod server;
 mod sys;
 pub mod view;
-mod workers;
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

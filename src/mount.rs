@@ -44,7 +44,7 @@ pub struct ServeOptions {
     /// kernel would wake a different one for each request).
     pub threads: usize,
     /// Poll the FUSE device during bursts of requests instead of sleeping between them
-    /// (see [`crate::busy_poll`]; default: on when there is more than one CPU).
+    /// (see [`crate::server::busy_poll`]; default: on when there is more than one CPU).
     pub busy_poll: bool,
     /// Name shown as the mount source.
     pub fsname: String,
@@ -150,7 +150,13 @@ impl ServeOptions {
             })?),
             None => None,
         };
+        // Registering passthrough backing files needs CAP_SYS_ADMIN in the initial user
+        // namespace; in the overlay views the overlay reads objects, not the kernel's FUSE.
+        let passthrough = !self.view.is_overlay_lower()
+            && crate::privilege::Privilege::detect()
+                .is_ok_and(|p| p == crate::privilege::Privilege::InitialRoot);
         Ok(ImageFs::new(image, self.view, basedir)
+            .with_passthrough(passthrough)
             .with_busy_poll(self.busy_poll)
             .with_object_readers(self.threads))
     }

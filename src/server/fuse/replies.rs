@@ -27,6 +27,7 @@ pub(super) trait Reply {
     fn fail(self, e: fuser::Errno);
 }
 
+/// Every fuser reply type carries an error the same way.
 macro_rules! replies {
     ($($reply:ty),*) => {$(
         impl Reply for $reply {

@@ -1,6 +1,6 @@
-//! The fuser adapter: each FUSE request goes through [`ImageFs::serve`], which runs the
-//! per-request hooks, asks the [`Core`] and sends its answer as fuser's reply. Reads of basedir
-//! objects, which may wait on the disk, are answered from worker threads.
+//! The fuser adapter: each FUSE request goes through one function (`ImageFs::serve`), which
+//! runs the per-request hooks, asks the [`Core`] and sends its answer as fuser's reply. Reads
+//! of basedir objects, which may wait on the disk, are answered from worker threads.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;

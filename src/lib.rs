@@ -11,7 +11,6 @@ pub mod dump;
 pub mod erofs;
 pub mod mount;
 pub mod overlay;
-pub mod posix_acl;
 pub mod privilege;
 pub mod sandbox;
 pub mod server;

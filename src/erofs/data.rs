@@ -1,11 +1,11 @@
 //! Locating file data: flat blocks, tail-packed inline data and chunk maps
 //! (the kernel's `data.c`, `erofs_map_blocks`).
 
-use zerocopy::FromBytes;
+use zerocopy::little_endian::U32;
 
-use super::error::{Corruption, Error, Result};
+use super::error::{Corruption, Error, OrCorrupt, Result};
 use super::format::{self, ChunkIndex, chunk};
-use super::inode::{DataLayout, Inode};
+use super::inode::{DataLayout, FileType, Inode};
 
 /// A contiguous piece of a file's data starting at the requested offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,17 +40,16 @@ impl<'img> Inode<'img> {
             return Ok(None);
         }
         let image = self.image;
+        let nid = self.nid();
         let block_bits = image.superblock().block_bits;
-        let out_of_range = self.corrupt(Corruption::DataOutOfRange);
-        let blocks_at = |blkaddr: u64, from: u64, to: u64| -> Result<Extent<'img>> {
-            let start = image
-                .block_offset(blkaddr)
+        let out_of_range = Corruption::DataOutOfRange;
+        // `len` bytes from byte `from` of the run of blocks starting at block `blkaddr`.
+        let data_at = |blkaddr: u64, from: u64, len: u64| -> Result<Extent<'img>> {
+            format::block_pos(blkaddr, block_bits)
                 .and_then(|base| base.checked_add(from))
-                .ok_or(out_of_range)?;
-            image
-                .slice(start, to - from)
+                .and_then(|start| image.read_bytes_at(start, len))
                 .map(Extent::Data)
-                .ok_or(out_of_range)
+                .or_corrupt(nid, out_of_range)
         };
         match self.layout {
             DataLayout::FlatPlain => {
@@ -58,45 +57,38 @@ impl<'img> Inode<'img> {
                 if self.raw_u == format::NULL_ADDR && matches!(self.startblk_hi, 0 | u16::MAX) {
                     return Ok(Some(Extent::Hole(size - offset)));
                 }
-                blocks_at(self.startblk(), offset, size).map(Some)
+                data_at(self.startblk(), offset, size - offset).map(Some)
             }
             DataLayout::FlatInline => {
                 let tail_start = (size - 1) >> block_bits << block_bits;
                 if offset < tail_start {
-                    return blocks_at(self.startblk(), offset, tail_start).map(Some);
+                    return data_at(self.startblk(), offset, tail_start - offset).map(Some);
                 }
                 let tail = self.inline_tail(tail_start)?;
                 Ok(Some(Extent::Data(&tail[(offset - tail_start) as usize..])))
             }
             DataLayout::ChunkBased => {
-                let chunk_format = (self.raw_u & 0xffff) as u16;
+                let chunk_format = chunk::format(self.raw_u);
+                let bad_format = Corruption::BadChunkFormat(chunk_format);
                 if chunk_format & !(chunk::BLKBITS_MASK | chunk::INDEXES) != 0 {
-                    return Err(self.corrupt(Corruption::BadChunkFormat(chunk_format)));
+                    return Err(self.corrupt(bad_format));
                 }
                 let chunk_bits =
                     u32::from(block_bits) + u32::from(chunk_format & chunk::BLKBITS_MASK);
-                if chunk_bits >= 63 {
-                    return Err(self.corrupt(Corruption::BadChunkFormat(chunk_format)));
+                if chunk_bits >= u64::BITS - 1 {
+                    return Err(self.corrupt(bad_format));
                 }
                 let chunk_size = 1u64 << chunk_bits;
                 let index = offset >> chunk_bits;
                 let within = offset & (chunk_size - 1);
                 let len = (chunk_size - within).min(size - offset);
-                let blkaddr = self.chunk_blkaddr(chunk_format, index)?;
-                match blkaddr {
+                match self.chunk_blkaddr(chunk_format, index)? {
                     None => Ok(Some(Extent::Hole(len))),
-                    Some(blk) => {
-                        let chunk_start = image.block_offset(blk).ok_or(out_of_range)?;
-                        let start = chunk_start.checked_add(within).ok_or(out_of_range)?;
-                        image
-                            .slice(start, len)
-                            .map(|d| Some(Extent::Data(d)))
-                            .ok_or(out_of_range)
-                    }
+                    Some(blkaddr) => data_at(blkaddr, within, len).map(Some),
                 }
             }
             DataLayout::Compressed => Err(Error::Unsupported {
-                nid: self.nid(),
+                nid,
                 what: "compressed data layout",
             }),
         }
@@ -146,56 +138,48 @@ impl<'img> Inode<'img> {
             return Err(self.corrupt(Corruption::InlineDataTooLong));
         }
         self.image
-            .slice(pos, tail_len)
-            .ok_or(self.corrupt(Corruption::InodeTruncated))
+            .read_bytes_at(pos, tail_len)
+            .or_corrupt(self.nid(), Corruption::InodeTruncated)
     }
 
     /// Block address of chunk `index`, `None` for a hole.
     fn chunk_blkaddr(&self, chunk_format: u16, index: u64) -> Result<Option<u64>> {
-        let unit: u64 = if chunk_format & chunk::INDEXES != 0 {
-            8
-        } else {
-            4
-        };
-        let entry = self
+        let nid = self.nid();
+        let unit = chunk::map_entry_size(chunk_format);
+        let pos = self
             .inline_offset()
             .next_multiple_of(unit)
             .checked_add(
                 index
                     .checked_mul(unit)
-                    .ok_or(self.corrupt(Corruption::SizeTooLarge))?,
+                    .or_corrupt(nid, Corruption::SizeTooLarge)?,
             )
-            .and_then(|pos| self.image.slice(pos, unit))
-            .ok_or(self.corrupt(Corruption::InodeTruncated))?;
-        let blkaddr = if unit == 8 {
-            let idx = ChunkIndex::ref_from_bytes(entry)
-                .map_err(|_| self.corrupt(Corruption::InodeTruncated))?;
-            let blkaddr = idx.blkaddr.get();
-            if blkaddr != format::NULL_ADDR && idx.device_id.get() != 0 {
+            .or_corrupt(nid, Corruption::InodeTruncated)?;
+        let truncated = Corruption::InodeTruncated;
+        let blkaddr = if chunk_format & chunk::INDEXES != 0 {
+            let entry: &ChunkIndex = self.image.read_at(pos).or_corrupt(nid, truncated)?;
+            let blkaddr = entry.blkaddr.get();
+            if blkaddr != format::NULL_ADDR && entry.device_id.get() != 0 {
                 return Err(self.corrupt(Corruption::ChunkDevice));
             }
             blkaddr
         } else {
-            u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]])
+            let entry: &U32 = self.image.read_at(pos).or_corrupt(nid, truncated)?;
+            entry.get()
         };
         Ok((blkaddr != format::NULL_ADDR).then_some(u64::from(blkaddr)))
     }
 
     /// The target of a symlink, borrowed from the image.
     pub fn symlink_target(&self) -> Result<&'img [u8]> {
-        if self.file_type() != super::inode::FileType::Symlink {
-            return Err(Error::WrongType {
-                nid: self.nid(),
-                what: "not a symlink",
-            });
-        }
-        let bad = self.corrupt(Corruption::BadSymlink);
-        if self.size() == 0 || self.size() > 4095 {
-            return Err(bad);
+        self.require(FileType::Symlink)?;
+        let bad = Corruption::BadSymlink;
+        if self.size() == 0 || self.size() >= format::SYMLINK_MAX {
+            return Err(self.corrupt(bad));
         }
         match self.extent_at(0)? {
             Some(Extent::Data(d)) if d.len() as u64 == self.size() => Ok(d),
-            _ => Err(bad),
+            _ => Err(self.corrupt(bad)),
         }
     }
 

@@ -7,10 +7,9 @@
 //! and then within one block. A readdir position is the byte offset of a dirent in the
 //! directory data, exactly like the kernel's `ctx->pos`.
 
-use zerocopy::FromBytes;
-
+use super::bytes::ReadRef;
 use super::data::Extent;
-use super::error::{Corruption, Result};
+use super::error::{Corruption, OrCorrupt, Result};
 use super::format::{self, Dirent};
 use super::inode::{FileType, Inode};
 
@@ -47,15 +46,16 @@ pub struct Dir<'img> {
 struct Block<'img> {
     /// The block bytes, cut at the directory size.
     data: &'img [u8],
+    /// The dirents at the start of the block; their names follow.
+    dirents: &'img [Dirent],
     /// Byte position of the block within the directory.
     start: u64,
-    count: usize,
 }
 
 impl<'img> Inode<'img> {
     /// This inode as a directory, or an error if it is not one.
     pub fn dir(&self) -> Result<Dir<'img>> {
-        self.require_dir()?;
+        self.require(FileType::Directory)?;
         Ok(Dir { inode: *self })
     }
 }
@@ -75,29 +75,28 @@ impl<'img> Dir<'img> {
     }
 
     fn block(&self, index: u64) -> Result<Block<'img>> {
+        let nid = self.inode.nid();
         let block_size = self.block_size();
         let start = index * block_size;
         let len = (self.inode.size() - start).min(block_size);
-        let corrupt = |what| self.inode.corrupt(what);
         let data = match self.inode.extent_at(start)? {
             Some(Extent::Data(d)) if d.len() as u64 >= len => &d[..len as usize],
-            _ => return Err(corrupt(Corruption::DirHole)),
+            _ => return Err(self.inode.corrupt(Corruption::DirHole)),
         };
-        let first = Dirent::ref_from_prefix(data)
-            .map_err(|_| corrupt(Corruption::BadDirentNameoff))?
-            .0;
+        // The first name starts right after the dirent array: its offset sizes the array.
+        let bad_nameoff = Corruption::BadDirentNameoff;
+        let first: &Dirent = data.read_at(0).or_corrupt(nid, bad_nameoff)?;
         let nameoff = usize::from(first.nameoff.get());
-        if nameoff < DIRENT_SIZE
-            || nameoff >= block_size as usize
-            || nameoff % DIRENT_SIZE != 0
-            || nameoff > data.len()
-        {
-            return Err(corrupt(Corruption::BadDirentNameoff));
+        if nameoff < DIRENT_SIZE || nameoff >= block_size as usize || nameoff % DIRENT_SIZE != 0 {
+            return Err(self.inode.corrupt(bad_nameoff));
         }
+        let dirents = data
+            .read_slice_at(0, nameoff / DIRENT_SIZE)
+            .or_corrupt(nid, bad_nameoff)?;
         Ok(Block {
             data,
+            dirents,
             start,
-            count: nameoff / DIRENT_SIZE,
         })
     }
 
@@ -122,7 +121,7 @@ impl<'img> Dir<'img> {
         let Some(block) = candidate else {
             return Ok(None);
         };
-        let (mut lo, mut hi) = (1usize, block.count);
+        let (mut lo, mut hi) = (1usize, block.dirents.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let entry = block.entry(&self.inode, mid)?;
@@ -153,36 +152,35 @@ impl<'img> Dir<'img> {
 }
 
 impl<'img> Block<'img> {
-    /// Entry `i` (< count) of this block, with its name validated.
+    /// Entry `i` of this block, with its name validated.
     fn entry(&self, dir: &Inode<'img>, i: usize) -> Result<DirEntry<'img>> {
-        let corrupt = |what| dir.corrupt(what);
-        let dirent = |i: usize| {
-            Dirent::ref_from_prefix(&self.data[i * DIRENT_SIZE..])
-                .map(|(d, _)| d)
-                .map_err(|_| corrupt(Corruption::BadDirentNameoff))
-        };
-        let de = dirent(i)?;
+        let bad_nameoff = Corruption::BadDirentNameoff;
+        let de = self.dirents.get(i).or_corrupt(dir.nid(), bad_nameoff)?;
+        let names_start = size_of_val(self.dirents);
         let start = usize::from(de.nameoff.get());
-        let name = if i + 1 < self.count {
-            let end = usize::from(dirent(i + 1)?.nameoff.get());
-            if start < self.count * DIRENT_SIZE || end < start || end > self.data.len() {
-                return Err(corrupt(Corruption::BadDirentNameoff));
+        let name = match self.dirents.get(i + 1) {
+            Some(next) => {
+                let end = usize::from(next.nameoff.get());
+                (start >= names_start && start <= end)
+                    .then(|| self.data.get(start..end))
+                    .flatten()
+                    .or_corrupt(dir.nid(), bad_nameoff)?
             }
-            &self.data[start..end]
-        } else {
-            // The last name runs to the end of the block (or directory), or to a NUL.
-            let rest = self
-                .data
-                .get(start..)
-                .filter(|_| start >= self.count * DIRENT_SIZE)
-                .ok_or(corrupt(Corruption::BadDirentNameoff))?;
-            let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            &rest[..len]
+            None => {
+                // The last name runs to the end of the block (or directory), or to a NUL.
+                let rest = self
+                    .data
+                    .get(start..)
+                    .filter(|_| start >= names_start)
+                    .or_corrupt(dir.nid(), bad_nameoff)?;
+                let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+                &rest[..len]
+            }
         };
         if name.is_empty() || name.len() > format::NAME_LEN {
-            return Err(corrupt(Corruption::BadName));
+            return Err(dir.corrupt(Corruption::BadName));
         }
-        let next_pos = if i + 1 < self.count {
+        let next_pos = if i + 1 < self.dirents.len() {
             self.start + ((i + 1) * DIRENT_SIZE) as u64
         } else {
             self.start + self.data.len() as u64
@@ -227,7 +225,7 @@ impl<'img> DirEntries<'img> {
             };
             // Like the kernel, an offset inside a dirent rounds up to the next one.
             let i = ((self.pos - block.start) as usize).div_ceil(DIRENT_SIZE);
-            if i >= block.count {
+            if i >= block.dirents.len() {
                 self.pos = block.start + block.data.len() as u64;
                 continue;
             }
@@ -241,7 +239,7 @@ impl<'img> DirEntries<'img> {
             return Ok(Some(DirEntry {
                 name: b".",
                 nid: inode.nid(),
-                file_type: 2,
+                file_type: format::file_type::DIR,
                 next_pos: size + 1,
             }));
         }

@@ -3,6 +3,8 @@
 use rustix::io::Errno;
 use std::fmt;
 
+use super::inode::FileType;
+
 /// Result of a decoding step.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -47,12 +49,12 @@ pub enum Error {
         what: &'static str,
     },
     /// An operation was asked of an inode of the wrong type.
-    #[error("inode {nid}: {what}")]
+    #[error("inode {nid}: not a {}", .expected.noun())]
     WrongType {
         /// Node id of the inode.
         nid: u64,
-        /// What was expected.
-        what: &'static str,
+        /// The type the operation needs.
+        expected: FileType,
     },
 }
 
@@ -137,14 +139,13 @@ impl fmt::Display for Corruption {
 }
 
 impl Error {
-    pub(crate) fn corrupt(nid: u64, what: Corruption) -> Self {
-        Error::Corrupt { nid, what }
-    }
-
     /// The errno a filesystem server should answer with for this error.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::WrongType { what, .. } if *what == NOT_A_DIRECTORY => Errno::NOTDIR,
+            Error::WrongType {
+                expected: FileType::Directory,
+                ..
+            } => Errno::NOTDIR,
             Error::WrongType { .. } => Errno::INVAL,
             Error::Unsupported { .. } => Errno::OPNOTSUPP,
             _ => Errno::IO,
@@ -153,4 +154,16 @@ impl Error {
     }
 }
 
-pub(crate) const NOT_A_DIRECTORY: &str = "not a directory";
+/// Turns a failed bounds-checked read (or any missing value) into [`Error::Corrupt`] for the
+/// inode being decoded: `image.read_at(pos).or_corrupt(nid, Corruption::InodeTruncated)?`.
+pub(crate) trait OrCorrupt<T> {
+    /// The value, or `Corrupt { nid, what }`.
+    fn or_corrupt(self, nid: u64, what: Corruption) -> Result<T>;
+}
+
+impl<T> OrCorrupt<T> for Option<T> {
+    #[inline]
+    fn or_corrupt(self, nid: u64, what: Corruption) -> Result<T> {
+        self.ok_or(Error::Corrupt { nid, what })
+    }
+}

@@ -1,8 +1,10 @@
 //! On-disk EROFS structures, mirroring the kernel's `fs/erofs/erofs_fs.h`.
 //!
 //! Every struct is a little-endian, unaligned zerocopy view, so it can be read straight out of
-//! the mapping with [`FromBytes::ref_from_prefix`](zerocopy::FromBytes) without copying or
-//! `unsafe`. Sizes are checked at compile time against the kernel's `BUILD_BUG_ON`s.
+//! the mapping without copying or `unsafe`. Sizes are checked at compile time against the
+//! kernel's `BUILD_BUG_ON`s. The arithmetic that places things on disk (where an inode or a
+//! shared xattr is, how long an xattr area is, ...) is here too, as named functions after the
+//! kernel's helpers.
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
@@ -17,6 +19,28 @@ pub const INODE_SLOT_BITS: u32 = 5;
 pub const NAME_LEN: usize = 255;
 /// A chunk or block address meaning "hole" (`EROFS_NULL_ADDR`).
 pub const NULL_ADDR: u32 = u32::MAX;
+/// Smallest and largest `blkszbits` lazycfs accepts (512 B to 64 KiB blocks).
+pub const BLOCK_BITS: std::ops::RangeInclusive<u8> = 9..=16;
+/// Nanoseconds in a second: timestamps' nanoseconds must be below it.
+pub const NSEC_PER_SEC: u32 = 1_000_000_000;
+/// Symlink targets are shorter than this, as the kernel requires (one page).
+pub const SYMLINK_MAX: u64 = 4096;
+
+/// Size of the superblock with its extension slots (`sb_extslots`, 16 bytes each).
+pub const fn superblock_size(extslots: u8) -> usize {
+    size_of::<SuperBlock>() + extslots as usize * 16
+}
+
+/// Byte offset of block `blkaddr` (the kernel's `erofs_pos`); `None` on overflow.
+pub const fn block_pos(blkaddr: u64, block_bits: u8) -> Option<u64> {
+    blkaddr.checked_mul(1 << block_bits)
+}
+
+/// Byte offset of the inode with node id `nid` (the kernel's `erofs_iloc`); `None` on overflow.
+pub fn inode_pos(meta_blkaddr: u32, block_bits: u8, nid: u64) -> Option<u64> {
+    let slot = nid.checked_mul(1 << INODE_SLOT_BITS)?;
+    block_pos(u64::from(meta_blkaddr), block_bits)?.checked_add(slot)
+}
 
 /// `feature_compat` bits.
 pub mod compat {
@@ -123,6 +147,56 @@ pub mod iformat {
     pub const DOT_OMITTED: u16 = 1 << 4;
     /// Every bit a current kernel knows.
     pub const ALL: u16 = (1 << 5) - 1;
+
+    /// Whether the inode is extended (64 bytes) rather than compact (32 bytes).
+    pub const fn is_extended(format: u16) -> bool {
+        format & VERSION_MASK != 0
+    }
+
+    /// The data layout field (the kernel's `erofs_inode_datalayout`), one of [`datalayout`].
+    pub const fn datalayout(format: u16) -> u8 {
+        ((format >> DATALAYOUT_BIT) & DATALAYOUT_MASK) as u8
+    }
+}
+
+/// Values of the data layout field of `i_format` (`EROFS_INODE_*`).
+pub mod datalayout {
+    /// Contiguous blocks (or no data).
+    pub const FLAT_PLAIN: u8 = 0;
+    /// Compressed, with full-size per-cluster indexes.
+    pub const COMPRESSED_FULL: u8 = 1;
+    /// Contiguous blocks and a tail packed right after the inode.
+    pub const FLAT_INLINE: u8 = 2;
+    /// Compressed, with compact per-cluster indexes.
+    pub const COMPRESSED_COMPACT: u8 = 3;
+    /// A map of fixed-size chunks.
+    pub const CHUNK_BASED: u8 = 4;
+}
+
+/// File type bits of `i_mode` (`S_IF*`, as in `<sys/stat.h>`).
+pub mod mode {
+    /// Mask of the file type bits.
+    pub const S_IFMT: u32 = 0o170000;
+    /// Unix socket.
+    pub const S_IFSOCK: u32 = 0o140000;
+    /// Symbolic link.
+    pub const S_IFLNK: u32 = 0o120000;
+    /// Regular file.
+    pub const S_IFREG: u32 = 0o100000;
+    /// Block device.
+    pub const S_IFBLK: u32 = 0o060000;
+    /// Directory.
+    pub const S_IFDIR: u32 = 0o040000;
+    /// Character device.
+    pub const S_IFCHR: u32 = 0o020000;
+    /// Named pipe.
+    pub const S_IFIFO: u32 = 0o010000;
+}
+
+/// Decodes a device number stored in `i_u` into (major, minor), like the kernel's
+/// `new_decode_dev`.
+pub const fn decode_dev(dev: u32) -> (u32, u32) {
+    ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
 }
 
 /// The 32-byte compact inode.
@@ -174,6 +248,21 @@ pub mod chunk {
     pub const INDEXES: u16 = 0x0020;
     /// 48-bit chunk addresses.
     pub const BITS_48: u16 = 0x0040;
+
+    /// The chunk format: the low half of `i_u` (`erofs_inode_chunk_info.format`).
+    pub const fn format(i_u: u32) -> u16 {
+        i_u as u16
+    }
+
+    /// Size of one chunk map entry: a [`ChunkIndex`](super::ChunkIndex) with [`INDEXES`],
+    /// else a 4-byte block address (`EROFS_BLOCK_MAP_ENTRY_SIZE`).
+    pub const fn map_entry_size(format: u16) -> u64 {
+        if format & INDEXES != 0 {
+            size_of::<super::ChunkIndex>() as u64
+        } else {
+            size_of::<u32>() as u64
+        }
+    }
 }
 
 /// An 8-byte chunk index.
@@ -197,6 +286,49 @@ pub struct XattrIbodyHeader {
     pub reserved: [u8; 7],
 }
 
+/// Size of an inode's xattr area from its `i_xattr_icount` (the kernel's
+/// `erofs_xattr_ibody_size`): a header, then 4-byte slots (shared ids and inline entries).
+pub const fn xattr_ibody_size(xattr_icount: u16) -> u32 {
+    match xattr_icount {
+        0 => 0,
+        n => size_of::<XattrIbodyHeader>() as u32 + XATTR_SLOT * (n as u32 - 1),
+    }
+}
+
+/// Xattr areas are counted, and xattr entries aligned, in 4-byte slots (`EROFS_XATTR_ALIGN`).
+const XATTR_SLOT: u32 = 4;
+
+/// Byte offset of shared xattr `id` (shared ids count 4-byte slots from `xattr_blkaddr`);
+/// `None` on overflow.
+pub fn shared_xattr_pos(xattr_blkaddr: u32, block_bits: u8, id: u32) -> Option<u64> {
+    block_pos(u64::from(xattr_blkaddr), block_bits)?
+        .checked_add(u64::from(id) * u64::from(XATTR_SLOT))
+}
+
+/// Aligned size of an xattr entry with its name and value (`erofs_xattr_entry_size`).
+pub const fn xattr_entry_size(name_len: usize, value_size: usize) -> usize {
+    (size_of::<XattrEntry>() + name_len + value_size).next_multiple_of(XATTR_SLOT as usize)
+}
+
+/// Byte offset of the long xattr name prefix table (`xattr_prefix_start` counts 4-byte units);
+/// each entry is a `__le16` length, then [`XattrLongPrefix`] bytes, padded to 4 bytes.
+pub const fn long_prefix_table_pos(xattr_prefix_start: u32) -> u64 {
+    (xattr_prefix_start as u64) * XATTR_SLOT as u64
+}
+
+/// Start of the next long prefix entry after one of `len` bytes at `pos`.
+pub const fn next_long_prefix_pos(pos: u64, len: u16) -> u64 {
+    (pos + size_of::<U16>() as u64 + len as u64).next_multiple_of(XATTR_SLOT as u64)
+}
+
+/// The head of a long xattr name prefix (`erofs_xattr_long_prefix`), followed by the infix.
+#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct XattrLongPrefix {
+    /// The standard index whose prefix comes before the infix.
+    pub base_index: u8,
+}
+
 /// A 4-byte xattr entry header, followed by the name suffix and the value.
 #[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
@@ -209,6 +341,9 @@ pub struct XattrEntry {
 
 /// Xattr name indexes.
 pub mod xattr_index {
+    /// No prefix: composefs writers store names no other index fits in full (not exposed by
+    /// Linux).
+    pub const NONE: u8 = 0;
     /// `user.`
     pub const USER: u8 = 1;
     /// `system.posix_acl_access`
@@ -229,6 +364,26 @@ pub mod xattr_index {
 
 /// Seed of the xattr name bloom filter hash (`EROFS_XATTR_FILTER_SEED`).
 pub const XATTR_FILTER_SEED: u32 = 0x25BB_E08F;
+
+/// Dirent file types (`EROFS_FT_*`).
+pub mod file_type {
+    /// Unknown type.
+    pub const UNKNOWN: u8 = 0;
+    /// Regular file.
+    pub const REG_FILE: u8 = 1;
+    /// Directory.
+    pub const DIR: u8 = 2;
+    /// Character device.
+    pub const CHRDEV: u8 = 3;
+    /// Block device.
+    pub const BLKDEV: u8 = 4;
+    /// Named pipe.
+    pub const FIFO: u8 = 5;
+    /// Unix socket.
+    pub const SOCK: u8 = 6;
+    /// Symbolic link.
+    pub const SYMLINK: u8 = 7;
+}
 
 /// A 12-byte directory entry.
 #[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
@@ -265,4 +420,5 @@ const _: () = {
     assert!(size_of::<ChunkIndex>() == 8);
     assert!(size_of::<Dirent>() == 12);
     assert!(size_of::<ComposefsHeader>() == 32);
+    assert!(size_of::<XattrLongPrefix>() == 1);
 };

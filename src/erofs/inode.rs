@@ -1,9 +1,7 @@
 //! Inodes, decoded on demand from their 32- or 64-byte on-disk form.
 
-use zerocopy::FromBytes;
-
-use super::error::{Corruption, Error, NOT_A_DIRECTORY, Result};
-use super::format::{self, InodeCompact, InodeExtended, iformat};
+use super::error::{Corruption, Error, OrCorrupt, Result};
+use super::format::{self, InodeCompact, InodeExtended, datalayout, file_type, iformat, mode};
 use super::superblock::Image;
 
 /// How an inode's data is laid out on disk.
@@ -17,6 +15,19 @@ pub enum DataLayout {
     ChunkBased,
     /// Compressed (not decoded by lazycfs).
     Compressed,
+}
+
+impl DataLayout {
+    /// The layout from the data layout field of `i_format`, `None` for reserved values.
+    fn from_format(format: u16) -> Option<DataLayout> {
+        Some(match iformat::datalayout(format) {
+            datalayout::FLAT_PLAIN => DataLayout::FlatPlain,
+            datalayout::COMPRESSED_FULL | datalayout::COMPRESSED_COMPACT => DataLayout::Compressed,
+            datalayout::FLAT_INLINE => DataLayout::FlatInline,
+            datalayout::CHUNK_BASED => DataLayout::ChunkBased,
+            _ => return None,
+        })
+    }
 }
 
 /// File types as stored in `i_mode` and dirents.
@@ -41,14 +52,14 @@ pub enum FileType {
 impl FileType {
     /// The type from the `S_IFMT` bits of a mode.
     pub fn from_mode(mode: u32) -> Option<FileType> {
-        Some(match mode & 0o170000 {
-            0o100000 => FileType::Regular,
-            0o040000 => FileType::Directory,
-            0o120000 => FileType::Symlink,
-            0o020000 => FileType::CharDevice,
-            0o060000 => FileType::BlockDevice,
-            0o010000 => FileType::Fifo,
-            0o140000 => FileType::Socket,
+        Some(match mode & mode::S_IFMT {
+            mode::S_IFREG => FileType::Regular,
+            mode::S_IFDIR => FileType::Directory,
+            mode::S_IFLNK => FileType::Symlink,
+            mode::S_IFCHR => FileType::CharDevice,
+            mode::S_IFBLK => FileType::BlockDevice,
+            mode::S_IFIFO => FileType::Fifo,
+            mode::S_IFSOCK => FileType::Socket,
             _ => return None,
         })
     }
@@ -56,28 +67,51 @@ impl FileType {
     /// The type from an EROFS dirent `file_type` (`EROFS_FT_*`).
     pub fn from_dirent(ft: u8) -> Option<FileType> {
         Some(match ft {
-            1 => FileType::Regular,
-            2 => FileType::Directory,
-            3 => FileType::CharDevice,
-            4 => FileType::BlockDevice,
-            5 => FileType::Fifo,
-            6 => FileType::Socket,
-            7 => FileType::Symlink,
+            file_type::REG_FILE => FileType::Regular,
+            file_type::DIR => FileType::Directory,
+            file_type::CHRDEV => FileType::CharDevice,
+            file_type::BLKDEV => FileType::BlockDevice,
+            file_type::FIFO => FileType::Fifo,
+            file_type::SOCK => FileType::Socket,
+            file_type::SYMLINK => FileType::Symlink,
             _ => return None,
         })
     }
 
-    /// The `d_type` value (`DT_*`) readdir reports for this type.
+    /// The `d_type` value (`DT_*`) readdir reports for this type: the `S_IF*` bits shifted
+    /// down, as `IFTODT` computes it.
     pub fn dtype(self) -> u8 {
+        (self.mode_bits() >> 12) as u8
+    }
+
+    /// The `S_IF*` bits of this type.
+    fn mode_bits(self) -> u32 {
         match self {
-            FileType::Fifo => 1,
-            FileType::CharDevice => 2,
-            FileType::Directory => 4,
-            FileType::BlockDevice => 6,
-            FileType::Regular => 8,
-            FileType::Symlink => 10,
-            FileType::Socket => 12,
+            FileType::Regular => mode::S_IFREG,
+            FileType::Directory => mode::S_IFDIR,
+            FileType::Symlink => mode::S_IFLNK,
+            FileType::CharDevice => mode::S_IFCHR,
+            FileType::BlockDevice => mode::S_IFBLK,
+            FileType::Fifo => mode::S_IFIFO,
+            FileType::Socket => mode::S_IFSOCK,
         }
+    }
+
+    /// How error messages name this type ("not a directory").
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            FileType::Regular => "regular file",
+            FileType::Directory => "directory",
+            FileType::Symlink => "symlink",
+            FileType::CharDevice => "character device",
+            FileType::BlockDevice => "block device",
+            FileType::Fifo => "fifo",
+            FileType::Socket => "socket",
+        }
+    }
+
+    fn of_inode(nid: u64, mode: u16) -> Result<FileType> {
+        FileType::from_mode(u32::from(mode)).or_corrupt(nid, Corruption::BadMode(mode))
     }
 }
 
@@ -123,68 +157,60 @@ impl std::fmt::Debug for Inode<'_> {
 impl<'img> Inode<'img> {
     pub(crate) fn decode(image: &'img Image, nid: u64) -> Result<Inode<'img>> {
         let sb = image.superblock();
-        let corrupt = |what| Error::corrupt(nid, what);
-        let offset = nid
-            .checked_mul(1 << format::INODE_SLOT_BITS)
-            .and_then(|rel| {
-                image
-                    .block_offset(u64::from(sb.meta_blkaddr))?
-                    .checked_add(rel)
-            })
-            .ok_or(corrupt(Corruption::NidOutOfRange))?;
-        let head = image
-            .slice(offset, 32)
-            .ok_or(corrupt(Corruption::NidOutOfRange))?;
-        let format = u16::from_le_bytes([head[0], head[1]]);
-        let extended = format & iformat::VERSION_MASK != 0;
-        let layout_bits = ((format >> iformat::DATALAYOUT_BIT) & iformat::DATALAYOUT_MASK) as u8;
+        let offset = format::inode_pos(sb.meta_blkaddr, sb.block_bits, nid)
+            .or_corrupt(nid, Corruption::NidOutOfRange)?;
+        // Every inode is at least a compact one long, and `i_format` (first in both layouts)
+        // says which it is.
+        let compact: &InodeCompact = image
+            .read_at(offset)
+            .or_corrupt(nid, Corruption::NidOutOfRange)?;
+        let format = compact.format.get();
         if format & !iformat::ALL != 0 {
-            return Err(corrupt(Corruption::UnknownFormatBits(
-                format & !iformat::ALL,
-            )));
+            let unknown = format & !iformat::ALL;
+            return Err(Error::Corrupt {
+                nid,
+                what: Corruption::UnknownFormatBits(unknown),
+            });
         }
-        let layout = match layout_bits {
-            0 => DataLayout::FlatPlain,
-            1 | 3 => DataLayout::Compressed,
-            2 => DataLayout::FlatInline,
-            4 => DataLayout::ChunkBased,
-            l => return Err(corrupt(Corruption::UnknownLayout(l))),
-        };
-        let mut inode = if extended {
-            let raw = image
-                .slice(offset, 64)
-                .and_then(|b| InodeExtended::ref_from_bytes(b).ok())
-                .ok_or(corrupt(Corruption::InodeTruncated))?;
-            if raw.mtime_nsec.get() >= 1_000_000_000 {
-                return Err(corrupt(Corruption::BadNanoseconds));
+        let layout = DataLayout::from_format(format)
+            .or_corrupt(nid, Corruption::UnknownLayout(iformat::datalayout(format)))?;
+        let inode = if iformat::is_extended(format) {
+            let raw: &InodeExtended = image
+                .read_at(offset)
+                .or_corrupt(nid, Corruption::InodeTruncated)?;
+            let mtime_nsec = raw.mtime_nsec.get();
+            if mtime_nsec >= format::NSEC_PER_SEC {
+                return Err(Error::Corrupt {
+                    nid,
+                    what: Corruption::BadNanoseconds,
+                });
             }
             Inode {
                 image,
                 nid,
                 offset,
-                inode_size: 64,
+                inode_size: size_of::<InodeExtended>() as u8,
                 format,
                 xattr_icount: raw.xattr_icount.get(),
                 mode: raw.mode.get(),
-                file_type: FileType::Regular,
+                file_type: FileType::of_inode(nid, raw.mode.get())?,
                 nlink: raw.nlink.get(),
                 size: raw.size.get(),
                 uid: raw.uid.get(),
                 gid: raw.gid.get(),
                 mtime: raw.mtime.get(),
-                mtime_nsec: raw.mtime_nsec.get(),
+                mtime_nsec,
                 raw_u: raw.u.get(),
                 startblk_hi: raw.nb.get(),
                 ino: raw.ino.get(),
                 layout,
             }
         } else {
-            let raw = InodeCompact::ref_from_bytes(head)
-                .map_err(|_| corrupt(Corruption::InodeTruncated))?;
-            let mode = raw.mode.get();
-            let is_dir = u32::from(mode) & 0o170000 == 0o040000;
+            let raw = compact;
+            let file_type = FileType::of_inode(nid, raw.mode.get())?;
             // As the kernel: with NLINK_1, `i_nb` holds the start block's high bits instead.
-            let (nlink, startblk_hi) = if !is_dir && format & iformat::NLINK_1 != 0 {
+            let nlink_1 = file_type != FileType::Directory && format & iformat::NLINK_1 != 0;
+            let (nlink, startblk_hi) = if nlink_1 {
                 (1, raw.nb.get())
             } else {
                 (u32::from(raw.nb.get()), 0)
@@ -193,11 +219,11 @@ impl<'img> Inode<'img> {
                 image,
                 nid,
                 offset,
-                inode_size: 32,
+                inode_size: size_of::<InodeCompact>() as u8,
                 format,
                 xattr_icount: raw.xattr_icount.get(),
-                mode,
-                file_type: FileType::Regular,
+                mode: raw.mode.get(),
+                file_type,
                 nlink,
                 size: u64::from(raw.size.get()),
                 uid: u32::from(raw.uid.get()),
@@ -210,18 +236,12 @@ impl<'img> Inode<'img> {
                 layout,
             }
         };
-        inode.file_type = FileType::from_mode(u32::from(inode.mode))
-            .ok_or(corrupt(Corruption::BadMode(inode.mode)))?;
         if inode.size > i64::MAX as u64 {
-            return Err(corrupt(Corruption::SizeTooLarge));
+            return Err(inode.corrupt(Corruption::SizeTooLarge));
         }
         // The inline area (xattrs, tail data or chunk map) must at least start inside the image.
-        let xattr_end = inode
-            .offset
-            .checked_add(u64::from(inode.inode_size) + u64::from(inode.xattr_size()));
-        match xattr_end {
-            Some(end) if end <= image.bytes().len() as u64 => {}
-            _ => return Err(corrupt(Corruption::InodeTruncated)),
+        if inode.inline_offset() > image.bytes().len() as u64 {
+            return Err(inode.corrupt(Corruption::InodeTruncated));
         }
         Ok(inode)
     }
@@ -292,10 +312,7 @@ impl<'img> Inode<'img> {
     /// (0, 0) for anything but character and block devices.
     pub fn rdev(&self) -> (u32, u32) {
         match self.file_type {
-            FileType::CharDevice | FileType::BlockDevice => {
-                let dev = self.raw_u;
-                ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
-            }
+            FileType::CharDevice | FileType::BlockDevice => format::decode_dev(self.raw_u),
             _ => (0, 0),
         }
     }
@@ -321,10 +338,7 @@ impl<'img> Inode<'img> {
 
     /// Size in bytes of the inline xattr area following the inode.
     pub(crate) fn xattr_size(&self) -> u32 {
-        match self.xattr_icount {
-            0 => 0,
-            n => 12 + 4 * (u32::from(n) - 1),
-        }
+        format::xattr_ibody_size(self.xattr_icount)
     }
 
     /// Absolute offset of what follows the inode and its xattrs (tail data or chunk map).
@@ -338,16 +352,20 @@ impl<'img> Inode<'img> {
     }
 
     pub(crate) fn corrupt(&self, what: Corruption) -> Error {
-        Error::corrupt(self.nid, what)
+        Error::Corrupt {
+            nid: self.nid,
+            what,
+        }
     }
 
-    pub(crate) fn require_dir(&self) -> Result<()> {
-        if self.is_dir() {
+    /// `Ok` if this inode is of type `expected`, else [`Error::WrongType`].
+    pub(crate) fn require(&self, expected: FileType) -> Result<()> {
+        if self.file_type == expected {
             Ok(())
         } else {
             Err(Error::WrongType {
                 nid: self.nid,
-                what: NOT_A_DIRECTORY,
+                expected,
             })
         }
     }

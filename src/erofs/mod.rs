@@ -5,6 +5,7 @@
 //! ([`Xattrs`]) and data ([`Extent`]). Nothing is decoded until asked for, nothing is cached,
 //! and everything returned borrows from the [`Image`].
 
+mod bytes;
 mod data;
 mod dir;
 mod error;
@@ -19,4 +20,6 @@ pub use error::{Corruption, Error, Result};
 pub use format::xattr_index;
 pub use inode::{DataLayout, FileType, Inode};
 pub use superblock::{ComposefsInfo, Image, OpenError, Prefetch, Superblock};
-pub use xattr::{Xattr, XattrIter, XattrName, Xattrs, index_prefix, split_name};
+pub use xattr::{
+    XATTR_PREFIXES, Xattr, XattrIter, XattrName, XattrPrefix, Xattrs, index_prefix, split_name,
+};

@@ -5,10 +5,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use zerocopy::FromBytes;
+use zerocopy::little_endian::U16;
 
+use super::bytes::ReadRef;
+use super::data::Extent;
 use super::error::{Error, Result};
-use super::format::{self, ComposefsHeader, SuperBlock, compat, incompat};
+use super::format::{self, ComposefsHeader, SuperBlock, XattrLongPrefix, compat, incompat};
 use super::inode::Inode;
 use crate::sys::Mapping;
 
@@ -259,7 +261,7 @@ impl Image {
 
     /// The composefs header, if the image starts with one.
     pub fn composefs(&self) -> Option<ComposefsInfo> {
-        let (header, _) = ComposefsHeader::ref_from_prefix(&self.data).ok()?;
+        let header: &ComposefsHeader = self.read_at(0)?;
         (header.magic.get() == format::COMPOSEFS_MAGIC).then(|| ComposefsInfo {
             header_version: header.version.get(),
             flags: header.flags.get(),
@@ -282,18 +284,6 @@ impl Image {
         Inode::decode(self, nid)
     }
 
-    /// `len` bytes at absolute offset `offset`, or `None` if any of them is outside the image.
-    pub(crate) fn slice(&self, offset: u64, len: u64) -> Option<&[u8]> {
-        let start = usize::try_from(offset).ok()?;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        self.data.get(start..end)
-    }
-
-    /// Byte offset of a block.
-    pub(crate) fn block_offset(&self, blkaddr: u64) -> Option<u64> {
-        blkaddr.checked_mul(self.sb.block_size())
-    }
-
     pub(crate) fn long_prefix(&self, index: u8) -> Option<(u8, &[u8])> {
         let p = self.prefixes.get(usize::from(index))?;
         let infix = self
@@ -303,12 +293,11 @@ impl Image {
     }
 
     /// Reads the long xattr name prefix table (`xattr_prefix_start`, in the packed inode if
-    /// there is one). Bounded: at most 127 entries of at most 64 KiB each.
+    /// there is one). Bounded: at most 128 entries of at most 64 KiB each.
     fn read_long_prefixes(&self) -> Result<Vec<LongPrefix>> {
-        let raw: &[u8] = &self.data;
-        let sb: &SuperBlock = SuperBlock::ref_from_prefix(&raw[format::SUPER_OFFSET..])
-            .map_err(|_| Error::TooShort(raw.len()))?
-            .0;
+        let sb: &SuperBlock = self
+            .read_at(format::SUPER_OFFSET as u64)
+            .ok_or(Error::TooShort(self.data.len()))?;
         let count = sb.xattr_prefix_count;
         if self.sb.feature_incompat & incompat::XATTR_PREFIXES == 0 || count == 0 {
             return Ok(Vec::new());
@@ -317,63 +306,49 @@ impl Image {
             return Err(Error::CorruptSuperblock("too many long xattr prefixes"));
         }
         // Prefixes live in the packed inode when there is one, else at an absolute offset.
-        let (area_start, area_len) = if self.sb.packed_nid != 0 {
-            let packed = self.inode(self.sb.packed_nid)?;
-            match packed.extent_at(0)? {
-                Some(super::data::Extent::Data(bytes)) => {
-                    let start = bytes.as_ptr() as usize - raw.as_ptr() as usize;
-                    (start, bytes.len())
-                }
+        let area: &[u8] = if self.sb.packed_nid != 0 {
+            match self.inode(self.sb.packed_nid)?.extent_at(0)? {
+                Some(Extent::Data(bytes)) => bytes,
                 _ => return Err(Error::CorruptSuperblock("long xattr prefixes not readable")),
             }
         } else {
-            (0, raw.len())
+            &self.data
         };
-        let mut pos = u64::from(sb.xattr_prefix_start.get()) << 2;
+        let area_start = area.as_ptr() as usize - self.data.as_ptr() as usize;
+        let mut pos = format::long_prefix_table_pos(sb.xattr_prefix_start.get());
         let mut prefixes = Vec::with_capacity(usize::from(count));
         let bad = Error::CorruptSuperblock("long xattr prefix table out of range");
         for _ in 0..count {
-            pos = pos.next_multiple_of(4);
-            let p = usize::try_from(pos).map_err(|_| bad)?;
-            let len_bytes = raw
-                .get(area_start..area_start + area_len)
-                .and_then(|area| area.get(p..p.checked_add(2)?))
-                .ok_or(bad)?;
-            let len = u16::from_le_bytes([len_bytes[0], len_bytes[1]]);
-            let body_start = p + 2;
-            let body = raw[area_start..area_start + area_len]
-                .get(body_start..body_start + usize::from(len))
-                .ok_or(bad)?;
-            let (&base_index, _) = body
-                .split_first()
+            let len = area.read_at::<U16>(pos).ok_or(bad)?.get();
+            let body_pos = pos + size_of::<U16>() as u64;
+            let body = area.read_bytes_at(body_pos, u64::from(len)).ok_or(bad)?;
+            let head: &XattrLongPrefix = body
+                .read_at(0)
                 .ok_or(Error::CorruptSuperblock("empty long xattr prefix"))?;
             prefixes.push(LongPrefix {
-                base_index,
-                infix_start: area_start + body_start + 1,
-                infix_len: len - 1,
+                base_index: head.base_index,
+                infix_start: area_start + (body_pos as usize) + size_of::<XattrLongPrefix>(),
+                infix_len: len - size_of::<XattrLongPrefix>() as u16,
             });
-            pos = (body_start + usize::from(len)) as u64;
+            pos = format::next_long_prefix_pos(pos, len);
         }
         Ok(prefixes)
     }
 }
 
 fn parse_superblock(data: &[u8]) -> Result<Superblock> {
-    let raw = data
-        .get(format::SUPER_OFFSET..)
-        .and_then(|rest| SuperBlock::ref_from_prefix(rest).ok())
-        .ok_or(Error::TooShort(data.len()))?
-        .0;
+    let raw: &SuperBlock = data
+        .read_at(format::SUPER_OFFSET as u64)
+        .ok_or(Error::TooShort(data.len()))?;
     let magic = raw.magic.get();
     if magic != format::SUPER_MAGIC {
         return Err(Error::BadMagic(magic));
     }
     let block_bits = raw.blkszbits;
-    if !(9..=16).contains(&block_bits) {
+    if !format::BLOCK_BITS.contains(&block_bits) {
         return Err(Error::CorruptSuperblock("block size out of range"));
     }
-    let sb_size = 128 + usize::from(raw.sb_extslots) * 16;
-    if data.len() < format::SUPER_OFFSET + sb_size {
+    if data.len() < format::SUPER_OFFSET + format::superblock_size(raw.sb_extslots) {
         return Err(Error::TooShort(data.len()));
     }
     let feature_incompat = raw.feature_incompat.get();
@@ -410,7 +385,7 @@ fn parse_superblock(data: &[u8]) -> Result<Superblock> {
     if meta >= len {
         return Err(Error::CorruptSuperblock("metadata area outside the image"));
     }
-    if sb.fixed_nsec >= 1_000_000_000 {
+    if sb.fixed_nsec >= format::NSEC_PER_SEC {
         return Err(Error::CorruptSuperblock("nanoseconds out of range"));
     }
     Ok(sb)

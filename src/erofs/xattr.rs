@@ -5,43 +5,95 @@
 //! an optional infix from the long-prefix table and a suffix, all borrowed.
 
 use xxhash_rust::xxh32::Xxh32;
-use zerocopy::FromBytes;
+use zerocopy::little_endian::U32;
 
-use super::error::{Corruption, Result};
+use super::bytes::ReadRef;
+use super::error::{Corruption, Error, OrCorrupt, Result};
 use super::format::{self, XattrEntry, XattrIbodyHeader, xattr_index};
 use super::inode::Inode;
 use super::superblock::Image;
 
+/// A standard xattr name index and what it stands for: one row of [`XATTR_PREFIXES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XattrPrefix {
+    /// The name index ([`xattr_index`]).
+    pub index: u8,
+    /// The name prefix, or the whole name for the POSIX ACL indexes.
+    pub prefix: &'static [u8],
+    /// Whether [`prefix`](Self::prefix) is a whole name (no suffix follows it in a name Linux
+    /// resolves) rather than a namespace.
+    pub whole_name: bool,
+    /// Whether Linux exposes xattrs with this index (the kernel has a handler for it).
+    pub linux: bool,
+}
+
+impl XattrPrefix {
+    /// The row of `index`, `None` for indexes the format does not define.
+    pub fn of(index: u8) -> Option<&'static XattrPrefix> {
+        XATTR_PREFIXES.get(usize::from(index))
+    }
+}
+
+const fn row(index: u8, prefix: &'static [u8], whole_name: bool, linux: bool) -> XattrPrefix {
+    XattrPrefix {
+        index,
+        prefix,
+        whole_name,
+        linux,
+    }
+}
+
+/// Every standard xattr name index with its prefix, indexed by name index: the one table both
+/// directions (index to name, name to index) and the dumpfile writer use.
+pub const XATTR_PREFIXES: [XattrPrefix; 7] = [
+    row(xattr_index::NONE, b"", false, false),
+    row(xattr_index::USER, b"user.", false, true),
+    row(
+        xattr_index::POSIX_ACL_ACCESS,
+        b"system.posix_acl_access",
+        true,
+        true,
+    ),
+    row(
+        xattr_index::POSIX_ACL_DEFAULT,
+        b"system.posix_acl_default",
+        true,
+        true,
+    ),
+    row(xattr_index::TRUSTED, b"trusted.", false, true),
+    row(xattr_index::LUSTRE, b"lustre.", false, false),
+    row(xattr_index::SECURITY, b"security.", false, true),
+];
+
+const _: () = {
+    let mut i = 0;
+    while i < XATTR_PREFIXES.len() {
+        assert!(XATTR_PREFIXES[i].index as usize == i);
+        i += 1;
+    }
+};
+
 /// The prefix string of a standard xattr name index, `None` for indexes Linux does not expose.
 pub fn index_prefix(index: u8) -> Option<&'static [u8]> {
-    Some(match index {
-        xattr_index::USER => b"user.",
-        xattr_index::POSIX_ACL_ACCESS => b"system.posix_acl_access",
-        xattr_index::POSIX_ACL_DEFAULT => b"system.posix_acl_default",
-        xattr_index::TRUSTED => b"trusted.",
-        xattr_index::SECURITY => b"security.",
-        _ => return None,
-    })
+    XattrPrefix::of(index)
+        .filter(|row| row.linux)
+        .map(|row| row.prefix)
 }
 
 /// Splits a full xattr name into its standard index and the rest, as the kernel's handlers do.
-/// `None` if no standard prefix matches (such names never exist in EROFS).
+/// `None` if no prefix Linux exposes matches (such names never exist in EROFS).
 pub fn split_name(name: &[u8]) -> Option<(u8, &[u8])> {
-    const PREFIXED: [(u8, &[u8]); 3] = [
-        (xattr_index::USER, b"user."),
-        (xattr_index::TRUSTED, b"trusted."),
-        (xattr_index::SECURITY, b"security."),
-    ];
-    for (index, prefix) in PREFIXED {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            return Some((index, rest));
-        }
-    }
-    match name {
-        b"system.posix_acl_access" => Some((xattr_index::POSIX_ACL_ACCESS, b"")),
-        b"system.posix_acl_default" => Some((xattr_index::POSIX_ACL_DEFAULT, b"")),
-        _ => None,
-    }
+    XATTR_PREFIXES
+        .iter()
+        .filter(|row| row.linux)
+        .find_map(|row| {
+            let rest = if row.whole_name {
+                (name == row.prefix).then_some(&b""[..])
+            } else {
+                name.strip_prefix(row.prefix)
+            };
+            Some((row.index, rest?))
+        })
 }
 
 /// An xattr name as stored: a standard name index, an infix from a long prefix (often empty)
@@ -97,14 +149,6 @@ impl<'img> XattrName<'img> {
             .all(|b| stored.next() == Some(b))
     }
 
-    /// Whether the full name equals `name`.
-    pub fn eq_full(&self, name: &[u8]) -> bool {
-        match split_name(name) {
-            Some((index, rest)) => index == self.index && self.rest_eq(rest),
-            None => false,
-        }
-    }
-
     /// The full name as a new vector (for tools and tests, not hot paths).
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts().map(|p| p.concat()).unwrap_or_default()
@@ -127,8 +171,8 @@ pub struct Xattrs<'img> {
     nid: u64,
     /// Bloom filter, if the image has one: a set bit means "absent".
     filter: Option<u32>,
-    /// Shared xattr ids (4 bytes each).
-    shared: &'img [u8],
+    /// Shared xattr ids.
+    shared: &'img [U32],
     /// Inline entries.
     inline: &'img [u8],
 }
@@ -137,9 +181,10 @@ impl<'img> Inode<'img> {
     /// This inode's xattrs (an empty set if it has none).
     pub fn xattrs(&self) -> Result<Xattrs<'img>> {
         let image = self.image;
+        let nid = self.nid();
         let empty = Xattrs {
             image,
-            nid: self.nid(),
+            nid,
             filter: None,
             shared: &[],
             inline: &[],
@@ -148,16 +193,17 @@ impl<'img> Inode<'img> {
         if size == 0 {
             return Ok(empty);
         }
-        let truncated = self.corrupt(Corruption::XattrTruncated);
+        let truncated = Corruption::XattrTruncated;
         let area = image
-            .slice(self.offset + u64::from(self.inode_size), u64::from(size))
-            .ok_or(truncated)?;
-        let (header, rest) = XattrIbodyHeader::ref_from_prefix(area).map_err(|_| truncated)?;
-        let shared_len = usize::from(header.shared_count) * 4;
-        if shared_len > rest.len() {
-            return Err(truncated);
-        }
-        let (shared, inline) = rest.split_at(shared_len);
+            .read_bytes_at(self.offset + u64::from(self.inode_size), u64::from(size))
+            .or_corrupt(nid, truncated)?;
+        let header: &XattrIbodyHeader = area.read_at(0).or_corrupt(nid, truncated)?;
+        let shared_start = size_of::<XattrIbodyHeader>();
+        let shared_count = usize::from(header.shared_count);
+        let shared = area
+            .read_slice_at(shared_start as u64, shared_count)
+            .or_corrupt(nid, truncated)?;
+        let inline = &area[shared_start + size_of_val(shared)..];
         Ok(Xattrs {
             filter: image
                 .superblock()
@@ -231,51 +277,45 @@ impl<'img> Xattrs<'img> {
         filter & (1 << (hasher.digest() & 31)) != 0
     }
 
-    fn corrupt(&self, what: Corruption) -> super::Error {
-        super::Error::corrupt(self.nid, what)
-    }
-
-    /// Parses the entry at the start of `bytes`, returning it and its aligned size.
-    fn parse_entry(&self, bytes: &'img [u8]) -> Result<(Xattr<'img>, usize)> {
-        let truncated = self.corrupt(Corruption::XattrTruncated);
-        let (entry, rest) = XattrEntry::ref_from_prefix(bytes).map_err(|_| truncated)?;
+    /// Parses the entry at byte `pos` of `area`, returning it and its aligned size.
+    fn parse_entry(&self, area: &'img [u8], pos: usize) -> Result<(Xattr<'img>, usize)> {
+        let truncated = Corruption::XattrTruncated;
+        let entry: &XattrEntry = area.read_at(pos as u64).or_corrupt(self.nid, truncated)?;
         let name_len = usize::from(entry.name_len);
         let value_len = usize::from(entry.value_size.get());
-        let suffix = rest.get(..name_len).ok_or(truncated)?;
-        let value = rest.get(name_len..name_len + value_len).ok_or(truncated)?;
+        let name_pos = (pos + size_of::<XattrEntry>()) as u64;
+        let suffix = area
+            .read_bytes_at(name_pos, name_len as u64)
+            .or_corrupt(self.nid, truncated)?;
+        let value = area
+            .read_bytes_at(name_pos + name_len as u64, value_len as u64)
+            .or_corrupt(self.nid, truncated)?;
         let (index, infix) = if entry.name_index & xattr_index::LONG_PREFIX != 0 {
             self.image
                 .long_prefix(entry.name_index & xattr_index::LONG_PREFIX_MASK)
-                .ok_or(self.corrupt(Corruption::BadXattrPrefix))?
+                .or_corrupt(self.nid, Corruption::BadXattrPrefix)?
         } else {
             (entry.name_index, &[][..])
         };
-        let size = (4 + name_len + value_len).next_multiple_of(4);
+        let name = XattrName {
+            index,
+            infix,
+            suffix,
+        };
         Ok((
-            Xattr {
-                name: XattrName {
-                    index,
-                    infix,
-                    suffix,
-                },
-                value,
-            },
-            size,
+            Xattr { name, value },
+            format::xattr_entry_size(name_len, value_len),
         ))
     }
 
     fn shared_entry(&self, id: u32) -> Result<Xattr<'img>> {
         let sb = self.image.superblock();
-        let bad = self.corrupt(Corruption::SharedXattrOutOfRange);
-        let offset = (u64::from(sb.xattr_blkaddr) << sb.block_bits) + u64::from(id) * 4;
-        let start = usize::try_from(offset).map_err(|_| bad)?;
-        let bytes = self
-            .image
-            .bytes()
-            .get(start..)
-            .filter(|b| !b.is_empty())
-            .ok_or(bad)?;
-        Ok(self.parse_entry(bytes)?.0)
+        let bytes = self.image.bytes();
+        let pos = format::shared_xattr_pos(sb.xattr_blkaddr, sb.block_bits, id)
+            .and_then(|pos| usize::try_from(pos).ok())
+            .filter(|&pos| pos < bytes.len())
+            .or_corrupt(self.nid, Corruption::SharedXattrOutOfRange)?;
+        Ok(self.parse_entry(bytes, pos)?.0)
     }
 }
 
@@ -292,19 +332,20 @@ impl<'img> XattrIter<'img> {
     fn step(&mut self) -> Result<Option<Xattr<'img>>> {
         let x = &self.xattrs;
         if self.inline_pos < x.inline.len() {
-            let (xattr, size) = x.parse_entry(&x.inline[self.inline_pos..])?;
+            let (xattr, size) = x.parse_entry(x.inline, self.inline_pos)?;
             // Entries must tile the inline area exactly, as the kernel requires.
             if size > x.inline.len() - self.inline_pos {
-                return Err(x.corrupt(Corruption::XattrTruncated));
+                return Err(Error::Corrupt {
+                    nid: x.nid,
+                    what: Corruption::XattrTruncated,
+                });
             }
             self.inline_pos += size;
             return Ok(Some(xattr));
         }
-        if self.shared_pos < x.shared.len() {
-            let id_bytes = &x.shared[self.shared_pos..self.shared_pos + 4];
-            self.shared_pos += 4;
-            let id = u32::from_le_bytes([id_bytes[0], id_bytes[1], id_bytes[2], id_bytes[3]]);
-            return x.shared_entry(id).map(Some);
+        if let Some(id) = x.shared.get(self.shared_pos) {
+            self.shared_pos += 1;
+            return x.shared_entry(id.get()).map(Some);
         }
         Ok(None)
     }

@@ -54,7 +54,7 @@ pub fn record(inode: &Inode<'_>, path: Vec<u8>) -> Entry {
                 UNREADABLE_XATTR.to_vec()
             } else if x.name.index == 2 || x.name.index == 3 {
                 // The kernel parses and re-serializes ACLs.
-                match lazycfs::posix_acl::kernel_view(x.value) {
+                match super::posix_acl::kernel_view(x.value) {
                     Ok(Some(v)) => v,
                     Ok(None) => UNREADABLE_XATTR.to_vec(),
                     Err(e) => xattr_error(e.raw_os_error()),

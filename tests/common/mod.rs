@@ -10,6 +10,7 @@ pub mod decoded;
 pub mod fixtures;
 pub mod kernel;
 pub mod objects;
+pub mod posix_acl;
 pub mod rootless;
 pub mod tree;
 

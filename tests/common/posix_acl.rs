@@ -1,4 +1,4 @@
-//! POSIX ACL xattrs as the kernel reports them.
+//! POSIX ACL xattrs as the kernel reports them: the oracle tests compare a mount against.
 //!
 //! EROFS stores `system.posix_acl_{access,default}` values raw, but the kernel never returns
 //! them raw: it parses them into an ACL and serializes that again (`posix_acl_from_xattr` /

@@ -145,17 +145,14 @@ impl<'img> Inode<'img> {
     /// Block address of chunk `index`, `None` for a hole.
     fn chunk_blkaddr(&self, chunk_format: u16, index: u64) -> Result<Option<u64>> {
         let nid = self.nid();
-        let unit = chunk::map_entry_size(chunk_format);
-        let pos = self
-            .inline_offset()
-            .next_multiple_of(unit)
-            .checked_add(
-                index
-                    .checked_mul(unit)
-                    .or_corrupt(nid, Corruption::SizeTooLarge)?,
-            )
-            .or_corrupt(nid, Corruption::InodeTruncated)?;
         let truncated = Corruption::InodeTruncated;
+        // As the kernel: the map starts at the first entry-aligned offset after the xattrs.
+        let unit = chunk::map_entry_size(chunk_format);
+        let map_start = self.inline_offset().next_multiple_of(unit);
+        let within = index
+            .checked_mul(unit)
+            .or_corrupt(nid, Corruption::SizeTooLarge)?;
+        let pos = map_start.checked_add(within).or_corrupt(nid, truncated)?;
         let blkaddr = if chunk_format & chunk::INDEXES != 0 {
             let entry: &ChunkIndex = self.image.read_at(pos).or_corrupt(nid, truncated)?;
             let blkaddr = entry.blkaddr.get();

@@ -31,7 +31,8 @@ pub struct DirEntry<'img> {
 impl DirEntry<'_> {
     /// The `d_type` readdir reports (`DT_UNKNOWN` for unknown dirent types, as the kernel).
     pub fn dtype(&self) -> u8 {
-        FileType::from_dirent(self.file_type).map_or(0, FileType::dtype)
+        const DT_UNKNOWN: u8 = 0;
+        FileType::from_dirent(self.file_type).map_or(DT_UNKNOWN, FileType::dtype)
     }
 }
 

@@ -23,7 +23,7 @@ pub const NULL_ADDR: u32 = u32::MAX;
 pub const BLOCK_BITS: std::ops::RangeInclusive<u8> = 9..=16;
 /// Nanoseconds in a second: timestamps' nanoseconds must be below it.
 pub const NSEC_PER_SEC: u32 = 1_000_000_000;
-/// Symlink targets are shorter than this, as the kernel requires (one page).
+/// Symlink targets are shorter than this (`PATH_MAX`, which counts the terminating NUL).
 pub const SYMLINK_MAX: u64 = 4096;
 
 /// Size of the superblock with its extension slots (`sb_extslots`, 16 bytes each).
@@ -341,8 +341,8 @@ pub struct XattrEntry {
 
 /// Xattr name indexes.
 pub mod xattr_index {
-    /// No prefix: composefs writers store names no other index fits in full (not exposed by
-    /// Linux).
+    /// No prefix, the whole name is stored: composefs writers' fallback for names no other
+    /// index fits (not exposed by Linux).
     pub const NONE: u8 = 0;
     /// `user.`
     pub const USER: u8 = 1;

@@ -32,39 +32,50 @@ impl XattrPrefix {
     pub fn of(index: u8) -> Option<&'static XattrPrefix> {
         XATTR_PREFIXES.get(usize::from(index))
     }
-}
 
-const fn row(index: u8, prefix: &'static [u8], whole_name: bool, linux: bool) -> XattrPrefix {
-    XattrPrefix {
-        index,
-        prefix,
-        whole_name,
-        linux,
+    /// A namespace Linux exposes (`user.`).
+    const fn namespace(index: u8, prefix: &'static [u8]) -> XattrPrefix {
+        XattrPrefix {
+            index,
+            prefix,
+            whole_name: false,
+            linux: true,
+        }
+    }
+
+    /// A whole name Linux exposes (`system.posix_acl_access`).
+    const fn whole_name(index: u8, name: &'static [u8]) -> XattrPrefix {
+        XattrPrefix {
+            whole_name: true,
+            ..XattrPrefix::namespace(index, name)
+        }
+    }
+
+    /// A prefix the format defines but Linux does not expose (`lustre.`).
+    const fn hidden(index: u8, prefix: &'static [u8]) -> XattrPrefix {
+        XattrPrefix {
+            linux: false,
+            ..XattrPrefix::namespace(index, prefix)
+        }
     }
 }
 
 /// Every standard xattr name index with its prefix, indexed by name index: the one table both
 /// directions (index to name, name to index) and the dumpfile writer use.
-pub const XATTR_PREFIXES: [XattrPrefix; 7] = [
-    row(xattr_index::NONE, b"", false, false),
-    row(xattr_index::USER, b"user.", false, true),
-    row(
-        xattr_index::POSIX_ACL_ACCESS,
-        b"system.posix_acl_access",
-        true,
-        true,
-    ),
-    row(
-        xattr_index::POSIX_ACL_DEFAULT,
-        b"system.posix_acl_default",
-        true,
-        true,
-    ),
-    row(xattr_index::TRUSTED, b"trusted.", false, true),
-    row(xattr_index::LUSTRE, b"lustre.", false, false),
-    row(xattr_index::SECURITY, b"security.", false, true),
-];
+pub const XATTR_PREFIXES: [XattrPrefix; 7] = {
+    use xattr_index::*;
+    [
+        XattrPrefix::hidden(NONE, b""),
+        XattrPrefix::namespace(USER, b"user."),
+        XattrPrefix::whole_name(POSIX_ACL_ACCESS, b"system.posix_acl_access"),
+        XattrPrefix::whole_name(POSIX_ACL_DEFAULT, b"system.posix_acl_default"),
+        XattrPrefix::namespace(TRUSTED, b"trusted."),
+        XattrPrefix::hidden(LUSTRE, b"lustre."),
+        XattrPrefix::namespace(SECURITY, b"security."),
+    ]
+};
 
+// `XattrPrefix::of` finds a row by position.
 const _: () = {
     let mut i = 0;
     while i < XATTR_PREFIXES.len() {

@@ -153,7 +153,8 @@ pub mod iformat {
         format & VERSION_MASK != 0
     }
 
-    /// The data layout field (the kernel's `erofs_inode_datalayout`), one of [`datalayout`].
+    /// The data layout field (the kernel's `erofs_inode_datalayout`): one of the
+    /// [`datalayout`](super::datalayout) values.
     pub const fn datalayout(format: u16) -> u8 {
         ((format >> DATALAYOUT_BIT) & DATALAYOUT_MASK) as u8
     }

@@ -1,11 +1,11 @@
 //! The EROFS format and a lazy, zero-copy decoder over an image mapping.
 //!
-//! Split by on-disk concern like the kernel's `fs/erofs/`: [`format`] (on-disk structs and the
-//! arithmetic that places them), the superblock ([`Image`]), inodes ([`Inode`]), directories
-//! ([`Dir`]), xattrs ([`Xattrs`]) and data ([`Extent`]). Every read of the mapping goes through
-//! one bounds-checked primitive that returns zerocopy views of the on-disk structs. Nothing is
-//! decoded until asked for, nothing is cached, and everything returned borrows from the
-//! [`Image`].
+//! Split by on-disk concern like the kernel's `fs/erofs/`: [`format`](mod@format) (on-disk
+//! structs and the arithmetic that places them), the superblock ([`Image`]), inodes
+//! ([`Inode`]), directories ([`Dir`]), xattrs ([`Xattrs`]) and data ([`Extent`]). Every read
+//! of the mapping goes through one bounds-checked primitive that returns zerocopy views of the
+//! on-disk structs. Nothing is decoded until asked for, nothing is cached, and everything
+//! returned borrows from the [`Image`].
 
 mod bytes;
 mod data;

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use lazycfs::mount::ServeOptions;
-use lazycfs::overlay::OverlayMountOptions;
+use lazycfs::mount::overlay::OverlayMountOptions;
 use lexopt::prelude::*;
 
 /// A parsed command line.

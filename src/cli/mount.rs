@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lazycfs::mount::{Mounted, ServeOptions};
-use lazycfs::overlay::{OverlayMountOptions, mount_kernel_composefs, mount_kernel_erofs};
-use lazycfs::privilege::{Mode, Privilege};
+use lazycfs::mount::overlay::{OverlayMountOptions, mount_kernel_composefs, mount_kernel_erofs};
+use lazycfs::mount::mode::{Mode, Privilege};
 
 use super::args::{ModeArg, MountArgs};
 use super::{USAGE_ERROR, check_basedir, open_image};

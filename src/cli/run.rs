@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use lazycfs::mount::ServeOptions;
-use lazycfs::sandbox::{RunError, RunOptions, enter_private_namespaces};
+use lazycfs::mount::sandbox::{RunError, RunOptions, enter_private_namespaces};
 use std::io::ErrorKind;
 
 use super::args::RunArgs;
@@ -51,7 +51,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
         .command
         .split_first()
         .expect("the parser requires a command");
-    let status = lazycfs::sandbox::run(
+    let status = lazycfs::mount::sandbox::run(
         image,
         &args.image,
         privilege,

@@ -14,9 +14,13 @@ use rustix::mount::MountAttrFlags;
 
 use crate::content::Basedir;
 use crate::erofs::{Image, Prefetch};
-use crate::overlay::{DetachedMount, OverlayMountOptions, OverlayXattrs};
+use crate::mount::overlay::{DetachedMount, OverlayMountOptions, OverlayXattrs};
 use crate::server::{ImageFs, Stats};
 use crate::view::View;
+
+pub mod mode;
+pub mod overlay;
+pub mod sandbox;
 
 /// How to serve an image. Build with [`ServeOptions::new`] and the setters.
 ///
@@ -153,8 +157,8 @@ impl ServeOptions {
         // Registering passthrough backing files needs CAP_SYS_ADMIN in the initial user
         // namespace; in the overlay views the overlay reads objects, not the kernel's FUSE.
         let passthrough = !self.view.is_overlay_lower()
-            && crate::privilege::Privilege::detect()
-                .is_ok_and(|p| p == crate::privilege::Privilege::InitialRoot);
+            && crate::mount::mode::Privilege::detect()
+                .is_ok_and(|p| p == crate::mount::mode::Privilege::InitialRoot);
         Ok(ImageFs::new(image, self.view, basedir)
             .with_passthrough(passthrough)
             .with_busy_poll(self.busy_poll)
@@ -282,12 +286,12 @@ pub fn mount(
 
 /// The rootless composefs mount: serves `image` on a FUSE mount that is never attached to a
 /// path, puts an overlayfs on it with `options.basedir` as data-only layer (see
-/// [`crate::overlay::mount_fuse_overlay`]) and attaches the overlay on `mountpoint`. The
+/// [`crate::mount::overlay::mount_fuse_overlay`]) and attaches the overlay on `mountpoint`. The
 /// server presents the overlay view matching `overlay.xattrs` (the view in `options` is
 /// ignored) and stops when the overlay is unmounted.
 ///
 /// Needs CAP_SYS_ADMIN over the current mount namespace: root, or root in a user namespace
-/// (e.g. under `unshare -Urm`, or after [`crate::sandbox::enter_private_namespaces`]).
+/// (e.g. under `unshare -Urm`, or after [`crate::mount::sandbox::enter_private_namespaces`]).
 pub fn mount_overlay(
     image: Image,
     mountpoint: impl AsRef<Path>,
@@ -320,7 +324,7 @@ pub fn mount_overlay(
     .spawn()?;
     // The overlay looks up the FUSE root while mounting: the server is already running.
     let overlay_mount =
-        crate::overlay::mount_fuse_overlay(&fuse_mount.proc_path(), &basedir, overlay)?;
+        crate::mount::overlay::mount_fuse_overlay(&fuse_mount.proc_path(), &basedir, overlay)?;
     // The overlay holds its own reference to the FUSE mount; once the overlay goes, the FUSE
     // filesystem goes and the server stops.
     drop(fuse_mount);
@@ -345,7 +349,7 @@ fn mount_detached_fuse(options: &ServeOptions) -> io::Result<(DetachedMount, Own
     let fd = dev.as_raw_fd().to_string();
     let uid = rustix::process::geteuid().as_raw().to_string();
     let gid = rustix::process::getegid().as_raw().to_string();
-    let fuse = crate::overlay::FsBuilder::open("fuse")?;
+    let fuse = crate::mount::overlay::FsBuilder::open("fuse")?;
     fuse.string("source", &options.fsname)?
         .string("subtype", "lazycfs")?
         .string("fd", &fd)?

@@ -20,8 +20,8 @@ use rustix::thread::UnshareFlags;
 
 use crate::erofs::Image;
 use crate::mount::{Mounted, ServeOptions};
-use crate::overlay::{OverlayMountOptions, mount_kernel_composefs};
-use crate::privilege::Privilege;
+use crate::mount::overlay::{OverlayMountOptions, mount_kernel_composefs};
+use crate::mount::mode::Privilege;
 
 /// Enters a private mount namespace, first creating a user namespace when the caller is not
 /// root in its current one: its uid and gid map to root and, when it has subordinate ids

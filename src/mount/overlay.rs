@@ -111,7 +111,7 @@ impl DetachedMount {
 /// be answering. `fuse_mount` may be a path or a [`DetachedMount::proc_path`].
 ///
 /// ```no_run
-/// use lazycfs::overlay::{OverlayMountOptions, mount_fuse_overlay};
+/// use lazycfs::mount::overlay::{OverlayMountOptions, mount_fuse_overlay};
 /// use std::path::Path;
 ///
 /// let options = OverlayMountOptions::new();

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use lazycfs::mount::{Mounted, ServeOptions};
+use lazycfs::mount::mode::{Mode, Privilege, Wants};
 use lazycfs::mount::overlay::{OverlayMountOptions, mount_kernel_composefs, mount_kernel_erofs};
-use lazycfs::mount::mode::{Mode, Privilege};
+use lazycfs::mount::{Mounted, ServeOptions};
 
 use super::args::{ModeArg, MountArgs};
 use super::{USAGE_ERROR, check_basedir, open_image};
@@ -72,49 +72,22 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
 
 /// The mode to use, or a one-line error (exit 2) when the requested one cannot work.
 fn choose_mode(args: &MountArgs) -> Result<(Mode, &'static str), ExitCode> {
-    let fail = |why: &str| {
+    let fail = |why: String| {
         eprintln!("lazycfs: {why}");
         ExitCode::from(USAGE_ERROR)
     };
-    let privilege = Privilege::detect().map_err(|e| fail(&e.to_string()))?;
-    let wants_overlay = args.serve.upper.is_some();
-    let chosen = match args.mode {
-        ModeArg::Auto => {
-            let (mode, why) = Mode::choose(privilege, wants_overlay);
-            if mode == Mode::Overlay && args.basedir.is_none() && !wants_overlay {
-                (
-                    Mode::Direct,
-                    "no basedir, so no overlay is needed: FUSE following nothing",
-                )
-            } else {
-                (mode, why)
-            }
-        }
-        ModeArg::Direct => (Mode::Direct, "requested"),
-        ModeArg::Overlay => (Mode::Overlay, "requested"),
-        ModeArg::Kernel => (Mode::Kernel, "requested"),
+    let privilege = Privilege::detect().map_err(|e| fail(e.to_string()))?;
+    let requested = match args.mode {
+        ModeArg::Auto => None,
+        ModeArg::Direct => Some(Mode::Direct),
+        ModeArg::Overlay => Some(Mode::Overlay),
+        ModeArg::Kernel => Some(Mode::Kernel),
     };
-    match chosen.0 {
-        Mode::Direct if wants_overlay => {
-            return Err(fail("--upper needs an overlay: --mode overlay or kernel"));
-        }
-        Mode::Overlay if args.basedir.is_none() => {
-            return Err(fail("the overlay mode needs --basedir"));
-        }
-        Mode::Overlay if privilege == Privilege::Unprivileged => {
-            return Err(fail(
-                "the overlay mode needs root in a user namespace (e.g. under `unshare -Urm`); \
-                 `lazycfs run` sets one up",
-            ));
-        }
-        Mode::Kernel if privilege != Privilege::InitialRoot => {
-            return Err(fail(
-                "the kernel mode needs root in the initial user namespace",
-            ));
-        }
-        _ => {}
-    }
-    Ok(chosen)
+    let wants = Wants {
+        basedir: args.basedir.is_some(),
+        upper: args.serve.upper.is_some(),
+    };
+    Mode::resolve(requested, privilege, wants).map_err(|e| fail(e.to_string()))
 }
 
 /// Kernel EROFS (+ overlayfs with the basedir): no server, so nothing stays running.

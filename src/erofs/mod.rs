@@ -23,7 +23,7 @@ pub use dir::{Dir, DirEntries, DirEntry};
 pub use error::{Corruption, Error, Result};
 pub use format::xattr_index;
 pub use inode::{DataLayout, FileType, Inode};
-pub use superblock::{ComposefsInfo, Image, OpenError, Prefetch, Superblock};
+pub use superblock::{ComposefsInfo, Image, OpenError, Superblock};
 pub use xattr::{
     XATTR_PREFIXES, Xattr, XattrIter, XattrName, XattrPrefix, Xattrs, index_prefix, split_name,
 };

@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use zerocopy::little_endian::U16;
@@ -126,79 +125,6 @@ impl std::fmt::Debug for Image {
     }
 }
 
-/// Readahead of a whole image, from [`Image::prefetcher`].
-#[derive(Debug)]
-pub struct Prefetch {
-    /// `None` for an image held in memory, or once the kernel refused a hint.
-    file: Option<File>,
-    len: u64,
-    /// Where the reads not yet submitted start.
-    next: u64,
-}
-
-impl Prefetch {
-    /// The kernel truncates one hint to the device's readahead window (128 KiB by default),
-    /// so a whole image takes one hint per window.
-    const WINDOW: u64 = 128 * 1024;
-    /// How much [`Prefetch::run`] keeps submitted ahead of what has been read.
-    pub const IN_FLIGHT: u64 = 512 * 1024;
-
-    /// Asks the kernel to read the image into the page cache (`POSIX_FADV_WILLNEED`) up to
-    /// byte `end`, and returns once the reads are submitted, which takes about 15 µs per
-    /// 128 KiB; the reads themselves go on in the background. Does nothing for an image held
-    /// in memory or for what was already submitted.
-    ///
-    /// Everything submitted is queued at once: a page the server faults on meanwhile (a
-    /// lookup) is read after it. Servers use [`Prefetch::run`], which keeps the queue short.
-    pub fn submit(&mut self, end: u64) {
-        while self.next < self.len.min(end) && self.hint_next() {}
-    }
-
-    /// Reads the rest of the image into the page cache, so a cold tree walk does not fault
-    /// page by page, keeping at most [`Prefetch::IN_FLIGHT`] bytes of reads queued: a lookup
-    /// that faults on a page meanwhile waits behind that much at most, instead of behind the
-    /// whole image (milliseconds per fault on a virtio disk). Returns once the last read is
-    /// submitted (about 200 ms for a 100 MiB image on a 500 MB/s disk): servers run it on a
-    /// thread of its own, started before mounting so that the reads overlap the mount's
-    /// setup.
-    pub fn run(mut self) {
-        // Everything before `read` is read, or was submitted before this call.
-        let mut read = self.next;
-        while self.next < self.len {
-            if self.next - read >= Self::IN_FLIGHT {
-                let Some(file) = &self.file else { return };
-                // Reading the last byte of the oldest window waits for that window's reads
-                // (the hints set no readahead marks, so this submits nothing more).
-                let last = (read + Self::WINDOW).min(self.len) - 1;
-                if file.read_at(&mut [0], last).is_err() {
-                    return;
-                }
-                read += Self::WINDOW;
-            }
-            if !self.hint_next() {
-                return;
-            }
-        }
-    }
-
-    /// Hints the window at `next` and moves past it; `false`, and no hints from then on, if
-    /// there is no file or the kernel refused.
-    fn hint_next(&mut self) -> bool {
-        let Some(file) = &self.file else { return false };
-        let hint = rustix::fs::fadvise(
-            file,
-            self.next,
-            std::num::NonZeroU64::new(Self::WINDOW),
-            rustix::fs::Advice::WillNeed,
-        );
-        self.next += Self::WINDOW;
-        if hint.is_err() {
-            self.file = None;
-        }
-        hint.is_ok()
-    }
-}
-
 impl Image {
     /// Maps the image file and validates its superblock.
     pub fn open(path: impl AsRef<Path>) -> std::result::Result<Image, OpenError> {
@@ -238,15 +164,9 @@ impl Image {
         Ok(image)
     }
 
-    /// A handle that asks the kernel to read the whole image into the page cache, for servers
-    /// that will soon touch most of it. It outlives the image (it holds its own descriptor), so
-    /// it can be started after the image has moved into a server.
-    pub fn prefetcher(&self) -> Prefetch {
-        Prefetch {
-            file: self.data.file().and_then(|file| file.try_clone().ok()),
-            len: self.data.len() as u64,
-            next: 0,
-        }
+    /// The image file, when the image is mapped from one (not for [`Image::from_bytes`]).
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.data.file()
     }
 
     /// The decoded superblock.

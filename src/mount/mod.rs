@@ -1,9 +1,16 @@
-//! Mounting and serving: options, the FUSE session, readiness and clean shutdown.
+//! Mounting and serving: [`ServeOptions`], the FUSE mount ([`mount`]), the rootless composefs
+//! stack ([`mount_overlay`]), readiness and clean shutdown ([`Mounted`], [`unmount`]).
+//!
+//! - [`mode`]: who the caller is and which kind of mount it gets (all of the mode policy).
+//! - [`newmount`]: the new mount API (`fsopen`/`fsconfig`/`fsmount`) every mount but the
+//!   `fusermount3` one is made with, and [`DetachedMount`](newmount::DetachedMount).
+//! - [`overlay`]: the kernel's half of a composefs mount: overlayfs and kernel EROFS.
+//! - [`prefetch`]: reading the image into the page cache while the mount serves.
+//! - [`sandbox`]: `lazycfs run`, a command inside a private mount.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -13,13 +20,17 @@ use rustix::fs::OFlags;
 use rustix::mount::MountAttrFlags;
 
 use crate::content::Basedir;
-use crate::erofs::{Image, Prefetch};
-use crate::mount::overlay::{DetachedMount, OverlayMountOptions, OverlayXattrs};
+use crate::erofs::Image;
 use crate::server::{ImageFs, Stats};
 use crate::view::View;
+use newmount::{DetachedMount, FsBuilder};
+use overlay::{OverlayMountOptions, OverlayXattrs};
+use prefetch::PrefetchThread;
 
 pub mod mode;
+pub mod newmount;
 pub mod overlay;
+pub mod prefetch;
 pub mod sandbox;
 
 /// How to serve an image. Build with [`ServeOptions::new`] and the setters.
@@ -135,14 +146,19 @@ impl ServeOptions {
                 .mount_options
                 .extend([MountOption::Dev, MountOption::Suid]);
         }
-        config.acl = if self.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        };
+        config.acl = self.session_acl();
         // One thread reads the device (see `threads`); object reads go to the workers.
         config.n_threads = Some(1);
         config
+    }
+
+    /// Who may use the mount: everyone with `allow_other`, else only the mounter.
+    fn session_acl(&self) -> SessionACL {
+        if self.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        }
     }
 
     fn filesystem(&self, image: Image) -> io::Result<ImageFs> {
@@ -154,11 +170,8 @@ impl ServeOptions {
             })?),
             None => None,
         };
-        // Registering passthrough backing files needs CAP_SYS_ADMIN in the initial user
-        // namespace; in the overlay views the overlay reads objects, not the kernel's FUSE.
-        let passthrough = !self.view.is_overlay_lower()
-            && crate::mount::mode::Privilege::detect()
-                .is_ok_and(|p| p == crate::mount::mode::Privilege::InitialRoot);
+        let passthrough =
+            mode::Privilege::detect().is_ok_and(|p| mode::fuse_passthrough(p, self.view));
         Ok(ImageFs::new(image, self.view, basedir)
             .with_passthrough(passthrough)
             .with_busy_poll(self.busy_poll)
@@ -171,7 +184,7 @@ pub struct Mounted {
     session: fuser::BackgroundSession,
     mountpoint: PathBuf,
     stats: Arc<Stats>,
-    /// Ends with the mount.
+    /// Parked until the mount ends, then let go.
     _prefetch: PrefetchThread,
 }
 
@@ -217,50 +230,10 @@ impl Mounted {
     }
 }
 
-/// The thread that reads a mount's image into the page cache (see
-/// [`crate::erofs::Prefetch::run`]). It is started before mounting, so that its reads overlap
-/// the mount's setup, and once done it waits for the mount to end: exiting earlier would map
-/// libc's thread-exit code into the server for the rest of its life (about 100 KiB of resident
-/// pages on a small image).
-struct PrefetchThread {
-    thread: Option<std::thread::Thread>,
-    ended: Arc<AtomicBool>,
-}
-
-impl PrefetchThread {
-    /// The thread's stack: it calls a few syscalls and nothing recursive.
-    const STACK: usize = 64 * 1024;
-
-    /// Starts the thread. One that cannot be started only costs the readahead.
-    fn start(prefetch: Prefetch) -> PrefetchThread {
-        let ended = Arc::new(AtomicBool::new(false));
-        let ended_seen = ended.clone();
-        let thread = std::thread::Builder::new()
-            .name("lazycfs-prefetch".into())
-            .stack_size(Self::STACK)
-            .spawn(move || {
-                prefetch.run();
-                while !ended_seen.load(Ordering::Acquire) {
-                    std::thread::park();
-                }
-            })
-            .ok()
-            .map(|handle| handle.thread().clone());
-        PrefetchThread { thread, ended }
-    }
-}
-
-impl Drop for PrefetchThread {
-    fn drop(&mut self) {
-        self.ended.store(true, Ordering::Release);
-        if let Some(thread) = &self.thread {
-            thread.unpark();
-        }
-    }
-}
-
 /// Mounts `image` on `mountpoint` (directly as root, through `fusermount3` otherwise) and
-/// serves it from background threads. Returns once the mount answers requests.
+/// serves it from background threads. Returns once the mount answers requests. Meanwhile, and
+/// until the last read is submitted, a thread reads the image into the page cache
+/// ([`prefetch`]).
 pub fn mount(
     image: Image,
     mountpoint: impl AsRef<Path>,
@@ -286,12 +259,12 @@ pub fn mount(
 
 /// The rootless composefs mount: serves `image` on a FUSE mount that is never attached to a
 /// path, puts an overlayfs on it with `options.basedir` as data-only layer (see
-/// [`crate::mount::overlay::mount_fuse_overlay`]) and attaches the overlay on `mountpoint`. The
+/// [`overlay::mount_overlayfs_on`]) and attaches the overlay on `mountpoint`. The
 /// server presents the overlay view matching `overlay.xattrs` (the view in `options` is
 /// ignored) and stops when the overlay is unmounted.
 ///
 /// Needs CAP_SYS_ADMIN over the current mount namespace: root, or root in a user namespace
-/// (e.g. under `unshare -Urm`, or after [`crate::mount::sandbox::enter_private_namespaces`]).
+/// (e.g. under `unshare -Urm`, or after [`sandbox::enter_private_namespaces`]).
 pub fn mount_overlay(
     image: Image,
     mountpoint: impl AsRef<Path>,
@@ -313,18 +286,12 @@ pub fn mount_overlay(
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
     let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
-    let acl = if options.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
     let session = polled_session(fs, |fs| {
-        fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())
+        fuser::Session::from_fd(fs, fuse_fd, options.session_acl(), options.fuse_config())
     })?
     .spawn()?;
     // The overlay looks up the FUSE root while mounting: the server is already running.
-    let overlay_mount =
-        crate::mount::overlay::mount_fuse_overlay(&fuse_mount.proc_path(), &basedir, overlay)?;
+    let overlay_mount = overlay::mount_overlayfs_on(&fuse_mount.proc_path(), &basedir, overlay)?;
     // The overlay holds its own reference to the FUSE mount; once the overlay goes, the FUSE
     // filesystem goes and the server stops.
     drop(fuse_mount);
@@ -349,7 +316,7 @@ fn mount_detached_fuse(options: &ServeOptions) -> io::Result<(DetachedMount, Own
     let fd = dev.as_raw_fd().to_string();
     let uid = rustix::process::geteuid().as_raw().to_string();
     let gid = rustix::process::getegid().as_raw().to_string();
-    let fuse = crate::mount::overlay::FsBuilder::open("fuse")?;
+    let fuse = FsBuilder::open("fuse")?;
     fuse.string("source", &options.fsname)?
         .string("subtype", "lazycfs")?
         .string("fd", &fd)?
@@ -362,25 +329,6 @@ fn mount_detached_fuse(options: &ServeOptions) -> io::Result<(DetachedMount, Own
     }
     let mount = fuse.mount(MountAttrFlags::MOUNT_ATTR_RDONLY)?;
     Ok((mount, dev))
-}
-
-/// Serves `image` on an already mounted `/dev/fuse` file descriptor (e.g. one a privileged
-/// helper mounted), until the filesystem is unmounted.
-pub fn serve_fd(
-    image: Image,
-    fuse_fd: std::os::fd::OwnedFd,
-    options: &ServeOptions,
-) -> io::Result<()> {
-    let fs = options.filesystem(image)?;
-    let acl = if options.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    polled_session(fs, |fs| {
-        fuser::Session::from_fd(fs, fuse_fd, acl, options.fuse_config())
-    })?
-    .run()
 }
 
 /// Creates the FUSE session serving `fs` and hands its device to the server's busy poller.

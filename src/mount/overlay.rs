@@ -1,23 +1,19 @@
-//! The overlayfs half of a composefs mount: on a running lazycfs FUSE mount (rootless: the
-//! server presents [`View::OverlayUser`](crate::view::View::OverlayUser) and the overlay
-//! uses `userxattr`) or on a kernel EROFS mount of the image (rootful, as `mount.composefs`).
-//! Either way the basedir is a data-only lower layer, so the kernel reads file content from
-//! it directly.
-//!
-//! Everything is built with the new mount API (`fsopen`, `fsconfig`, `fsmount`): each layer
-//! is its own option, so paths need no escaping, and the result is a detached mount that
-//! the caller attaches where it wants ([`DetachedMount::attach`]).
+//! The kernel's half of a composefs mount, each returned as a [`DetachedMount`]:
+//! - [`mount_overlayfs_on`]: an overlayfs over a lower layer, with the basedir as data-only
+//!   layer, so the kernel reads file content from the basedir itself. The lower layer is a
+//!   running lazycfs FUSE mount (rootless: the server presents
+//!   [`View::OverlayUser`](crate::view::View::OverlayUser) and the overlay uses `userxattr`)
+//!   or kernel EROFS.
+//! - [`mount_kernel_composefs`]: the image on kernel EROFS under such an overlayfs (rootful,
+//!   as `mount.composefs` does).
+//! - [`mount_kernel_erofs`]: the image on kernel EROFS alone.
 
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsconfig_set_flag,
-    fsconfig_set_string, fsmount, fsopen, move_mount,
-};
+use rustix::mount::MountAttrFlags;
+
+use super::newmount::{DetachedMount, FsBuilder};
 
 /// Which xattr namespace the overlay reads its private xattrs (`overlay.redirect`,
 /// `overlay.metacopy`, ...) from.
@@ -71,88 +67,26 @@ impl OverlayMountOptions {
     }
 }
 
-/// A mount not yet attached anywhere (an `fsmount` file descriptor). Dropping it discards it.
-#[derive(Debug)]
-pub struct DetachedMount {
-    fd: OwnedFd,
-}
-
-impl DetachedMount {
-    /// Attaches the mount on `target` (a directory).
-    pub fn attach(self, target: &Path) -> io::Result<()> {
-        move_mount(
-            self.fd.as_fd(),
-            "",
-            rustix::fs::CWD,
-            target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-        .map_err(|e| io::Error::other(format!("attaching the mount on {}: {e}", target.display())))
-    }
-
-    /// A path that names the mount's root while this value lives (`/proc/self/fd/N`), usable
-    /// as an overlay layer.
-    pub fn proc_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
-    }
-
-    /// The `fsmount` file descriptor.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-/// Creates an overlayfs whose lower layer is the running lazycfs FUSE mount at `fuse_mount`
-/// (served with [`View::OverlayUser`](crate::view::View::OverlayUser) for
-/// [`OverlayXattrs::User`], [`View::OverlayTrusted`](crate::view::View::OverlayTrusted) for
-/// [`OverlayXattrs::Trusted`]) and `basedir` the data-only layer.
+/// Creates an overlayfs (attached nowhere) whose lower layer is `lower` and whose data-only
+/// layer is `basedir`, so redirected files are read from the basedir by the kernel.
 ///
-/// The overlay looks up the lower layer's root while mounting, so the server must already
-/// be answering. `fuse_mount` may be a path or a [`DetachedMount::proc_path`].
+/// `lower` is a running lazycfs FUSE mount served with the overlay view matching
+/// `options.xattrs` ([`View::OverlayUser`](crate::view::View::OverlayUser) for
+/// [`OverlayXattrs::User`], [`View::OverlayTrusted`](crate::view::View::OverlayTrusted) for
+/// [`OverlayXattrs::Trusted`]), or kernel EROFS with trusted xattrs. The overlay looks up the
+/// lower layer's root while mounting, so a FUSE server must already be answering. `lower` may
+/// be a path or a [`DetachedMount::proc_path`]; the overlay holds its own reference to it.
 ///
 /// ```no_run
-/// use lazycfs::mount::overlay::{OverlayMountOptions, mount_fuse_overlay};
+/// use lazycfs::mount::overlay::{OverlayMountOptions, mount_overlayfs_on};
 /// use std::path::Path;
 ///
 /// let options = OverlayMountOptions::new();
-/// mount_fuse_overlay(Path::new("/run/lower"), Path::new("/objects"), &options)?
+/// mount_overlayfs_on(Path::new("/run/lower"), Path::new("/objects"), &options)?
 ///     .attach(Path::new("/mnt/image"))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn mount_fuse_overlay(
-    fuse_mount: &Path,
-    basedir: &Path,
-    options: &OverlayMountOptions,
-) -> io::Result<DetachedMount> {
-    mount_overlay(fuse_mount, basedir, options)
-}
-
-/// The rootful composefs mount, as `mount.composefs` makes it: the image on kernel EROFS
-/// (a file-backed mount), under an overlayfs with trusted xattrs and `basedir` as data-only
-/// layer. Needs CAP_SYS_ADMIN in the initial user namespace.
-pub fn mount_kernel_composefs(
-    image: &Path,
-    basedir: &Path,
-    options: &OverlayMountOptions,
-) -> io::Result<DetachedMount> {
-    let erofs = mount_kernel_erofs(image)?;
-    let options = OverlayMountOptions {
-        xattrs: OverlayXattrs::Trusted,
-        ..options.clone()
-    };
-    // The overlay takes its own reference to the EROFS mount; ours can go afterwards.
-    mount_overlay(&erofs.proc_path(), basedir, &options)
-}
-
-/// A plain EROFS image on kernel EROFS (a file-backed, read-only mount). Needs CAP_SYS_ADMIN
-/// in the initial user namespace.
-pub fn mount_kernel_erofs(image: &Path) -> io::Result<DetachedMount> {
-    let erofs = FsBuilder::open("erofs")?;
-    erofs.string("source", image)?;
-    erofs.mount(MountAttrFlags::MOUNT_ATTR_RDONLY)
-}
-
-fn mount_overlay(
+pub fn mount_overlayfs_on(
     lower: &Path,
     basedir: &Path,
     options: &OverlayMountOptions,
@@ -187,66 +121,27 @@ fn mount_overlay(
     overlay.mount(attrs)
 }
 
-/// An `fsopen` context whose errors carry the kernel's own messages (read from the context
-/// after a failed call, e.g. "overlayfs: failed to resolve 'x': -2").
-pub(crate) struct FsBuilder {
-    fd: OwnedFd,
-    fs: &'static str,
+/// The rootful composefs mount, as `mount.composefs` makes it: the image on kernel EROFS
+/// (a file-backed mount), under an overlayfs with trusted xattrs and `basedir` as data-only
+/// layer. Needs CAP_SYS_ADMIN in the initial user namespace.
+pub fn mount_kernel_composefs(
+    image: &Path,
+    basedir: &Path,
+    options: &OverlayMountOptions,
+) -> io::Result<DetachedMount> {
+    let erofs = mount_kernel_erofs(image)?;
+    let options = OverlayMountOptions {
+        xattrs: OverlayXattrs::Trusted,
+        ..options.clone()
+    };
+    // The overlay takes its own reference to the EROFS mount; ours can go afterwards.
+    mount_overlayfs_on(&erofs.proc_path(), basedir, &options)
 }
 
-impl FsBuilder {
-    pub(crate) fn open(fs: &'static str) -> io::Result<FsBuilder> {
-        let fd = fsopen(fs, FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("cannot create a {fs} mount: {e}"),
-            )
-        })?;
-        Ok(FsBuilder { fd, fs })
-    }
-
-    pub(crate) fn string(&self, key: &str, value: impl AsRef<OsStr>) -> io::Result<&Self> {
-        let value = value.as_ref();
-        fsconfig_set_string(&self.fd, key, value)
-            .map_err(|e| self.error(&format!("{key}={}", Path::new(value).display()), e))?;
-        Ok(self)
-    }
-
-    pub(crate) fn flag(&self, key: &str) -> io::Result<&Self> {
-        fsconfig_set_flag(&self.fd, key).map_err(|e| self.error(key, e))?;
-        Ok(self)
-    }
-
-    pub(crate) fn mount(self, attrs: MountAttrFlags) -> io::Result<DetachedMount> {
-        fsconfig_create(&self.fd).map_err(|e| self.error("creating the filesystem", e))?;
-        let fd = fsmount(&self.fd, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-            .map_err(|e| self.error("fsmount", e))?;
-        Ok(DetachedMount { fd })
-    }
-
-    /// The error for a failed step, with the kernel's log messages for this context.
-    fn error(&self, step: &str, errno: rustix::io::Errno) -> io::Error {
-        let mut messages = String::new();
-        let log = self.fd.try_clone().map(File::from);
-        let mut buf = [0u8; 1024];
-        // Each read returns one message ("e overlayfs: ..."); ENODATA ends the log.
-        while let Ok(n @ 1..) = log.as_ref().map_or(Ok(0), |mut log| log.read(&mut buf)) {
-            let message = String::from_utf8_lossy(&buf[..n]);
-            let message = message.trim_end();
-            let text = message.get(2..).unwrap_or(message);
-            if !messages.is_empty() {
-                messages.push_str("; ");
-            }
-            messages.push_str(text);
-        }
-        let detail = if messages.is_empty() {
-            String::new()
-        } else {
-            format!(" ({messages})")
-        };
-        io::Error::new(
-            io::Error::from(errno).kind(),
-            format!("{} mount, {step}: {errno}{detail}", self.fs),
-        )
-    }
+/// A plain EROFS image on kernel EROFS (a file-backed, read-only mount). Needs CAP_SYS_ADMIN
+/// in the initial user namespace.
+pub fn mount_kernel_erofs(image: &Path) -> io::Result<DetachedMount> {
+    let erofs = FsBuilder::open("erofs")?;
+    erofs.string("source", image)?;
+    erofs.mount(MountAttrFlags::MOUNT_ATTR_RDONLY)
 }

@@ -18,10 +18,10 @@ use std::time::Duration;
 use rustix::mount::{MountPropagationFlags, UnmountFlags};
 use rustix::thread::UnshareFlags;
 
+use super::mode::{Mode, Privilege};
+use super::overlay::{OverlayMountOptions, mount_kernel_composefs};
+use super::{Mounted, ServeOptions};
 use crate::erofs::Image;
-use crate::mount::{Mounted, ServeOptions};
-use crate::mount::overlay::{OverlayMountOptions, mount_kernel_composefs};
-use crate::mount::mode::Privilege;
 
 /// Enters a private mount namespace, first creating a user namespace when the caller is not
 /// root in its current one: its uid and gid map to root and, when it has subordinate ids
@@ -251,14 +251,14 @@ pub fn run(
         .ok_or_else(|| RunError::Mount(io::Error::other("`run` needs a basedir")))?;
     let mountpoint = private_mountpoint().map_err(RunError::Mount)?;
     let result = (|| {
-        let mount = if privilege == Privilege::InitialRoot {
+        let mount = if Mode::for_run(privilege) == Mode::Kernel {
             mount_kernel_composefs(image_path, &basedir, &options.overlay)
                 .and_then(|m| m.attach(&mountpoint))
                 .map_err(RunError::Mount)?;
             RunMount::Kernel
         } else {
             RunMount::Fuse(
-                crate::mount::mount_overlay(image, &mountpoint, &options.serve, &options.overlay)
+                super::mount_overlay(image, &mountpoint, &options.serve, &options.overlay)
                     .map_err(RunError::Mount)?,
             )
         };

@@ -201,3 +201,114 @@ fn busy_polling_is_limited_to_bursts() {
         assert!(sigterm(server).success());
     }
 }
+
+const COMMANDS: [&str; 7] = [
+    "dump",
+    "check",
+    "mount",
+    "run",
+    "umount",
+    "completions",
+    "manpage",
+];
+
+#[test]
+fn help_and_version_print_on_stdout_and_exit_0() {
+    for args in [&["--help"][..], &["-h"], &["help"]] {
+        let out = lazycfs(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        for command in COMMANDS {
+            assert!(help.contains(command), "{args:?} names {command}: {help}");
+        }
+    }
+    // The benchmark harness probes for `mount` this way.
+    for args in [&["mount", "--help"][..], &["help", "mount"]] {
+        let out = lazycfs(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--basedir <DIR>"));
+    }
+    let version = lazycfs(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(version.stdout).unwrap(),
+        format!("lazycfs {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_point_to_the_help() {
+    let cases: [&[&str]; 6] = [
+        &[],
+        &["frob"],
+        &["mount", "image"],
+        &["mount", "image", "mnt", "--mode", "fast"],
+        &["run", "image", "--basedir", "objects"],
+        &["mount", "image", "mnt", "--upper", "upper"],
+    ];
+    for args in cases {
+        let out = lazycfs(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--help"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn completions_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = lazycfs(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("lazycfs"), "{shell}");
+        for command in COMMANDS {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+        assert!(script.contains("basedir"), "{shell} completes options");
+    }
+}
+
+/// The pages in `doc/` are what the binary generates: regenerate them with
+/// `cargo run -- manpage --dir doc` after changing the command line.
+#[test]
+fn committed_man_pages_are_current() {
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("doc");
+    let generated = tempfile::tempdir().unwrap();
+    let out = lazycfs(&["manpage", "--dir", generated.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let pages = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".1"))
+            .collect();
+        names.sort();
+        names
+    };
+    let stale = "stale: regenerate with `cargo run -- manpage --dir doc`";
+    assert_eq!(pages(&committed), pages(generated.path()), "doc/ {stale}");
+    for page in pages(generated.path()) {
+        assert_eq!(
+            std::fs::read_to_string(committed.join(&page)).unwrap(),
+            std::fs::read_to_string(generated.path().join(&page)).unwrap(),
+            "doc/{page} {stale}"
+        );
+    }
+    let lazycfs_1 = lazycfs(&["manpage"]);
+    assert_eq!(lazycfs_1.status.code(), Some(0));
+    assert_eq!(
+        lazycfs_1.stdout,
+        std::fs::read(committed.join("lazycfs.1")).unwrap()
+    );
+    assert!(
+        String::from_utf8(lazycfs_1.stdout)
+            .unwrap()
+            .contains(".SH SYNOPSIS")
+    );
+    let mount_1 = lazycfs(&["manpage", "mount"]);
+    assert_eq!(
+        mount_1.stdout,
+        std::fs::read(committed.join("lazycfs-mount.1")).unwrap()
+    );
+}

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use super::{USAGE_ERROR, open_image};
 
 /// Prints the image as a composefs dumpfile.
-#[inline(never)] // not on the serving path: kept out of `main` (see src/main.rs)
 pub fn dump(image: &Path) -> Result<ExitCode, ExitCode> {
     let image = open_image(image, USAGE_ERROR)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -21,7 +20,6 @@ pub fn dump(image: &Path) -> Result<ExitCode, ExitCode> {
 }
 
 /// Walks the whole image; prints a summary, or the first problem (exit 1).
-#[inline(never)] // not on the serving path: kept out of `main` (see src/main.rs)
 pub fn check(image: &Path) -> Result<ExitCode, ExitCode> {
     let image = open_image(image, USAGE_ERROR)?;
     match lazycfs::check::check(&image) {

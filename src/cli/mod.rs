@@ -2,6 +2,7 @@
 //! the status of a failure whose message is already printed.
 
 pub mod args;
+pub mod docs;
 pub mod inspect;
 pub mod logger;
 pub mod mount;

@@ -186,7 +186,6 @@ fn daemonize() -> ExitCode {
 }
 
 /// `lazycfs umount`: unmounts any lazycfs mount (FUSE, overlay or kernel).
-#[inline(never)] // not on the serving path: kept out of `main` (see src/main.rs)
 pub fn umount(mountpoint: &Path) -> Result<ExitCode, ExitCode> {
     match lazycfs::mount::unmount(mountpoint) {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -18,7 +18,6 @@ const RUN_FAILED: u8 = 125;
 const NOT_EXECUTABLE: u8 = 126;
 const NOT_FOUND: u8 = 127;
 
-#[inline(never)] // not on the serving path: kept out of `main` (see src/main.rs)
 pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
     let image = open_image(&args.image, RUN_FAILED)?;
     check_basedir(Some(&args.basedir), RUN_FAILED)?;

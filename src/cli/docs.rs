@@ -67,7 +67,9 @@ const SOURCE: &str = concat!("lazycfs ", env!("CARGO_PKG_VERSION"));
 
 fn flushed(result: io::Result<()>, what: &str) -> Result<ExitCode, ExitCode> {
     match result {
+        // A reader that stops early (`| head`) is not an error.
         Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("lazycfs {what}: {e}");
             Err(ExitCode::from(1))

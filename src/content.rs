@@ -1,5 +1,5 @@
-//! Where file bytes come from: the image itself, or a basedir object named by the file's
-//! `trusted.overlay.redirect`.
+//! Where file bytes come from: the image itself, or the basedir object a metacopy file's
+//! redirect names ([`Metacopy`]).
 //!
 //! Redirects are untrusted: objects are opened with `openat2(RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` under the basedir, so `..`, absolute paths
@@ -15,7 +15,8 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::erofs::{FileType, Inode, Result as DecodeResult};
+use crate::composefs::Metacopy;
+use crate::erofs::Inode;
 
 /// Where a regular file's content lives.
 #[derive(Debug)]
@@ -46,21 +47,20 @@ impl Basedir {
         })
     }
 
-    /// Where `inode`'s content comes from, as overlayfs decides: a metacopy file (one with
-    /// `trusted.overlay.metacopy`) reads the basedir object its redirect names; other files
-    /// read the image. A metacopy file without a usable object is `EIO` (and a log line).
+    /// Where `inode`'s content comes from, as overlayfs decides: a metacopy file reads the
+    /// basedir object its redirect names; other files read the image. A metacopy file without
+    /// a usable object is `EIO` (and a log line).
     pub fn content(&self, inode: &Inode<'_>) -> Result<Content, Errno> {
-        let target = metacopy_target(inode).map_err(|e| {
+        let metacopy = Metacopy::of(inode).map_err(|e| {
             log::warn!("{e}");
             Errno::IO
         })?;
-        let redirect = match target {
-            None => return Ok(Content::Image),
-            Some(Some(redirect)) => redirect,
-            Some(None) => {
-                log::warn!("nid {}: metacopy file without redirect", inode.nid());
-                return Err(Errno::IO);
-            }
+        let Some(metacopy) = metacopy else {
+            return Ok(Content::Image);
+        };
+        let Some(redirect) = metacopy.redirect else {
+            log::warn!("nid {}: metacopy file without redirect", inode.nid());
+            return Err(Errno::IO);
         };
         let relative = redirect.strip_prefix(b"/").unwrap_or(redirect);
         let resolve =
@@ -76,7 +76,7 @@ impl Basedir {
             Ok(fd) => {
                 let file = File::from(fd);
                 if self.require_verity {
-                    self.verify(inode, &file)?;
+                    verify(inode, metacopy.digest, &file)?;
                 }
                 Ok(Content::Object(file))
             }
@@ -92,52 +92,27 @@ impl Basedir {
     }
 }
 
-impl Basedir {
-    /// EIO unless `file`'s fs-verity digest is the one `inode`'s metacopy xattr names.
-    fn verify(&self, inode: &Inode<'_>, file: &File) -> Result<(), Errno> {
-        let expected = inode
-            .xattrs()
-            .and_then(|x| x.get(b"trusted.overlay.metacopy"))
-            .ok()
-            .flatten()
-            .and_then(crate::composefs::metacopy_digest);
-        let Some(expected) = expected else {
+/// EIO unless `file`'s fs-verity digest is `expected`, the one in `inode`'s metacopy.
+fn verify(inode: &Inode<'_>, expected: Option<&[u8; 32]>, file: &File) -> Result<(), Errno> {
+    let Some(expected) = expected else {
+        log::warn!(
+            "nid {}: no fs-verity digest in metacopy, refused (verity required)",
+            inode.nid()
+        );
+        return Err(Errno::IO);
+    };
+    match crate::sys::measure_verity(file) {
+        Ok(actual) if actual == *expected => Ok(()),
+        Ok(_) => {
+            log::warn!("nid {}: object fs-verity digest mismatch", inode.nid());
+            Err(Errno::IO)
+        }
+        Err(e) => {
             log::warn!(
-                "nid {}: no fs-verity digest in metacopy, refused (verity required)",
+                "nid {}: cannot measure object fs-verity digest: {e}",
                 inode.nid()
             );
-            return Err(Errno::IO);
-        };
-        match crate::sys::measure_verity(file) {
-            Ok(actual) if actual == expected => Ok(()),
-            Ok(_) => {
-                log::warn!("nid {}: object fs-verity digest mismatch", inode.nid());
-                Err(Errno::IO)
-            }
-            Err(e) => {
-                log::warn!(
-                    "nid {}: cannot measure object fs-verity digest: {e}",
-                    inode.nid()
-                );
-                Err(Errno::IO)
-            }
+            Err(Errno::IO)
         }
     }
-}
-
-/// Whether `inode` is a metacopy regular file (its content lives in the basedir).
-pub fn is_metacopy(inode: &Inode<'_>) -> DecodeResult<bool> {
-    Ok(metacopy_target(inode)?.is_some())
-}
-
-/// For a metacopy regular file, `Some(its redirect)`; `None` for anything else.
-fn metacopy_target<'img>(inode: &Inode<'img>) -> DecodeResult<Option<Option<&'img [u8]>>> {
-    if inode.file_type() != FileType::Regular {
-        return Ok(None);
-    }
-    let xattrs = inode.xattrs()?;
-    if xattrs.get(b"trusted.overlay.metacopy")?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(xattrs.get(b"trusted.overlay.redirect")?))
 }

@@ -116,3 +116,58 @@ fn verify(inode: &Inode<'_>, expected: Option<&[u8; 32]>, file: &File) -> Result
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::composefs::test_image::{REG, build, inode};
+    use crate::composefs::{METACOPY, REDIRECT};
+    use crate::erofs::xattr_index::TRUSTED;
+
+    #[test]
+    fn metacopy_files_read_the_object_their_redirect_names() {
+        let basedir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(basedir.path().join("ab")).unwrap();
+        std::fs::write(basedir.path().join("ab/object"), b"content").unwrap();
+        let image = build(
+            &[
+                (REG, &[]),
+                (
+                    REG,
+                    &[(TRUSTED, METACOPY, b""), (TRUSTED, REDIRECT, b"/ab/object")],
+                ),
+                (REG, &[(TRUSTED, METACOPY, b"")]),
+                (REG, &[(TRUSTED, REDIRECT, b"/ab/object")]),
+                (
+                    REG,
+                    &[(TRUSTED, METACOPY, b""), (TRUSTED, REDIRECT, b"/ab/none")],
+                ),
+            ],
+            None,
+        );
+        let content = |basedir: &Basedir, i| match basedir.content(&inode(&image, i)) {
+            Ok(Content::Image) => Ok("image"),
+            Ok(Content::Object(file)) => {
+                let mut text = String::new();
+                io::Read::read_to_string(&mut &file, &mut text).unwrap();
+                assert_eq!(text, "content");
+                Ok("object")
+            }
+            Err(e) => Err(e),
+        };
+        let plain = Basedir::open(basedir.path(), false).unwrap();
+        let answers = [0, 1, 2, 3, 4].map(|i| content(&plain, i));
+        let expected = [
+            Ok("image"),
+            Ok("object"),
+            Err(Errno::IO), // metacopy without redirect
+            Ok("image"),    // a redirect without metacopy is not followed
+            Err(Errno::IO), // no such object
+        ];
+        assert_eq!(answers, expected);
+        // Verity required: a metacopy without digest is refused before the object is measured.
+        let verity = Basedir::open(basedir.path(), true).unwrap();
+        assert_eq!(content(&verity, 1), Err(Errno::IO));
+        assert_eq!(content(&verity, 0), Ok("image"));
+    }
+}

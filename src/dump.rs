@@ -4,8 +4,9 @@
 //! `erofs_to_filesystem` followed by `write_dumpfile`): depth-first, entries in name order,
 //! hard links as `@120000` lines pointing at their first path, the V0/V1 whiteout stubs in the
 //! root hidden, escaped whiteouts shown as char 0/0 devices, redirect/metacopy turned into the
-//! payload and digest columns, and overlay xattrs unescaped (`trusted.overlay.overlay.X` →
-//! `trusted.overlay.X`) or dropped.
+//! payload and digest columns ([`Placement`]), and xattr names as the direct [`View`] presents
+//! them (`trusted.overlay.overlay.X` → `trusted.overlay.X`, private overlay xattrs dropped)
+//! less the whiteout and opaque markers.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;

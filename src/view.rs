@@ -12,7 +12,9 @@
 //!   direct view (escaped names unescaped), since that overlay leaves `trusted.*` alone.
 //! - [`View::OverlayTrusted`]: the raw image, for a privileged overlayfs mounted on top.
 //!
-//! Names are presented as (static prefix, borrowed parts): nothing is copied.
+//! Names are presented as (static prefix, borrowed parts): nothing is copied. This is the one
+//! place overlay names are escaped and unescaped (with the names of [`crate::composefs`]);
+//! `dump` prints names as the direct view presents them.
 
 use crate::composefs::{Metacopy, OVERLAY, OVERLAY_ESCAPED, USER_OVERLAY_PREFIX};
 use crate::erofs::{DirEntry, FileType, Image, Inode, Result, Xattr, xattr_index};

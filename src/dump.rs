@@ -14,7 +14,8 @@ use std::io::Write;
 use crate::check::join_path as join;
 use crate::composefs::{OPAQUE, OVERLAY, Placement, WHITEOUT, WHITEOUTS};
 use crate::erofs::{
-    Corruption, DataLayout, Error, FileType, Image, Inode, Xattr, XattrName, xattr_index,
+    Corruption, DataLayout, Error, FileType, Image, Inode, Xattr, XattrName, XattrPrefix,
+    xattr_index,
 };
 use crate::view::View;
 
@@ -292,16 +293,6 @@ fn classify(inode: &Inode<'_>) -> Result<FileData, Error> {
     Ok(FileData::Inline(data))
 }
 
-/// Xattr name prefixes by index, as composefs tools print them (including index 0, a bare
-/// name, and `lustre.`, which Linux does not expose).
-fn dump_prefix(index: u8) -> Option<&'static [u8]> {
-    match index {
-        0 => Some(b""),
-        5 => Some(b"lustre."),
-        i => crate::erofs::index_prefix(i),
-    }
-}
-
 /// An xattr with its full (unescaped) name.
 type NamedValue<'img> = (Vec<u8>, &'img [u8]);
 
@@ -326,7 +317,10 @@ fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<NamedValue<'img>>, Error
 /// direct view shows (escaped overlay names unescaped, private ones hidden), except the
 /// whiteout and opaque markers, which the dumpfile does not print as xattrs.
 fn dump_name(name: &XattrName<'_>) -> Option<Vec<u8>> {
-    let full = [dump_prefix(name.index)?, name.infix, name.suffix].concat();
+    // Every prefix of the format's table, also those Linux does not expose: index 0 (a bare
+    // name) and `lustre.`.
+    let prefix = XattrPrefix::of(name.index)?.prefix;
+    let full = [prefix, name.infix, name.suffix].concat();
     // composefs' reader judges the full name, however the index and a long prefix split it
     // (a bare name, index 0, can spell `trusted.overlay.…`), so the view gets it split afresh.
     // A name with no Linux prefix is printed as it is: no overlay rule applies to it.

@@ -79,21 +79,33 @@ fn dump_names_judge_the_full_name_whatever_spells_it() {
         None
     );
     // Index 0 is a bare name, which may spell any prefix.
-    assert_eq!(name_of(0, b"", b"foo").as_deref(), Some("foo"));
     assert_eq!(
-        name_of(0, b"trusted.", b"overlay.overlay.x").as_deref(),
+        name_of(xattr_index::NONE, b"", b"foo").as_deref(),
+        Some("foo")
+    );
+    assert_eq!(
+        name_of(xattr_index::NONE, b"trusted.", b"overlay.overlay.x").as_deref(),
         Some("trusted.overlay.x")
     );
-    assert_eq!(name_of(0, b"", b"trusted.overlay.metacopy"), None);
-    assert_eq!(name_of(0, b"", b"user.overlay.opaque"), None);
     assert_eq!(
-        name_of(0, b"", b"system.posix_acl_access").as_deref(),
+        name_of(xattr_index::NONE, b"", b"trusted.overlay.metacopy"),
+        None
+    );
+    assert_eq!(
+        name_of(xattr_index::NONE, b"", b"user.overlay.opaque"),
+        None
+    );
+    assert_eq!(
+        name_of(xattr_index::NONE, b"", b"system.posix_acl_access").as_deref(),
         Some("system.posix_acl_access")
     );
     // `lustre.` (index 5) is printed though Linux does not expose it; no overlay rule applies.
-    assert_eq!(name_of(5, b"", b"x").as_deref(), Some("lustre.x"));
     assert_eq!(
-        name_of(5, b"", b"overlay.redirect").as_deref(),
+        name_of(xattr_index::LUSTRE, b"", b"x").as_deref(),
+        Some("lustre.x")
+    );
+    assert_eq!(
+        name_of(xattr_index::LUSTRE, b"", b"overlay.redirect").as_deref(),
         Some("lustre.overlay.redirect")
     );
     // Indexes with no prefix at all are not printed.

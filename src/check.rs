@@ -7,7 +7,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::erofs::{Corruption, Error, FileType, Image, Inode, Xattrs};
+use crate::composefs::Placement;
+use crate::erofs::{Corruption, Error, FileType, Image, Inode};
 
 /// Counts from a successful check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -176,9 +177,9 @@ impl Walker {
             FileType::Symlink => {
                 inode.symlink_target()?;
             }
-            // Metacopy files (composefs) keep their data in a basedir object, not in the image;
-            // writers do not always store their all-hole chunk map.
-            FileType::Regular if is_metacopy(&inode.xattrs()?)? => {}
+            // Files with content in a basedir object, as composefs tools see them (metacopy or
+            // redirect): writers do not always store their all-hole chunk map.
+            FileType::Regular if Placement::of(inode)?.is_external() => {}
             FileType::Regular | FileType::Directory => {
                 for extent in inode.extents_from(0) {
                     extent?;
@@ -188,11 +189,6 @@ impl Walker {
         }
         Ok(())
     }
-}
-
-fn is_metacopy(xattrs: &Xattrs<'_>) -> Result<bool, Error> {
-    Ok(xattrs.get(b"trusted.overlay.metacopy")?.is_some()
-        || xattrs.get(b"trusted.overlay.redirect")?.is_some())
 }
 
 /// `dir/name` for paths printed by the tools (`/name` under the root).

@@ -1,5 +1,5 @@
-//! Where file bytes come from: the image itself, or a basedir object named by the file's
-//! `trusted.overlay.redirect`.
+//! Where file bytes come from: the image itself, or the basedir object a metacopy file's
+//! redirect names ([`Metacopy`]).
 //!
 //! Redirects are untrusted: objects are opened with `openat2(RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` under the basedir, so `..`, absolute paths
@@ -15,7 +15,8 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::erofs::{FileType, Inode, Result as DecodeResult};
+use crate::composefs::Metacopy;
+use crate::erofs::Inode;
 
 /// Where a regular file's content lives.
 #[derive(Debug)]
@@ -46,21 +47,20 @@ impl Basedir {
         })
     }
 
-    /// Where `inode`'s content comes from, as overlayfs decides: a metacopy file (one with
-    /// `trusted.overlay.metacopy`) reads the basedir object its redirect names; other files
-    /// read the image. A metacopy file without a usable object is `EIO` (and a log line).
+    /// Where `inode`'s content comes from, as overlayfs decides: a metacopy file reads the
+    /// basedir object its redirect names; other files read the image. A metacopy file without
+    /// a usable object is `EIO` (and a log line).
     pub fn content(&self, inode: &Inode<'_>) -> Result<Content, Errno> {
-        let target = metacopy_target(inode).map_err(|e| {
+        let metacopy = Metacopy::of(inode).map_err(|e| {
             log::warn!("{e}");
             Errno::IO
         })?;
-        let redirect = match target {
-            None => return Ok(Content::Image),
-            Some(Some(redirect)) => redirect,
-            Some(None) => {
-                log::warn!("nid {}: metacopy file without redirect", inode.nid());
-                return Err(Errno::IO);
-            }
+        let Some(metacopy) = metacopy else {
+            return Ok(Content::Image);
+        };
+        let Some(redirect) = metacopy.redirect else {
+            log::warn!("nid {}: metacopy file without redirect", inode.nid());
+            return Err(Errno::IO);
         };
         let relative = redirect.strip_prefix(b"/").unwrap_or(redirect);
         let resolve =
@@ -76,7 +76,7 @@ impl Basedir {
             Ok(fd) => {
                 let file = File::from(fd);
                 if self.require_verity {
-                    self.verify(inode, &file)?;
+                    verify(inode, metacopy.digest, &file)?;
                 }
                 Ok(Content::Object(file))
             }
@@ -92,52 +92,82 @@ impl Basedir {
     }
 }
 
-impl Basedir {
-    /// EIO unless `file`'s fs-verity digest is the one `inode`'s metacopy xattr names.
-    fn verify(&self, inode: &Inode<'_>, file: &File) -> Result<(), Errno> {
-        let expected = inode
-            .xattrs()
-            .and_then(|x| x.get(b"trusted.overlay.metacopy"))
-            .ok()
-            .flatten()
-            .and_then(crate::composefs::metacopy_digest);
-        let Some(expected) = expected else {
+/// EIO unless `file`'s fs-verity digest is `expected`, the one in `inode`'s metacopy.
+fn verify(inode: &Inode<'_>, expected: Option<&[u8; 32]>, file: &File) -> Result<(), Errno> {
+    let Some(expected) = expected else {
+        log::warn!(
+            "nid {}: no fs-verity digest in metacopy, refused (verity required)",
+            inode.nid()
+        );
+        return Err(Errno::IO);
+    };
+    match crate::sys::measure_verity(file) {
+        Ok(actual) if actual == *expected => Ok(()),
+        Ok(_) => {
+            log::warn!("nid {}: object fs-verity digest mismatch", inode.nid());
+            Err(Errno::IO)
+        }
+        Err(e) => {
             log::warn!(
-                "nid {}: no fs-verity digest in metacopy, refused (verity required)",
+                "nid {}: cannot measure object fs-verity digest: {e}",
                 inode.nid()
             );
-            return Err(Errno::IO);
-        };
-        match crate::sys::measure_verity(file) {
-            Ok(actual) if actual == expected => Ok(()),
-            Ok(_) => {
-                log::warn!("nid {}: object fs-verity digest mismatch", inode.nid());
-                Err(Errno::IO)
-            }
-            Err(e) => {
-                log::warn!(
-                    "nid {}: cannot measure object fs-verity digest: {e}",
-                    inode.nid()
-                );
-                Err(Errno::IO)
-            }
+            Err(Errno::IO)
         }
     }
 }
 
-/// Whether `inode` is a metacopy regular file (its content lives in the basedir).
-pub fn is_metacopy(inode: &Inode<'_>) -> DecodeResult<bool> {
-    Ok(metacopy_target(inode)?.is_some())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::composefs::test_image::{REG, build, inode};
+    use crate::composefs::{METACOPY, REDIRECT};
+    use crate::erofs::xattr_index::TRUSTED;
 
-/// For a metacopy regular file, `Some(its redirect)`; `None` for anything else.
-fn metacopy_target<'img>(inode: &Inode<'img>) -> DecodeResult<Option<Option<&'img [u8]>>> {
-    if inode.file_type() != FileType::Regular {
-        return Ok(None);
+    #[test]
+    fn metacopy_files_read_the_object_their_redirect_names() {
+        let basedir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(basedir.path().join("ab")).unwrap();
+        std::fs::write(basedir.path().join("ab/object"), b"content").unwrap();
+        let image = build(
+            &[
+                (REG, &[]),
+                (
+                    REG,
+                    &[(TRUSTED, METACOPY, b""), (TRUSTED, REDIRECT, b"/ab/object")],
+                ),
+                (REG, &[(TRUSTED, METACOPY, b"")]),
+                (REG, &[(TRUSTED, REDIRECT, b"/ab/object")]),
+                (
+                    REG,
+                    &[(TRUSTED, METACOPY, b""), (TRUSTED, REDIRECT, b"/ab/none")],
+                ),
+            ],
+            None,
+        );
+        let content = |basedir: &Basedir, i| match basedir.content(&inode(&image, i)) {
+            Ok(Content::Image) => Ok("image"),
+            Ok(Content::Object(file)) => {
+                let mut text = String::new();
+                io::Read::read_to_string(&mut &file, &mut text).unwrap();
+                assert_eq!(text, "content");
+                Ok("object")
+            }
+            Err(e) => Err(e),
+        };
+        let plain = Basedir::open(basedir.path(), false).unwrap();
+        let answers = [0, 1, 2, 3, 4].map(|i| content(&plain, i));
+        let expected = [
+            Ok("image"),
+            Ok("object"),
+            Err(Errno::IO), // metacopy without redirect
+            Ok("image"),    // a redirect without metacopy is not followed
+            Err(Errno::IO), // no such object
+        ];
+        assert_eq!(answers, expected);
+        // Verity required: a metacopy without digest is refused before the object is measured.
+        let verity = Basedir::open(basedir.path(), true).unwrap();
+        assert_eq!(content(&verity, 1), Err(Errno::IO));
+        assert_eq!(content(&verity, 0), Ok("image"));
     }
-    let xattrs = inode.xattrs()?;
-    if xattrs.get(b"trusted.overlay.metacopy")?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(xattrs.get(b"trusted.overlay.redirect")?))
 }

@@ -4,14 +4,20 @@
 //! `erofs_to_filesystem` followed by `write_dumpfile`): depth-first, entries in name order,
 //! hard links as `@120000` lines pointing at their first path, the V0/V1 whiteout stubs in the
 //! root hidden, escaped whiteouts shown as char 0/0 devices, redirect/metacopy turned into the
-//! payload and digest columns, and overlay xattrs unescaped (`trusted.overlay.overlay.X` →
-//! `trusted.overlay.X`) or dropped.
+//! payload and digest columns ([`Placement`]), and xattr names as the direct [`View`] presents
+//! them (`trusted.overlay.overlay.X` → `trusted.overlay.X`, private overlay xattrs dropped)
+//! less the whiteout and opaque markers.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use crate::check::join_path as join;
-use crate::erofs::{Corruption, DataLayout, Error, FileType, Image, Inode};
+use crate::composefs::{OPAQUE, OVERLAY, Placement, WHITEOUT, WHITEOUTS};
+use crate::erofs::{
+    Corruption, DataLayout, Error, FileType, Image, Inode, Xattr, XattrName, XattrPrefix,
+    xattr_index,
+};
+use crate::view::View;
 
 /// Errors while dumping.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +84,8 @@ struct Dumper<'o, W: Write> {
     dirs_seen: HashSet<u64>,
 }
 
-/// What a regular file's content is, as composefs classifies it.
-enum Content {
+/// What a regular file's data is, as composefs classifies it.
+enum FileData {
     Inline(Vec<u8>),
     /// A basedir object, named by its fs-verity digest (from metacopy, else from redirect).
     External([u8; 32]),
@@ -159,17 +165,17 @@ impl<W: Write> Dumper<'_, W> {
         let xattrs = dump_xattrs(inode)?;
         let content = match inode.file_type() {
             FileType::Regular => classify(inode)?,
-            _ => Content::Other,
+            _ => FileData::Other,
         };
         let file_type = inode.file_type();
         let type_bits = match content {
-            Content::Whiteout => S_IFCHR,
+            FileData::Whiteout => S_IFCHR,
             _ => inode.mode() & S_IFMT,
         };
         let mode = type_bits | (inode.mode() & 0o7777);
         let size = match (&content, file_type) {
-            (Content::Inline(data), _) => data.len() as u64,
-            (Content::Whiteout, _) => 0,
+            (FileData::Inline(data), _) => data.len() as u64,
+            (FileData::Whiteout, _) => 0,
             (_, FileType::Regular | FileType::Symlink) => inode.size(),
             _ => 0,
         };
@@ -192,12 +198,12 @@ impl<W: Write> Dumper<'_, W> {
                 escaped(out, inode.symlink_target()?)?;
                 out.write_all(b" - -")?;
             }
-            (Content::Inline(data), _) => {
+            (FileData::Inline(data), _) => {
                 out.write_all(b"- ")?;
                 escaped(out, data)?;
                 out.write_all(b" -")?;
             }
-            (Content::External(object), _) => {
+            (FileData::External(object), _) => {
                 let hex = hex(object);
                 write!(out, "{}/{} - {hex}", &hex[..2], &hex[2..])?;
             }
@@ -255,31 +261,26 @@ fn is_whiteout_stub(name: &[u8], inode: &Inode<'_>) -> Result<bool, Error> {
     })
 }
 
+/// Whether `inode` carries `trusted.overlay.overlay.whiteout`: an escaped whiteout, which
+/// composefs tools show as a whiteout (char 0/0).
 fn is_escaped_whiteout(inode: &Inode<'_>) -> Result<bool, Error> {
+    let escaped_whiteout = [OVERLAY, WHITEOUT];
     Ok(inode
         .xattrs()?
-        .get(b"trusted.overlay.overlay.whiteout")?
+        .get_parts(xattr_index::TRUSTED, &escaped_whiteout)?
         .is_some())
 }
 
 /// Classifies a regular file's content the way composefs' reader does.
-fn classify(inode: &Inode<'_>) -> Result<Content, Error> {
+fn classify(inode: &Inode<'_>) -> Result<FileData, Error> {
     if is_escaped_whiteout(inode)? {
-        return Ok(Content::Whiteout);
+        return Ok(FileData::Whiteout);
     }
-    let xattrs = inode.xattrs()?;
-    if let Some(value) = xattrs.get(b"trusted.overlay.metacopy")? {
-        if let Some(digest) = crate::composefs::metacopy_digest(value) {
-            return Ok(Content::External(digest));
-        }
-    }
-    if let Some(redirect) = xattrs.get(b"trusted.overlay.redirect")? {
-        if let Some(object) = crate::composefs::redirect_object(redirect) {
-            return Ok(Content::External(object));
-        }
+    if let Some(object) = Placement::of(inode)?.object_id() {
+        return Ok(FileData::External(object));
     }
     if inode.layout() == DataLayout::ChunkBased {
-        return Ok(Content::Sparse);
+        return Ok(FileData::Sparse);
     }
     let mut data = vec![
         0;
@@ -289,17 +290,7 @@ fn classify(inode: &Inode<'_>) -> Result<Content, Error> {
     ];
     let n = inode.read_at(0, &mut data)?;
     data.truncate(n);
-    Ok(Content::Inline(data))
-}
-
-/// Xattr name prefixes by index, as composefs tools print them (including index 0, a bare
-/// name, and `lustre.`, which Linux does not expose).
-fn dump_prefix(index: u8) -> Option<&'static [u8]> {
-    match index {
-        0 => Some(b""),
-        5 => Some(b"lustre."),
-        i => crate::erofs::index_prefix(i),
-    }
+    Ok(FileData::Inline(data))
 }
 
 /// An xattr with its full (unescaped) name.
@@ -310,11 +301,7 @@ fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<NamedValue<'img>>, Error
     let mut xattrs: Vec<NamedValue<'img>> = Vec::new();
     for xattr in inode.xattrs()?.iter() {
         let xattr = xattr?;
-        let Some(prefix) = dump_prefix(xattr.name.index) else {
-            continue;
-        };
-        let name = [prefix, xattr.name.infix, xattr.name.suffix].concat();
-        let Some(name) = crate::composefs::unescape_overlay_xattr(name) else {
+        let Some(name) = dump_name(&xattr.name) else {
             continue;
         };
         match xattrs.iter_mut().find(|(n, _)| *n == name) {
@@ -324,6 +311,36 @@ fn dump_xattrs<'img>(inode: &Inode<'img>) -> Result<Vec<NamedValue<'img>>, Error
     }
     xattrs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(xattrs)
+}
+
+/// The name composefs tools print for an xattr, or `None` if they hide it: the name the
+/// direct view shows (escaped overlay names unescaped, private ones hidden), except the
+/// whiteout and opaque markers, which the dumpfile does not print as xattrs.
+fn dump_name(name: &XattrName<'_>) -> Option<Vec<u8>> {
+    // Every prefix of the format's table, also those Linux does not expose: index 0 (a bare
+    // name) and `lustre.`.
+    let prefix = XattrPrefix::of(name.index)?.prefix;
+    let full = [prefix, name.infix, name.suffix].concat();
+    // composefs' reader judges the full name, however the index and a long prefix split it
+    // (a bare name, index 0, can spell `trusted.overlay.…`), so the view gets it split afresh.
+    // A name with no Linux prefix is printed as it is: no overlay rule applies to it.
+    let Some((index, rest)) = crate::erofs::split_name(&full) else {
+        return Some(full);
+    };
+    let whole = Xattr {
+        name: XattrName {
+            index,
+            infix: b"",
+            suffix: rest,
+        },
+        value: b"",
+    };
+    let shown = View::Direct.present(&whole)?;
+    let mut out = Vec::with_capacity(shown.len());
+    shown.append_to(&mut out);
+    let is_marker = matches!(index, xattr_index::TRUSTED | xattr_index::USER)
+        && [WHITEOUT, WHITEOUTS, OPAQUE].contains(&&out[shown.prefix.len()..]);
+    (!is_marker).then_some(out)
 }
 
 fn display(path: &[u8]) -> String {
@@ -357,3 +374,6 @@ fn escaped_raw(out: &mut impl Write, bytes: &[u8], escape_eq: bool) -> std::io::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,8 +12,11 @@
 //!   direct view (escaped names unescaped), since that overlay leaves `trusted.*` alone.
 //! - [`View::OverlayTrusted`]: the raw image, for a privileged overlayfs mounted on top.
 //!
-//! Names are presented as (static prefix, borrowed parts): nothing is copied.
+//! Names are presented as (static prefix, borrowed parts): nothing is copied. This is the one
+//! place overlay names are escaped and unescaped (with the names of [`crate::composefs`]);
+//! `dump` prints names as the direct view presents them.
 
+use crate::composefs::{Metacopy, OVERLAY, OVERLAY_ESCAPED, USER_OVERLAY_PREFIX};
 use crate::erofs::{DirEntry, FileType, Image, Inode, Result, Xattr, xattr_index};
 
 /// How image entries and xattrs are presented.
@@ -29,14 +32,6 @@ pub enum View {
     /// Present the image as stored, for an overlayfs with trusted xattrs above the mount.
     OverlayTrusted,
 }
-
-/// `overlay.` : the part of `trusted.overlay.*` names after the standard prefix.
-const OVERLAY: &[u8] = b"overlay.";
-/// `overlay.overlay.` : the escaped form.
-const OVERLAY_ESCAPED: &[u8] = b"overlay.overlay.";
-/// Prefixes of the names the overlay views synthesize.
-const USER_PREFIX: &[u8] = b"user.";
-const USER_OVERLAY_PREFIX: &[u8] = b"user.overlay.";
 
 /// An xattr name as presented: a static prefix and up to two borrowed parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +93,11 @@ impl View {
     /// reachable through a redirect. The overlay view refuses it too, with the same error:
     /// a `userxattr` overlay would say EPERM instead (it never follows metacopy origins).
     pub fn reachable(self, inode: &Inode<'_>) -> Result<bool> {
-        if self == View::OverlayTrusted || inode.file_type() != FileType::Regular {
+        if self == View::OverlayTrusted {
             return Ok(true);
         }
-        let xattrs = inode.xattrs()?;
-        Ok(xattrs.get(b"trusted.overlay.metacopy")?.is_none()
-            || xattrs.get(b"trusted.overlay.redirect")?.is_some())
+        let metacopy = Metacopy::of(inode)?;
+        Ok(!matches!(metacopy, Some(Metacopy { redirect: None, .. })))
     }
 
     /// Whether the overlay above the mount, not the server, reads redirected files' content
@@ -126,8 +120,9 @@ impl View {
                     strip_parts(&mut parts, OVERLAY.len());
                 } else if self == View::OverlayUser {
                     // Private: handed to the userxattr overlay to obey.
+                    strip_parts(&mut parts, OVERLAY.len());
                     return Some(PresentedName {
-                        prefix: USER_PREFIX,
+                        prefix: USER_OVERLAY_PREFIX,
                         parts,
                     });
                 } else {
@@ -191,110 +186,4 @@ fn strip_parts(parts: &mut [&[u8]; 2], mut n: usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::erofs::XattrName;
-
-    fn xattr<'a>(index: u8, suffix: &'a [u8]) -> Xattr<'a> {
-        Xattr {
-            name: XattrName {
-                index,
-                infix: b"",
-                suffix,
-            },
-            value: b"v",
-        }
-    }
-
-    fn shown(view: View, index: u8, suffix: &[u8]) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        view.present(&xattr(index, suffix))?.append_to(&mut out);
-        Some(out)
-    }
-
-    #[test]
-    fn direct_view_unescapes_and_hides_overlay_xattrs() {
-        let t = xattr_index::TRUSTED;
-        assert_eq!(shown(View::Direct, t, b"overlay.redirect"), None);
-        assert_eq!(shown(View::Direct, t, b"overlay.opaque"), None);
-        assert_eq!(
-            shown(View::Direct, t, b"overlay.overlay.opaque").as_deref(),
-            Some(&b"trusted.overlay.opaque"[..])
-        );
-        assert_eq!(
-            shown(View::Direct, t, b"foo").as_deref(),
-            Some(&b"trusted.foo"[..])
-        );
-        assert_eq!(
-            shown(View::Direct, xattr_index::USER, b"overlay.opaque").as_deref(),
-            Some(&b"user.overlay.opaque"[..])
-        );
-        assert_eq!(
-            shown(View::OverlayTrusted, t, b"overlay.redirect").as_deref(),
-            Some(&b"trusted.overlay.redirect"[..])
-        );
-    }
-
-    #[test]
-    fn overlay_user_view_moves_private_names_and_escapes_image_ones() {
-        let (t, u) = (xattr_index::TRUSTED, xattr_index::USER);
-        type Case<'a> = (u8, &'a [u8], Option<&'a [u8]>);
-        let cases: [Case; 6] = [
-            (t, b"overlay.redirect", Some(b"user.overlay.redirect")),
-            (t, b"overlay.metacopy", Some(b"user.overlay.metacopy")),
-            (
-                t,
-                b"overlay.overlay.opaque",
-                Some(b"trusted.overlay.opaque"),
-            ),
-            (
-                u,
-                b"overlay.redirect",
-                Some(b"user.overlay.overlay.redirect"),
-            ),
-            (
-                u,
-                b"overlay.overlay.x",
-                Some(b"user.overlay.overlay.overlay.x"),
-            ),
-            (u, b"mime_type", Some(b"user.mime_type")),
-        ];
-        for (index, suffix, expected) in cases {
-            assert_eq!(
-                shown(View::OverlayUser, index, suffix).as_deref(),
-                expected,
-                "{}",
-                String::from_utf8_lossy(suffix)
-            );
-        }
-    }
-
-    #[test]
-    fn escaping_round_trips() {
-        // Every name a view shows maps back to the stored name it came from.
-        let (t, u) = (xattr_index::TRUSTED, xattr_index::USER);
-        let stored: [(u8, &[u8]); 7] = [
-            (t, b"overlay.overlay.opaque"),
-            (t, b"overlay.overlay.overlay.x"),
-            (t, b"overlay.redirect"),
-            (t, b"foo"),
-            (u, b"overlay.whiteout"),
-            (u, b"overlay.overlay.x"),
-            (u, b"foo"),
-        ];
-        for view in [View::Direct, View::OverlayUser, View::OverlayTrusted] {
-            for (index, suffix) in stored {
-                let Some(name) = view.present(&xattr(index, suffix)) else {
-                    continue;
-                };
-                let mut shown_name = Vec::new();
-                name.append_to(&mut shown_name);
-                let (back, parts) = view.stored_name(&shown_name).unwrap();
-                assert_eq!(
-                    (back, [parts[0], parts[1]].concat()),
-                    (index, suffix.to_vec())
-                );
-            }
-        }
-    }
-}
+mod tests;

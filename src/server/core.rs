@@ -111,7 +111,10 @@ impl<B> Core<B> {
     ) -> Result<Opened<B>, Errno> {
         let inode = self.inode(node)?;
         if self.view.is_overlay_lower() {
-            return if crate::content::is_metacopy(&inode).map_err(io_error)? {
+            return if crate::composefs::Metacopy::of(&inode)
+                .map_err(io_error)?
+                .is_some()
+            {
                 self.stats.object_opens.fetch_add(1, Ordering::Relaxed);
                 Ok(Opened::new(Handle::Elsewhere, CacheFlags::NONE))
             } else {

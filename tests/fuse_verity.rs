@@ -288,7 +288,10 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
     ]);
     let mut config = fuser::Config::default();
     config.mount_options.push(fuser::MountOption::RO);
-    let _store = fuser::spawn_mount(fs, &store, &config).unwrap();
+    let _store = UnmountedOnDrop {
+        _session: fuser::spawn_mount(fs, &store, &config).unwrap(),
+        mountpoint: store.clone(),
+    };
     // The store is the basedir, and holds the image too.
     let (objects, image) = (store.clone(), store.join("image.erofs"));
     assert_eq!(std::fs::read(store.join("ab/good")).unwrap(), good);
@@ -319,6 +322,19 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
         Some(5)
     );
     lazycfs::mount::unmount(&mnt).unwrap();
+}
+
+/// A test FUSE mount that is unmounted, then its server stopped, when dropped (a panicking
+/// assertion included): dropping fuser's session alone leaves a dead mount behind.
+struct UnmountedOnDrop {
+    _session: fuser::BackgroundSession,
+    mountpoint: PathBuf,
+}
+
+impl Drop for UnmountedOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mountpoint).status();
+    }
 }
 
 /// The fs-verity SHA-256 digest of `data`, computed as the kernel does (composefs-rs).

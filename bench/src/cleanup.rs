@@ -1,6 +1,7 @@
 //! Never leave a mount or a server behind: the servers started are tracked, and on SIGINT or
 //! SIGTERM (or at startup, after a crashed run) everything mounted under the work directory is
-//! detached and the servers killed.
+//! detached and the servers killed. System state the benchmark changes (a kernel module
+//! parameter, a tracing instance) is put back at the end, on errors and on signals too.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,11 @@ use rustix::mount::{UnmountFlags, unmount};
 use rustix::process::{Pid, Signal, kill_process};
 
 static CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+/// Module parameters changed, with the value each had before the run.
+static PARAMETERS: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+/// Undoes the request tracer's setup (removes its tracefs instance, unmounts tracefs if the
+/// benchmark mounted it).
+static TRACING: Mutex<Option<Box<dyn FnOnce() + Send>>> = Mutex::new(None);
 
 pub fn register_child(pid: u32) {
     CHILDREN.lock().unwrap().insert(pid);
@@ -36,9 +42,72 @@ pub fn install_handler(work: &Path) -> anyhow::Result<()> {
         for &pid in CHILDREN.lock().unwrap().iter() {
             kill(pid);
         }
+        restore_system();
         std::process::exit(130);
     })?;
     Ok(())
+}
+
+/// Sets a module parameter (`/sys/module/M/parameters/P`), remembering its first value.
+pub fn set_parameter(path: &Path, value: &str) -> anyhow::Result<()> {
+    let current = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let current = current.trim();
+    let mut saved = PARAMETERS.lock().unwrap();
+    if current == value {
+        return Ok(());
+    }
+    if !saved.iter().any(|(p, _)| p == path) {
+        saved.push((path.to_path_buf(), current.to_string()));
+    }
+    std::fs::write(path, value).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+/// Puts a module parameter back to its value before the run, if it was changed.
+pub fn restore_parameter(path: &Path) {
+    let mut saved = PARAMETERS.lock().unwrap();
+    if let Some(i) = saved.iter().position(|(p, _)| p == path) {
+        let (path, value) = saved.remove(i);
+        if let Err(e) = std::fs::write(&path, &value) {
+            eprintln!("bench: restoring {} to {value}: {e}", path.display());
+        }
+    }
+}
+
+/// Registers how to undo the tracing setup (replacing what was registered).
+pub fn on_restore_tracing(undo: Box<dyn FnOnce() + Send>) {
+    *TRACING.lock().unwrap() = Some(undo);
+}
+
+/// Undoes the tracing setup, if not done yet.
+pub fn restore_tracing() {
+    let undo = TRACING.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(undo) = undo {
+        undo();
+    }
+}
+
+/// Restores every module parameter and the tracing state the run changed.
+pub fn restore_system() {
+    let saved: Vec<PathBuf> = PARAMETERS
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    for path in saved {
+        restore_parameter(&path);
+    }
+    restore_tracing();
+}
+
+/// Restores the system state when dropped (the end of `main`, an error, a panic).
+pub struct RestoreOnDrop;
+
+impl Drop for RestoreOnDrop {
+    fn drop(&mut self) {
+        restore_system();
+    }
 }
 
 /// Mount points in /proc/self/mountinfo, in mount order.

@@ -4,7 +4,9 @@
 //!
 //! All images share one basedir. Objects are sparse files of the size the dumpfile gives, so
 //! they cost no disk; only the few large objects of the read benchmark hold real (pseudo-random)
-//! data. Images and objects are cached in the work directory between runs.
+//! data, and the objects of `host-usr` (the machine's own `/usr` and `/etc`, for the
+//! container-start workloads) are hard links to (or copies of) the real files. Images and
+//! objects are cached in the work directory between runs.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +24,9 @@ use composefs::fsverity::Sha256HashValue;
 
 use crate::rng::Rng;
 
+mod host;
+use host::host_dump;
+
 /// A benchmark image, built and with its objects in the basedir.
 pub struct Image {
     pub name: String,
@@ -34,6 +39,14 @@ pub struct Image {
     pub big_dir: Option<(PathBuf, Vec<String>)>,
     /// Large files with real content, for the sequential-read benchmark.
     pub large_files: Vec<(PathBuf, u64)>,
+    /// A root filesystem to `chroot` into (the container-start workloads), and whether its
+    /// `/usr/bin/python3` exists.
+    pub chroot: Option<Chroot>,
+}
+
+/// What a chroot-able image offers.
+pub struct Chroot {
+    pub python: bool,
 }
 
 /// What to build.
@@ -51,6 +64,9 @@ pub enum Recipe {
     },
     /// One directory `/big` with `files` regular files.
     Flat { files: usize },
+    /// The machine's own `/usr` and `/etc` (and the root's symlinks into `/usr`): a container
+    /// image to chroot into.
+    Host,
 }
 
 /// The images of a full run (`quick` skips the 1M-entry one and uses smaller read objects).
@@ -92,6 +108,7 @@ pub fn recipes(quick: bool) -> Vec<(&'static str, Recipe)> {
             },
         ),
         ("flat-100k", Recipe::Flat { files: 100_000 }),
+        ("host-usr", Recipe::Host),
     ];
     if !quick {
         list.push((
@@ -124,7 +141,15 @@ pub fn prepare(
             large_size,
         } => tree_dump(fanout, *files, *large, *large_size),
         Recipe::Flat { files } => flat_dump(*files),
+        Recipe::Host => host_dump(Path::new("/"))?,
     };
+    if matches!(recipe, Recipe::Host) {
+        eprintln!(
+            "bench: linking {} objects of {name} into {}",
+            dump.objects.len(),
+            basedir.display()
+        );
+    }
     for (payload, object) in &dump.objects {
         object.create(&basedir.join(payload))?;
     }
@@ -148,6 +173,9 @@ pub fn prepare(
         probe: dump.probe.context("image has no probe path")?,
         big_dir: dump.big_dir,
         large_files: dump.large_files,
+        chroot: matches!(recipe, Recipe::Host).then(|| Chroot {
+            python: dump.python,
+        }),
     })
 }
 
@@ -156,6 +184,8 @@ struct Object {
     size: u64,
     /// Real pseudo-random content (read benchmark) instead of a sparse file.
     real: bool,
+    /// A host file whose content this is: hard-linked when on the same filesystem, else copied.
+    source: Option<PathBuf>,
 }
 
 impl Object {
@@ -165,6 +195,15 @@ impl Object {
         }
         fs::create_dir_all(path.parent().unwrap())?;
         let tmp = path.with_extension("tmp");
+        if let Some(source) = &self.source {
+            let _ = fs::remove_file(&tmp);
+            if fs::hard_link(source, &tmp).is_err() {
+                fs::copy(source, &tmp)
+                    .with_context(|| format!("copying {} to the basedir", source.display()))?;
+            }
+            fs::rename(&tmp, path)?;
+            return Ok(());
+        }
         let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         if self.real {
             let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -196,6 +235,8 @@ struct Dump {
     probe: Option<PathBuf>,
     big_dir: Option<(PathBuf, Vec<String>)>,
     large_files: Vec<(PathBuf, u64)>,
+    /// Whether `/usr/bin/python3` is in the image (host-usr).
+    python: bool,
 }
 
 /// The SELinux label every synthetic entry carries (shared xattr, as in real images).
@@ -214,7 +255,14 @@ impl Dump {
         self.line(format_args!(
             "{path} {size} 100644 1 0 0 0 1700000000.0 {payload} - {id} {LABEL} user.bench=x"
         ));
-        self.objects.insert(payload, Object { size, real });
+        self.objects.insert(
+            payload,
+            Object {
+                size,
+                real,
+                source: None,
+            },
+        );
     }
 
     fn line(&mut self, line: std::fmt::Arguments) {
@@ -332,7 +380,14 @@ fn corpus_dump(corpus: &Path, file: &str) -> anyhow::Result<Dump> {
         if regular && fields[8] != "-" && fields[9] == "-" {
             let size = fields[1].parse().context("size")?;
             let payload = fields[8].trim_start_matches('/').to_string();
-            dump.objects.insert(payload, Object { size, real: false });
+            dump.objects.insert(
+                payload,
+                Object {
+                    size,
+                    real: false,
+                    source: None,
+                },
+            );
         }
         let depth = path.matches('/').count();
         if regular && depth > probe_depth && !path.contains('\\') {

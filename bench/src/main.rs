@@ -7,6 +7,7 @@ mod measure;
 mod report;
 mod rng;
 mod servers;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +57,9 @@ struct Cli {
     /// Do not build lazycfs and the peers (use what is in target/).
     #[arg(long)]
     no_build: bool,
+    /// Skip the untimed pass that counts each command's FUSE requests (tracefs).
+    #[arg(long)]
+    no_requests: bool,
     /// Another lazycfs binary to compare in the same run, as `LABEL=PATH` (repeatable): adds
     /// the servers `LABEL` (direct mode) and `LABEL ovl` (overlay stack), e.g.
     /// `--baseline "lazycfs main=/tmp/lazycfs-main"` for a before/after table.
@@ -136,8 +140,11 @@ fn parse_baseline(arg: &str) -> Result<(String, PathBuf), String> {
     Ok((label.to_string(), PathBuf::from(path)))
 }
 
+/// The module parameter FUSE-over-io_uring needs (kernel 6.14+, `CONFIG_FUSE_IO_URING`).
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
 /// The command line of a lazycfs mount in `mode`, serving in the foreground.
-fn lazycfs_args(mode: &'static str, extra: Option<&'static str>) -> Vec<Arg> {
+fn lazycfs_args(mode: &'static str, extra: &[&'static str]) -> Vec<Arg> {
     let mut args = vec![
         Arg::Literal("mount"),
         Arg::Image,
@@ -148,23 +155,53 @@ fn lazycfs_args(mode: &'static str, extra: Option<&'static str>) -> Vec<Arg> {
         Arg::Literal("--mode"),
         Arg::Literal(mode),
     ];
-    args.extend(extra.map(Arg::Literal));
+    args.extend(extra.iter().copied().map(Arg::Literal));
     args
 }
 
-/// A lazycfs server row, or why `program` cannot serve.
-fn lazycfs_server(name: &'static str, program: &Path, args: Vec<Arg>) -> Server {
-    let has_mount = Command::new(program)
+/// A lazycfs server row, or why `program` cannot serve: no `mount` subcommand, or no option
+/// the row needs. `--transport dev` is dropped for a binary without `--transport` (it only has
+/// `/dev/fuse`), so that the plain rows work with any lazycfs.
+fn lazycfs_server(name: &'static str, program: &Path, mut args: Vec<Arg>) -> Server {
+    let help = Command::new(program)
         .args(["mount", "--help"])
         .output()
-        .is_ok_and(|o| o.status.success());
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let has = |option: &str| {
+        help.as_deref().is_some_and(|h| {
+            h.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+                .any(|word| word == option)
+        })
+    };
+    let uring = args
+        .windows(2)
+        .any(|w| matches!(w, [Arg::Literal("--transport"), Arg::Literal("uring")]));
+    if !has("--transport")
+        && let Some(i) = args
+            .windows(2)
+            .position(|w| matches!(w, [Arg::Literal("--transport"), Arg::Literal("dev")]))
+    {
+        args.drain(i..i + 2);
+    }
+    let missing = match &help {
+        None => Some(format!("{} has no `mount` subcommand", program.display())),
+        Some(_) => args.iter().find_map(|a| match a {
+            Arg::Literal(option) if option.starts_with("--") && !has(option) => {
+                Some(format!("{} has no {option} option", program.display()))
+            }
+            _ => None,
+        }),
+    };
     Server {
         name,
         kind: Kind::Fuse {
             program: program.to_path_buf(),
             args,
         },
-        missing: (!has_mount).then(|| format!("{} has no `mount` subcommand", program.display())),
+        missing,
+        uring,
     }
 }
 
@@ -174,11 +211,13 @@ fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
             name: "kernel",
             kind: Kind::Kernel { overlay: true },
             missing: None,
+            uring: false,
         },
         Server {
             name: "kernel erofs only",
             kind: Kind::Kernel { overlay: false },
             missing: None,
+            uring: false,
         },
     ];
     let lazycfs = lazycfs_binary();
@@ -186,11 +225,20 @@ fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
     // as data-only layer); mounted by root here so the benchmark can see it, it runs the same
     // code paths as under `lazycfs run`.
     // `lazycfs no-poll` is the direct mode without busy polling: what polling buys, and
-    // what it costs in server CPU time.
+    // what it costs in server CPU time. The `uring` rows serve over FUSE-over-io_uring, the
+    // others over /dev/fuse.
+    const DEV: &[&str] = &["--transport", "dev"];
+    const URING: &[&str] = &["--transport", "uring"];
     for (name, mode, extra) in [
-        ("lazycfs", "direct", None),
-        ("lazycfs no-poll", "direct", Some("--no-busy-poll")),
-        ("lazycfs ovl", "overlay", None),
+        ("lazycfs", "direct", DEV),
+        ("lazycfs uring", "direct", URING),
+        (
+            "lazycfs no-poll",
+            "direct",
+            &["--transport", "dev", "--no-busy-poll"],
+        ),
+        ("lazycfs ovl", "overlay", DEV),
+        ("lazycfs ovl uring", "overlay", URING),
     ] {
         list.push(lazycfs_server(name, &lazycfs, lazycfs_args(mode, extra)));
     }
@@ -198,15 +246,11 @@ fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
     for (label, program) in baselines {
         let direct: &'static str = Box::leak(label.clone().into_boxed_str());
         let overlay: &'static str = Box::leak(format!("{label} ovl").into_boxed_str());
-        list.push(lazycfs_server(
-            direct,
-            program,
-            lazycfs_args("direct", None),
-        ));
+        list.push(lazycfs_server(direct, program, lazycfs_args("direct", DEV)));
         list.push(lazycfs_server(
             overlay,
             program,
-            lazycfs_args("overlay", None),
+            lazycfs_args("overlay", DEV),
         ));
     }
     for (name, _, binary, extra) in PEERS {
@@ -218,9 +262,25 @@ fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
             name,
             kind: Kind::Fuse { program, args },
             missing,
+            uring: false,
         });
     }
     list
+}
+
+/// Sets `fuse.enable_uring` for an io_uring row; puts back the machine's value for the others.
+fn uring_parameter(server: &Server) -> anyhow::Result<()> {
+    let path = Path::new(ENABLE_URING);
+    if server.uring {
+        ensure!(
+            path.exists(),
+            "{ENABLE_URING} missing: no FUSE-over-io_uring in this kernel"
+        );
+        cleanup::set_parameter(path, "Y")
+    } else {
+        cleanup::restore_parameter(path);
+        Ok(())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -249,6 +309,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dirs.tmp)?;
     cleanup::unmount_all_under(&work);
     cleanup::install_handler(&work)?;
+    let _restore = cleanup::RestoreOnDrop;
 
     if !cli.no_build {
         build()?;
@@ -286,22 +347,43 @@ fn main() -> anyhow::Result<()> {
         dirs,
         scratch,
     };
+    let tracer = if cli.no_requests || !servers.iter().any(Server::is_fuse) {
+        None
+    } else {
+        trace::RequestTracer::new()
+            .inspect_err(|e| eprintln!("bench: FUSE requests will not be counted: {e:#}"))
+            .ok()
+    };
     let mut results = Results::default();
     for image in &images {
         let huge = image.entries >= 500_000;
         config.runs = if huge { 1 } else { runs };
         config.xattr_walk = !huge;
         for server in &servers {
-            measure::bench(image, server, &config, &mut results);
+            if let Err(e) = uring_parameter(server) {
+                results
+                    .unavailable
+                    .insert((image.name.clone(), server.name), format!("{e:#}"));
+                continue;
+            }
+            measure::bench(image, server, &config, tracer.as_ref(), &mut results);
         }
     }
+    drop(tracer);
     cleanup::unmount_all_under(&work);
+    cleanup::restore_system();
 
     let tables = report::markdown(&images, &servers, &results, reference);
+    let command: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect();
     let header = format!(
-        "# lazycfs end-to-end benchmark\n\nKernel {}, {} CPUs; medians of {runs} runs (500k+ \
-         entries: 1 run, no xattr walk), startup of {} cold starts per run; ratios to \
-         `{reference}`.\n",
+        "# lazycfs end-to-end benchmark\n\n`bench/run.sh {}`\n\nKernel {}, {} CPUs; medians \
+         [min–max] of {runs} runs (500k+ entries: 1 run, no xattr walk), startup of {} cold \
+         starts per run; ratios to `{reference}` (medians). FUSE requests from one more, \
+         untimed run with the `fuse_request_send` tracepoint on.\n",
+        command.join(" "),
         rustix::system::uname().release().to_string_lossy(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         startups + 1,
@@ -309,6 +391,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.out)?;
     std::fs::write(cli.out.join("results.md"), format!("{header}{tables}"))?;
     std::fs::write(cli.out.join("samples.csv"), report::csv(&images, &results))?;
+    std::fs::write(
+        cli.out.join("requests.csv"),
+        report::requests_csv(&images, &results),
+    )?;
     std::fs::write(
         cli.out.join("startup.svg"),
         report::startup_svg(&images, &servers, &results),

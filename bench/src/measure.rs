@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use crate::images::Image;
 use crate::rng::Rng;
 use crate::servers::{Dirs, Mount, Server};
+use crate::trace::{RequestTracer, Requests};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
@@ -23,6 +24,14 @@ pub enum Metric {
     WalkWarm,
     /// `getfattr -R -h -d -m -` after the walks.
     XattrWalk,
+    /// `chroot MNT python3` importing a dozen stdlib modules, caches dropped, fresh mount.
+    PythonCold,
+    /// The same import again.
+    PythonWarm,
+    /// `chroot MNT ls -lR /usr/share`, caches dropped, fresh mount.
+    LsCold,
+    /// The same listing again.
+    LsWarm,
     /// Random `stat`s of existing names in the large directory on a fresh mount.
     Lookups,
     /// `cat` of the large files to /dev/null on a fresh mount, caches dropped.
@@ -45,11 +54,15 @@ pub enum Unit {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Startup,
         Metric::WalkCold,
         Metric::WalkWarm,
         Metric::XattrWalk,
+        Metric::PythonCold,
+        Metric::PythonWarm,
+        Metric::LsCold,
+        Metric::LsWarm,
         Metric::Lookups,
         Metric::ReadCold,
         Metric::ReadWarm,
@@ -64,6 +77,10 @@ impl Metric {
             Metric::WalkCold => "walk cold",
             Metric::WalkWarm => "walk warm",
             Metric::XattrWalk => "xattr walk",
+            Metric::PythonCold => "python cold",
+            Metric::PythonWarm => "python warm",
+            Metric::LsCold => "ls -lR cold",
+            Metric::LsWarm => "ls -lR warm",
             Metric::Lookups => "lookups",
             Metric::ReadCold => "read cold",
             Metric::ReadWarm => "read warm",
@@ -94,6 +111,8 @@ pub struct Results {
     pub cells: BTreeMap<(String, &'static str, Metric), Cell>,
     /// Servers that could not run on an image, and why.
     pub unavailable: BTreeMap<(String, &'static str), String>,
+    /// The FUSE requests of each measured command, from the counting pass (or why not).
+    pub requests: BTreeMap<(String, &'static str, Metric), Result<Requests, String>>,
 }
 
 impl Results {
@@ -121,6 +140,40 @@ impl Results {
             }
         }
     }
+
+    fn record_requests(
+        &mut self,
+        image: &Image,
+        server: &Server,
+        metric: Metric,
+        requests: anyhow::Result<Requests>,
+    ) {
+        if let Err(e) = &requests {
+            eprintln!(
+                "bench: {} on {}: counting requests of {}: {e:#}",
+                server.name,
+                image.name,
+                metric.label()
+            );
+        }
+        self.requests.insert(
+            (image.name.clone(), server.name, metric),
+            requests.map_err(|e| format!("{e:#}")),
+        );
+    }
+}
+
+/// How a phase runs its commands: timed, or once more with the FUSE requests counted.
+#[derive(Clone, Copy)]
+pub enum Pass<'a> {
+    Timed,
+    Count(&'a RequestTracer),
+}
+
+impl Pass<'_> {
+    fn timed(self) -> bool {
+        matches!(self, Pass::Timed)
+    }
 }
 
 pub struct Config {
@@ -138,8 +191,15 @@ pub struct Config {
     pub scratch: PathBuf,
 }
 
-/// Runs every measurement of `server` on `image`, `config.runs` times.
-pub fn bench(image: &Image, server: &Server, config: &Config, results: &mut Results) {
+/// Runs every measurement of `server` on `image`, `config.runs` times, then (FUSE servers,
+/// with a `tracer`) once more untimed, counting the requests of each command.
+pub fn bench(
+    image: &Image,
+    server: &Server,
+    config: &Config,
+    tracer: Option<&RequestTracer>,
+    results: &mut Results,
+) {
     if let Some(why) = &server.missing {
         results
             .unavailable
@@ -154,11 +214,11 @@ pub fn bench(image: &Image, server: &Server, config: &Config, results: &mut Resu
             run + 1,
             config.runs
         );
-        let phases: [Phase; 4] = [walks, cold_starts, lookups, reads];
+        let phases: [Phase; 5] = [walks, cold_starts, container, lookups, reads];
         for phase in phases {
             // A phase fails as a whole when the server does not start (or unmount): nothing
             // else of this server runs on this image.
-            if let Err(e) = phase(image, server, config, run, results) {
+            if let Err(e) = phase(image, server, config, run, Pass::Timed, results) {
                 if run == 0 {
                     eprintln!("bench: {} on {}: {e:#}", server.name, image.name);
                     results
@@ -171,9 +231,43 @@ pub fn bench(image: &Image, server: &Server, config: &Config, results: &mut Resu
             }
         }
     }
+    let Some(tracer) = tracer.filter(|_| server.is_fuse()) else {
+        return;
+    };
+    eprintln!("bench: {} / {} counting requests", image.name, server.name);
+    let phases: [Phase; 3] = [walks, container, lookups];
+    for phase in phases {
+        if let Err(e) = phase(image, server, config, 0, Pass::Count(tracer), results) {
+            eprintln!(
+                "bench: {} on {}: counting requests: {e:#}",
+                server.name, image.name
+            );
+            return;
+        }
+    }
 }
 
-type Phase = fn(&Image, &Server, &Config, usize, &mut Results) -> anyhow::Result<()>;
+type Phase = fn(&Image, &Server, &Config, usize, Pass, &mut Results) -> anyhow::Result<()>;
+
+/// Runs `cmd` as `metric`: timed (recording seconds) or counting its requests.
+fn measure(
+    image: &Image,
+    server: &Server,
+    metric: Metric,
+    cmd: Command,
+    config: &Config,
+    pass: Pass,
+    results: &mut Results,
+) {
+    match pass {
+        Pass::Timed => results.record(image, server, metric, time(cmd, config).map(secs)),
+        Pass::Count(tracer) => {
+            let errors = config.scratch.join("stderr.txt");
+            let requests = tracer.count(cmd, &errors, config.timeout);
+            results.record_requests(image, server, metric, requests);
+        }
+    }
+}
 
 /// Cold start, cold and warm metadata walks, xattr walk, peak RSS.
 fn walks(
@@ -181,38 +275,48 @@ fn walks(
     server: &Server,
     config: &Config,
     _run: usize,
+    pass: Pass,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let mount = cold_start(image, server, config, results)?;
+    let mount = cold_start(image, server, config, pass, results)?;
     let mnt = &config.dirs.mountpoint;
     let find = || {
         let mut cmd = Command::new("find");
         cmd.arg(mnt).args(["-printf", "%p %s %m %n %U %G %T@\\n"]);
         cmd
     };
-    results.record(
+    measure(
         image,
         server,
         Metric::WalkCold,
-        time(find(), config).map(secs),
+        find(),
+        config,
+        pass,
+        results,
     );
-    results.record(
+    measure(
         image,
         server,
         Metric::WalkWarm,
-        time(find(), config).map(secs),
+        find(),
+        config,
+        pass,
+        results,
     );
     if config.xattr_walk {
         let mut getfattr = Command::new("getfattr");
         getfattr.args(["-R", "-h", "-d", "-m", "-"]).arg(mnt);
-        results.record(
+        measure(
             image,
             server,
             Metric::XattrWalk,
-            time(getfattr, config).map(secs),
+            getfattr,
+            config,
+            pass,
+            results,
         );
     }
-    if server.is_fuse() {
+    if server.is_fuse() && pass.timed() {
         let rss = mount
             .peak_rss()
             .context("no VmHWM: server gone")
@@ -235,10 +339,11 @@ fn cold_starts(
     server: &Server,
     config: &Config,
     _run: usize,
+    pass: Pass,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     for _ in 0..config.startups {
-        cold_start(image, server, config, results)?.stop()?;
+        cold_start(image, server, config, pass, results)?.stop()?;
     }
     Ok(())
 }
@@ -248,12 +353,82 @@ fn cold_start(
     image: &Image,
     server: &Server,
     config: &Config,
+    pass: Pass,
     results: &mut Results,
 ) -> anyhow::Result<Mount> {
     drop_caches()?;
     let (mount, startup) = server.start(image, &config.dirs, config.timeout)?;
-    results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
+    if pass.timed() {
+        results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
+    }
     Ok(mount)
+}
+
+/// The stdlib modules the python start imports: what a small service pulls in.
+const PYTHON_IMPORTS: &str = "import json, email, http.client, decimal, asyncio, \
+    xml.etree.ElementTree, sqlite3, argparse, logging, subprocess, csv, unittest";
+
+/// Container start (images to chroot into): python3 importing stdlib modules, and
+/// `ls -lR /usr/share`, each cold (caches dropped, fresh mount) then warm.
+fn container(
+    image: &Image,
+    server: &Server,
+    config: &Config,
+    _run: usize,
+    pass: Pass,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let Some(chroot) = &image.chroot else {
+        return Ok(());
+    };
+    if !server.serves_data() {
+        return Ok(());
+    }
+    let in_chroot = |args: &[&str]| {
+        let mut cmd = Command::new("chroot");
+        cmd.arg(&config.dirs.mountpoint)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8");
+        cmd
+    };
+    if chroot.python {
+        // -I: no user site or environment; -B: the mount is read-only anyway.
+        let python = || in_chroot(&["/usr/bin/python3", "-I", "-B", "-c", PYTHON_IMPORTS]);
+        drop_caches()?;
+        let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+        measure(
+            image,
+            server,
+            Metric::PythonCold,
+            python(),
+            config,
+            pass,
+            results,
+        );
+        measure(
+            image,
+            server,
+            Metric::PythonWarm,
+            python(),
+            config,
+            pass,
+            results,
+        );
+        mount.stop()?;
+    } else if pass.timed() {
+        for metric in [Metric::PythonCold, Metric::PythonWarm] {
+            let why = anyhow::anyhow!("no /usr/bin/python3 on this machine");
+            results.record(image, server, metric, Err(why));
+        }
+    }
+    let ls = || in_chroot(&["ls", "-lR", "/usr/share"]);
+    drop_caches()?;
+    let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+    measure(image, server, Metric::LsCold, ls(), config, pass, results);
+    measure(image, server, Metric::LsWarm, ls(), config, pass, results);
+    mount.stop()
 }
 
 /// Random lookups in the large directory, on a fresh mount with caches dropped.
@@ -262,6 +437,7 @@ fn lookups(
     server: &Server,
     config: &Config,
     run: usize,
+    pass: Pass,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let Some((dir, names)) = &image.big_dir else {
@@ -284,7 +460,7 @@ fn lookups(
     let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("stat-paths").arg(&list_path);
-    results.record(image, server, Metric::Lookups, time(cmd, config).map(secs));
+    measure(image, server, Metric::Lookups, cmd, config, pass, results);
     mount.stop()
 }
 
@@ -294,6 +470,7 @@ fn reads(
     server: &Server,
     config: &Config,
     _run: usize,
+    _pass: Pass,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     if image.large_files.is_empty() || !server.serves_data() {

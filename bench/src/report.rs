@@ -1,5 +1,6 @@
 //! Medians, the markdown tables, the startup plot (hand-written SVG) and the raw samples.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::images::Image;
@@ -16,17 +17,33 @@ pub fn median(samples: &[f64]) -> Option<f64> {
     }
 }
 
-fn format_value(metric: Metric, v: f64) -> String {
+/// `v` in the unit and precision of `scale` (the median), without the unit name; and that name.
+fn scaled(metric: Metric, scale: f64, v: f64) -> (String, &'static str) {
     match metric.unit() {
-        Unit::Seconds if v < 1.0 => format!("{:.1} ms", v * 1e3),
-        Unit::Seconds => format!("{v:.2} s"),
-        Unit::MegabytesPerSecond => format!("{v:.0} MB/s"),
-        Unit::Bytes => format!("{:.1} MiB", v / (1 << 20) as f64),
+        Unit::Seconds if scale < 1.0 => (format!("{:.1}", v * 1e3), "ms"),
+        Unit::Seconds => (format!("{v:.2}"), "s"),
+        Unit::MegabytesPerSecond => (format!("{v:.0}"), "MB/s"),
+        Unit::Bytes => (format!("{:.1}", v / (1 << 20) as f64), "MiB"),
     }
 }
 
-/// One markdown table per image: a row per server, a column per metric, medians with the ratio
-/// to `reference` (the kernel composefs mount). Times: lower is better; MB/s: higher is better.
+/// The median of `samples` with its unit, then `[min–max]` when the samples differ.
+fn format_samples(metric: Metric, samples: &[f64]) -> Option<String> {
+    let m = median(samples)?;
+    let (value, unit) = scaled(metric, m, m);
+    let mut text = format!("{value} {unit}");
+    let lo = samples.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = (scaled(metric, m, lo).0, scaled(metric, m, hi).0);
+    if lo != hi {
+        let _ = write!(text, " [{lo}–{hi}]");
+    }
+    Some(text)
+}
+
+/// One markdown table per image: a row per server, a column per metric, medians [min–max] with
+/// the ratio of the medians to `reference` (the kernel composefs mount). Times: lower is better;
+/// MB/s: higher is better. Then the FUSE requests per entry of each command, and their opcodes.
 pub fn markdown(
     images: &[Image],
     servers: &[Server],
@@ -83,10 +100,8 @@ pub fn markdown(
                                 metric.label()
                             ));
                         }
-                        match median(&cell.samples) {
-                            None => "fail".to_string(),
-                            Some(v) => {
-                                let mut text = format_value(metric, v);
+                        match (median(&cell.samples), format_samples(metric, &cell.samples)) {
+                            (Some(v), Some(mut text)) => {
                                 if let Some(r) =
                                     reference_median(metric).filter(|_| server.name != reference)
                                 {
@@ -97,6 +112,7 @@ pub fn markdown(
                                 }
                                 text
                             }
+                            _ => "fail".to_string(),
                         }
                     }
                 };
@@ -104,6 +120,7 @@ pub fn markdown(
             }
             let _ = writeln!(out, "{row}");
         }
+        requests_tables(&mut out, &mut notes, image, servers, results);
     }
     if !notes.is_empty() {
         let _ = writeln!(
@@ -113,6 +130,125 @@ pub fn markdown(
         for note in notes {
             let first_line = note.lines().next().unwrap_or("");
             let _ = writeln!(out, "- {first_line}");
+        }
+    }
+    out
+}
+
+/// The counted requests of `image`: per entry for each server and command, then per opcode.
+fn requests_tables(
+    out: &mut String,
+    notes: &mut Vec<String>,
+    image: &Image,
+    servers: &[Server],
+    results: &Results,
+) {
+    let counted = |server: &Server, metric: Metric| {
+        results
+            .requests
+            .get(&(image.name.clone(), server.name, metric))
+    };
+    let rows: Vec<&Server> = servers
+        .iter()
+        .filter(|s| Metric::ALL.iter().any(|&m| counted(s, m).is_some()))
+        .collect();
+    let metrics: Vec<Metric> = Metric::ALL
+        .into_iter()
+        .filter(|&m| rows.iter().any(|s| counted(s, m).is_some()))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let entries = image.entries.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "\nFUSE requests per entry ({} entries; total in parentheses):\n",
+        image.entries
+    );
+    let labels: Vec<&str> = metrics.iter().map(|m| m.label()).collect();
+    let _ = writeln!(out, "| server | {} |", labels.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(metrics.len()));
+    // Opcode → total over the image, for the column order of the details.
+    let mut opcodes: BTreeMap<&str, u64> = BTreeMap::new();
+    for server in &rows {
+        let mut row = format!("| {} |", server.name);
+        for &metric in &metrics {
+            let text = match counted(server, metric) {
+                None => "—".to_string(),
+                Some(Err(e)) => {
+                    notes.push(format!(
+                        "{} on {}, requests of {}: {e}",
+                        server.name,
+                        image.name,
+                        metric.label()
+                    ));
+                    "fail".to_string()
+                }
+                Some(Ok(requests)) => {
+                    let total: u64 = requests.values().sum();
+                    for (opcode, n) in requests {
+                        *opcodes.entry(opcode).or_default() += n;
+                    }
+                    format!("{:.2} ({})", total as f64 / entries, si(total as f64))
+                }
+            };
+            let _ = write!(row, " {text} |");
+        }
+        let _ = writeln!(out, "{row}");
+    }
+    let mut columns: Vec<(&str, u64)> = opcodes.into_iter().collect();
+    columns.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let _ = writeln!(
+        out,
+        "\n<details><summary>{}: requests by opcode</summary>\n",
+        image.name
+    );
+    let _ = writeln!(
+        out,
+        "| server | command | total | {} |",
+        columns.iter().map(|c| c.0).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(out, "|---|---|---:|{}", "---:|".repeat(columns.len()));
+    for server in &rows {
+        for &metric in &metrics {
+            let Some(Ok(requests)) = counted(server, metric) else {
+                continue;
+            };
+            let total: u64 = requests.values().sum();
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|(opcode, _)| {
+                    requests
+                        .get(*opcode)
+                        .map_or("·".to_string(), u64::to_string)
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {total} | {} |",
+                server.name,
+                metric.label(),
+                cells.join(" | ")
+            );
+        }
+    }
+    let _ = writeln!(out, "\n</details>");
+}
+
+/// Every request count: `image,entries,server,metric,opcode,count`.
+pub fn requests_csv(images: &[Image], results: &Results) -> String {
+    let mut out = String::from("image,entries,server,metric,opcode,count\n");
+    for ((image, server, metric), requests) in &results.requests {
+        let entries = images
+            .iter()
+            .find(|i| &i.name == image)
+            .map_or(0, |i| i.entries);
+        for (opcode, n) in requests.iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{image},{entries},{server},{},{opcode},{n}",
+                metric.label()
+            );
         }
     }
     out
@@ -251,9 +387,13 @@ pub fn startup_svg(images: &[Image], servers: &[Server], results: &Results) -> S
 }
 
 fn si(v: f64) -> String {
+    let trimmed = |x: f64| {
+        let s = format!("{x:.1}");
+        s.strip_suffix(".0").map_or(s.clone(), str::to_string)
+    };
     match v {
-        v if v >= 1e6 => format!("{}M", v / 1e6),
-        v if v >= 1e3 => format!("{}k", v / 1e3),
+        v if v >= 1e6 => format!("{}M", trimmed(v / 1e6)),
+        v if v >= 1e3 => format!("{}k", trimmed(v / 1e3)),
         v => format!("{v}"),
     }
 }

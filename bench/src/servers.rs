@@ -23,6 +23,8 @@ pub struct Server {
     pub kind: Kind,
     /// Why it cannot run at all (not built, no `mount` subcommand), if it cannot.
     pub missing: Option<String>,
+    /// Serves over FUSE-over-io_uring: needs the `fuse.enable_uring` module parameter set.
+    pub uring: bool,
 }
 
 pub enum Kind {
@@ -77,6 +79,7 @@ impl Server {
             mountpoints: Vec::new(),
             child: None,
             name: self.name,
+            log: None,
         };
         match &self.kind {
             Kind::Kernel { overlay } => {
@@ -94,7 +97,8 @@ impl Server {
                 }
             }
             Kind::Fuse { program, args } => {
-                let log = self.log_file(dirs)?;
+                let (log, log_path) = self.log_file(dirs)?;
+                mount.log = Some((log_path, log.metadata()?.len()));
                 let child = Command::new(program)
                     .args(args.iter().map(|a| match a {
                         Arg::Image => image.path.clone().into_os_string(),
@@ -117,16 +121,17 @@ impl Server {
         Ok((mount, start.elapsed()))
     }
 
-    fn log_file(&self, dirs: &Dirs) -> anyhow::Result<File> {
+    fn log_file(&self, dirs: &Dirs) -> anyhow::Result<(File, PathBuf)> {
         fs::create_dir_all(&dirs.logs)?;
         let path = dirs
             .logs
             .join(format!("{}.log", self.name.replace([' ', '/'], "_")));
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok((file, path))
     }
 }
 
@@ -136,6 +141,8 @@ pub struct Mount {
     /// Outermost first.
     mountpoints: Vec<PathBuf>,
     child: Option<Child>,
+    /// The server's log and its length before the server started.
+    log: Option<(PathBuf, u64)>,
 }
 
 impl Mount {
@@ -192,9 +199,12 @@ impl Mount {
                 cleanup::unregister_child(child.id());
                 self.child = None;
                 bail!(
-                    "{} exited ({status}) before serving {}",
+                    "{} exited ({status}) before serving {}{}",
                     self.name,
-                    probe.display()
+                    probe.display(),
+                    self.last_log_line()
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
                 );
             }
             if start.elapsed() > timeout {
@@ -206,6 +216,20 @@ impl Mount {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
+    }
+
+    /// Why the server failed, from what it logged since it started: its last line saying
+    /// "error" (clap ends its messages with a usage hint), else its last line.
+    fn last_log_line(&self) -> Option<String> {
+        let (path, start) = self.log.as_ref()?;
+        let log = fs::read(path).ok()?;
+        let log = String::from_utf8_lossy(log.get(*start as usize..)?);
+        let mut lines = log.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+        let line = lines
+            .clone()
+            .find(|l| l.to_lowercase().contains("error"))
+            .or_else(|| lines.next())?;
+        Some(line.to_string())
     }
 
     /// Unmounts and stops the server.

@@ -379,7 +379,11 @@ fn main() -> anyhow::Result<()> {
     cleanup::unmount_all_under(&work);
     cleanup::restore_system();
 
-    let tables = report::markdown(&images, &servers, &results, reference);
+    let tables = format!(
+        "\n## Summary\n{}\n## Every measurement\n{}",
+        report::summary(&images, &servers, &results, reference),
+        report::markdown(&images, &servers, &results, reference)
+    );
     let command: Vec<String> = std::env::args()
         .skip(1)
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })

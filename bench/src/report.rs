@@ -41,6 +41,81 @@ fn format_samples(metric: Metric, samples: &[f64]) -> Option<String> {
     Some(text)
 }
 
+/// The text of one cell: median [min–max] (ratio to `reference`), `*` when some runs failed,
+/// `fail` when none succeeded, `—` when the measurement does not apply.
+fn cell_text(
+    image: &Image,
+    server: &str,
+    metric: Metric,
+    results: &Results,
+    reference: &str,
+) -> String {
+    let Some(cell) = results.cells.get(&(image.name.clone(), server, metric)) else {
+        return "—".to_string();
+    };
+    let reference_median = results
+        .cells
+        .get(&(image.name.clone(), reference, metric))
+        .and_then(|c| median(&c.samples))
+        .filter(|_| server != reference);
+    match (median(&cell.samples), format_samples(metric, &cell.samples)) {
+        (Some(v), Some(mut text)) => {
+            if let Some(r) = reference_median {
+                let _ = write!(text, " ({:.2}×)", v / r);
+            }
+            if cell.error.is_some() {
+                text.push('*');
+            }
+            text
+        }
+        _ => "fail".to_string(),
+    }
+}
+
+/// The metrics measured on `image` by any of `servers`.
+fn measured(image: &Image, servers: &[Server], results: &Results) -> Vec<Metric> {
+    Metric::ALL
+        .into_iter()
+        .filter(|&m| {
+            servers
+                .iter()
+                .any(|s| results.cells.contains_key(&(image.name.clone(), s.name, m)))
+        })
+        .collect()
+}
+
+/// The summary: per image, a row per workload (times and rates, not memory), a column per
+/// server. The tables the top-level README quotes.
+pub fn summary(images: &[Image], servers: &[Server], results: &Results, reference: &str) -> String {
+    let mut out = String::new();
+    for image in images {
+        let metrics: Vec<Metric> = measured(image, servers, results)
+            .into_iter()
+            .filter(|m| !matches!(m.unit(), Unit::Bytes) && *m != Metric::ServerCpu)
+            .collect();
+        let _ = writeln!(out, "\n### {} ({} entries)\n", image.name, image.entries);
+        let names: Vec<&str> = servers.iter().map(|s| s.name).collect();
+        let _ = writeln!(out, "| workload | {} |", names.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(servers.len()));
+        for metric in metrics {
+            let mut row = format!("| {} |", metric.label());
+            for server in servers {
+                let text = if results
+                    .unavailable
+                    .contains_key(&(image.name.clone(), server.name))
+                {
+                    "n/a".to_string()
+                } else {
+                    cell_text(image, server.name, metric, results, reference)
+                };
+                let _ = write!(row, " {text} |");
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    out
+}
+
 /// One markdown table per image: a row per server, a column per metric, medians [min–max] with
 /// the ratio of the medians to `reference` (the kernel composefs mount). Times: lower is better;
 /// MB/s: higher is better. Then the FUSE requests per entry of each command, and their opcodes.
@@ -53,31 +128,11 @@ pub fn markdown(
     let mut out = String::new();
     let mut notes = Vec::new();
     for image in images {
-        let metrics: Vec<Metric> = Metric::ALL
-            .into_iter()
-            .filter(|&m| {
-                servers
-                    .iter()
-                    .any(|s| results.cells.contains_key(&(image.name.clone(), s.name, m)))
-            })
-            .collect();
+        let metrics = measured(image, servers, results);
         let _ = writeln!(out, "\n### {} ({} entries)\n", image.name, image.entries);
-        let _ = writeln!(
-            out,
-            "| server | {} |",
-            metrics
-                .iter()
-                .map(|m| m.label())
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
+        let labels: Vec<&str> = metrics.iter().map(|m| m.label()).collect();
+        let _ = writeln!(out, "| server | {} |", labels.join(" | "));
         let _ = writeln!(out, "|---|{}", "---:|".repeat(metrics.len()));
-        let reference_median = |m: Metric| {
-            results
-                .cells
-                .get(&(image.name.clone(), reference, m))
-                .and_then(|c| median(&c.samples))
-        };
         for server in servers {
             let mut row = format!("| {} |", server.name);
             if let Some(why) = results.unavailable.get(&(image.name.clone(), server.name)) {
@@ -86,36 +141,19 @@ pub fn markdown(
                 continue;
             }
             for &metric in &metrics {
-                let cell = results
+                if let Some(e) = results
                     .cells
-                    .get(&(image.name.clone(), server.name, metric));
-                let text = match cell {
-                    None => "—".to_string(),
-                    Some(cell) => {
-                        if let Some(e) = &cell.error {
-                            notes.push(format!(
-                                "{} on {}, {}: {e}",
-                                server.name,
-                                image.name,
-                                metric.label()
-                            ));
-                        }
-                        match (median(&cell.samples), format_samples(metric, &cell.samples)) {
-                            (Some(v), Some(mut text)) => {
-                                if let Some(r) =
-                                    reference_median(metric).filter(|_| server.name != reference)
-                                {
-                                    let _ = write!(text, " ({:.2}×)", v / r);
-                                }
-                                if cell.error.is_some() {
-                                    text.push('*');
-                                }
-                                text
-                            }
-                            _ => "fail".to_string(),
-                        }
-                    }
-                };
+                    .get(&(image.name.clone(), server.name, metric))
+                    .and_then(|c| c.error.as_ref())
+                {
+                    notes.push(format!(
+                        "{} on {}, {}: {e}",
+                        server.name,
+                        image.name,
+                        metric.label()
+                    ));
+                }
+                let text = cell_text(image, server.name, metric, results, reference);
                 let _ = write!(row, " {text} |");
             }
             let _ = writeln!(out, "{row}");

@@ -13,6 +13,9 @@ use rustix::mount::{UnmountFlags, unmount};
 use rustix::process::{Pid, Signal, kill_process};
 
 static CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+/// Held while a server is spawned or a mount made, and by the signal handler from its start
+/// to the exit: nothing is started or mounted behind its back. True once interrupted.
+static STARTING: Mutex<bool> = Mutex::new(false);
 /// Module parameters changed, with the value each had before the run.
 static PARAMETERS: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 /// Undoes the request tracer's setup (removes its tracefs instance, unmounts tracefs if the
@@ -33,15 +36,39 @@ fn kill(pid: u32) {
     }
 }
 
-/// On SIGINT/SIGTERM: detach the mounts under `work`, kill the servers, exit 130.
+/// Whether `pid` has exited (or is a zombie: it can no longer mount anything).
+fn is_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')').next().is_some_and(|s| s.starts_with(" Z"))
+    })
+}
+
+/// Runs `start` (spawning a server, mounting) unless the run was interrupted, so that the
+/// signal handler never misses what it starts.
+pub fn starting<T>(start: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let interrupted = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    anyhow::ensure!(!*interrupted, "interrupted");
+    start()
+}
+
+/// On SIGINT/SIGTERM: kill the servers, detach the mounts under `work`, restore the system,
+/// exit 130.
 pub fn install_handler(work: &Path) -> anyhow::Result<()> {
     let work = work.to_path_buf();
     ctrlc::set_handler(move || {
         eprintln!("bench: interrupted, cleaning up");
-        unmount_all_under(&work);
-        for &pid in CHILDREN.lock().unwrap().iter() {
+        let mut interrupted = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        *interrupted = true;
+        let children: Vec<u32> = CHILDREN.lock().unwrap().iter().copied().collect();
+        for &pid in &children {
             kill(pid);
         }
+        // A server dying mid-mount may still complete it: wait before detaching.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !children.iter().all(|&pid| is_gone(pid)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        unmount_all_under(&work);
         restore_system();
         std::process::exit(130);
     })?;

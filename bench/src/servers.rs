@@ -89,17 +89,20 @@ impl Server {
                     &dirs.mountpoint
                 };
                 ensure_unmounted(erofs_at)?;
-                mount_erofs(&image.path, erofs_at)?;
+                cleanup::starting(|| mount_erofs(&image.path, erofs_at))?;
                 mount.mountpoints.push(erofs_at.clone());
                 if *overlay {
-                    mount_overlay(&dirs.lower, &dirs.basedir, &dirs.mountpoint)?;
+                    cleanup::starting(|| {
+                        mount_overlay(&dirs.lower, &dirs.basedir, &dirs.mountpoint)
+                    })?;
                     mount.mountpoints.insert(0, dirs.mountpoint.clone());
                 }
             }
             Kind::Fuse { program, args } => {
                 let (log, log_path) = self.log_file(dirs)?;
                 mount.log = Some((log_path, log.metadata()?.len()));
-                let child = Command::new(program)
+                let mut command = Command::new(program);
+                command
                     .args(args.iter().map(|a| match a {
                         Arg::Image => image.path.clone().into_os_string(),
                         Arg::Mountpoint => dirs.mountpoint.clone().into_os_string(),
@@ -109,10 +112,14 @@ impl Server {
                     .env("TMPDIR", &dirs.tmp)
                     .stdin(Stdio::null())
                     .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .spawn()
-                    .with_context(|| format!("starting {}", program.display()))?;
-                cleanup::register_child(child.id());
+                    .stderr(log);
+                let child = cleanup::starting(|| {
+                    let child = command
+                        .spawn()
+                        .with_context(|| format!("starting {}", program.display()))?;
+                    cleanup::register_child(child.id());
+                    Ok(child)
+                })?;
                 mount.child = Some(child);
                 mount.mountpoints.push(dirs.mountpoint.clone());
             }

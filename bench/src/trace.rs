@@ -51,7 +51,14 @@ impl RequestTracer {
         let undo = {
             let instance = instance.clone();
             move || {
-                let _ = fs::remove_dir(&instance);
+                // Busy while the main thread still reads its trace_pipe (on a signal).
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while fs::remove_dir(&instance).is_err_and(|e| {
+                    e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
+                }) && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 if mounted {
                     let _ = unmount(TRACEFS, UnmountFlags::DETACH);
                 }

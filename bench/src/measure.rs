@@ -104,6 +104,8 @@ impl Metric {
 pub struct Cell {
     pub samples: Vec<f64>,
     pub error: Option<String>,
+    /// Not measurable on this machine (the reason is in `error`): reported `n/a`.
+    pub unavailable: bool,
 }
 
 #[derive(Default)]
@@ -419,8 +421,12 @@ fn container(
         mount.stop()?;
     } else if pass.timed() {
         for metric in [Metric::PythonCold, Metric::PythonWarm] {
-            let why = anyhow::anyhow!("no /usr/bin/python3 on this machine");
-            results.record(image, server, metric, Err(why));
+            let cell = results
+                .cells
+                .entry((image.name.clone(), server.name, metric))
+                .or_default();
+            cell.error = Some("no /usr/bin/python3 on this machine".to_string());
+            cell.unavailable = true;
         }
     }
     let ls = || in_chroot(&["ls", "-lR", "/usr/share"]);

@@ -42,7 +42,8 @@ fn format_samples(metric: Metric, samples: &[f64]) -> Option<String> {
 }
 
 /// The text of one cell: median [min–max] (ratio to `reference`), `*` when some runs failed,
-/// `fail` when none succeeded, `—` when the measurement does not apply.
+/// `fail` when none succeeded, `—` when the measurement does not apply, `n/a` when it cannot be
+/// made on this machine.
 fn cell_text(
     image: &Image,
     server: &str,
@@ -53,6 +54,9 @@ fn cell_text(
     let Some(cell) = results.cells.get(&(image.name.clone(), server, metric)) else {
         return "—".to_string();
     };
+    if cell.unavailable {
+        return "n/a".to_string();
+    }
     let reference_median = results
         .cells
         .get(&(image.name.clone(), reference, metric))

@@ -57,6 +57,10 @@ struct Cli {
     /// Do not build lazycfs and the peers (use what is in target/).
     #[arg(long)]
     no_build: bool,
+    /// The lazycfs binary of the `lazycfs …` rows (default: the repository's release build,
+    /// built first unless --no-build; with this option lazycfs is not built).
+    #[arg(long)]
+    lazycfs: Option<PathBuf>,
     /// Skip the untimed pass that counts each command's FUSE requests (tracefs).
     #[arg(long)]
     no_requests: bool,
@@ -111,8 +115,9 @@ fn lazycfs_binary() -> PathBuf {
     bench_dir().join("../target/release/lazycfs")
 }
 
-/// Builds the peers and lazycfs (release). A failed lazycfs build is reported, not fatal.
-fn build() -> anyhow::Result<()> {
+/// Builds the peers and (with `lazycfs`) lazycfs (release). A failed lazycfs build is
+/// reported, not fatal.
+fn build(lazycfs: bool) -> anyhow::Result<()> {
     for dir in ["composefs-fuse-0.7", "composefs-fuse-0.9"] {
         let status = Command::new("cargo")
             .args(["build", "--release", "--manifest-path"])
@@ -121,6 +126,9 @@ fn build() -> anyhow::Result<()> {
             .status()
             .context("running cargo")?;
         ensure!(status.success(), "building peer {dir} failed");
+    }
+    if !lazycfs {
+        return Ok(());
     }
     let status = Command::new("cargo")
         .args(["build", "--release", "--manifest-path"])
@@ -205,7 +213,7 @@ fn lazycfs_server(name: &'static str, program: &Path, mut args: Vec<Arg>) -> Ser
     }
 }
 
-fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
+fn servers(lazycfs: &Path, baselines: &[(String, PathBuf)]) -> Vec<Server> {
     let mut list = vec![
         Server {
             name: "kernel",
@@ -220,7 +228,6 @@ fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
             uring: false,
         },
     ];
-    let lazycfs = lazycfs_binary();
     // The overlay mode is the rootless stack (FUSE lower layer, `userxattr` overlay, basedir
     // as data-only layer); mounted by root here so the benchmark can see it, it runs the same
     // code paths as under `lazycfs run`.
@@ -240,7 +247,7 @@ fn servers(baselines: &[(String, PathBuf)]) -> Vec<Server> {
         ("lazycfs ovl", "overlay", DEV),
         ("lazycfs ovl uring", "overlay", URING),
     ] {
-        list.push(lazycfs_server(name, &lazycfs, lazycfs_args(mode, extra)));
+        list.push(lazycfs_server(name, lazycfs, lazycfs_args(mode, extra)));
     }
     // Server names live for the whole run.
     for (label, program) in baselines {
@@ -312,9 +319,13 @@ fn main() -> anyhow::Result<()> {
     let _restore = cleanup::RestoreOnDrop;
 
     if !cli.no_build {
-        build()?;
+        build(cli.lazycfs.is_none())?;
     }
-    let mut servers = servers(&cli.baseline);
+    let lazycfs = match &cli.lazycfs {
+        Some(path) => std::path::absolute(path)?,
+        None => lazycfs_binary(),
+    };
+    let mut servers = servers(&lazycfs, &cli.baseline);
     if !cli.servers.is_empty() {
         servers.retain(|s| cli.servers.iter().any(|n| n == s.name));
         servers.sort_by_key(|s| cli.servers.iter().position(|n| n == s.name));

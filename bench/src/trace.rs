@@ -64,12 +64,16 @@ impl RequestTracer {
                 }
             }
         };
+        cleanup::on_restore_tracing(Box::new(undo));
         if !tracefs.join(EVENT).is_dir() {
-            undo();
+            cleanup::restore_tracing();
             bail!("this kernel has no {EVENT} tracepoint (6.16+)");
         }
-        fs::create_dir(&instance).with_context(|| format!("creating {}", instance.display()))?;
-        cleanup::on_restore_tracing(Box::new(undo));
+        remove_stale_instances(&tracefs.join("instances"));
+        if let Err(e) = fs::create_dir(&instance) {
+            cleanup::restore_tracing();
+            return Err(e).with_context(|| format!("creating {}", instance.display()));
+        }
         let tracer = RequestTracer { instance };
         tracer.write("buffer_size_kb", BUFFER_KB)?;
         tracer.write("options/event-fork", "1")?;
@@ -146,6 +150,22 @@ impl RequestTracer {
         ensure!(lost == 0, "{lost} trace events lost (ring buffer full)");
         ensure!(counter.partial.is_empty(), "truncated trace line");
         Ok(counter.requests)
+    }
+}
+
+/// Removes the instances of benchmark runs that were killed before they could.
+fn remove_stale_instances(instances: &Path) {
+    let Ok(entries) = fs::read_dir(instances) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("lazycfs-bench-")) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir(entry.path());
+        }
     }
 }
 

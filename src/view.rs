@@ -141,6 +141,28 @@ impl View {
         Some(PresentedName { prefix, parts })
     }
 
+    /// How listxattr names an image xattr, or `None` if it leaves it out: as
+    /// [`present`](Self::present) shows it, except that the overlay views leave out the names
+    /// the overlay keeps private. Overlayfs reads those by name and never lists them to its
+    /// users, so nothing changes above the overlay; but a file whose only xattrs are private
+    /// (every redirected file) then lists as empty, and the overlay asks once (the size)
+    /// instead of twice.
+    pub fn listed<'img>(self, xattr: &Xattr<'img>) -> Option<PresentedName<'img>> {
+        let name = self.present(xattr)?;
+        let private = match self {
+            View::Direct => false,
+            View::OverlayUser => {
+                name.prefix == USER_OVERLAY_PREFIX && !starts_with_parts(&name.parts, OVERLAY)
+            }
+            View::OverlayTrusted => {
+                xattr.name.index == xattr_index::TRUSTED
+                    && starts_with_parts(&name.parts, OVERLAY)
+                    && !starts_with_parts(&name.parts, OVERLAY_ESCAPED)
+            }
+        };
+        (!private).then_some(name)
+    }
+
     /// Where to find a requested xattr in the image: the standard index and the pieces of the
     /// stored name after its prefix. `None` if the view never shows such a name. The inverse
     /// of [`View::present`].

@@ -323,7 +323,11 @@ fn mount_detached_fuse(options: &ServeOptions) -> io::Result<(DetachedMount, Own
         .string("rootmode", "40000")?
         .string("user_id", &uid)?
         .string("group_id", &gid)?
-        .flag("default_permissions")?;
+        .flag("default_permissions")?
+        // A read-only superblock (not just a read-only mount): FUSE then never invalidates a
+        // directory's attributes for atime after a readdir, which would cost a GETATTR per
+        // directory on every walk through the overlay.
+        .flag("ro")?;
     if options.allow_other {
         fuse.flag("allow_other")?;
     }

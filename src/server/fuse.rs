@@ -209,8 +209,8 @@ impl Filesystem for ImageFs {
         self.serve(reply, |core, _| core.release(Handle::from_fh(fh.0)));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.serve(reply, |core, _| core.opendir(ino.0));
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.serve(reply, |core, _| core.opendir());
     }
 
     fn readdir(

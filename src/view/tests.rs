@@ -149,7 +149,7 @@ fn escaping_round_trips_across_long_prefix_infixes() {
 }
 
 #[test]
-fn every_view_answers_getxattr_for_exactly_the_names_it_lists() {
+fn every_view_answers_getxattr_for_exactly_the_names_it_presents() {
     use crate::composefs::test_image::{REG, build, inode};
     let (t, u, s) = (
         xattr_index::TRUSTED,
@@ -206,5 +206,41 @@ fn every_view_answers_getxattr_for_exactly_the_names_it_lists() {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), listed.len(), "{view:?} lists a name twice");
+    }
+}
+
+fn listed(view: View, index: u8, suffix: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    view.listed(&xattr(index, suffix))?.append_to(&mut out);
+    Some(out)
+}
+
+#[test]
+fn overlay_views_leave_private_names_out_of_listxattr_but_answer_them() {
+    let (t, u) = (xattr_index::TRUSTED, xattr_index::USER);
+    let private: &[u8] = b"overlay.redirect";
+    for view in [View::OverlayUser, View::OverlayTrusted] {
+        assert_eq!(listed(view, t, private), None, "{view:?}");
+        let presented = shown(view, t, private).unwrap();
+        assert!(view.stored_name(&presented).is_some(), "{view:?}");
+        // Escaped and ordinary names are listed as presented.
+        for (index, suffix) in [(t, &b"overlay.overlay.opaque"[..]), (t, b"foo"), (u, b"x")] {
+            assert_eq!(
+                listed(view, index, suffix),
+                shown(view, index, suffix),
+                "{view:?}"
+            );
+        }
+    }
+    assert_eq!(
+        listed(View::OverlayUser, u, b"overlay.whiteout").as_deref(),
+        Some(&b"user.overlay.overlay.whiteout"[..])
+    );
+    // The direct view lists what it presents.
+    for (index, suffix) in [(t, private), (t, &b"overlay.overlay.opaque"[..]), (u, b"x")] {
+        assert_eq!(
+            listed(View::Direct, index, suffix),
+            shown(View::Direct, index, suffix)
+        );
     }
 }

@@ -84,11 +84,6 @@ impl CacheFlags {
         keep_cache: true,
         cache_dir: false,
     };
-    /// A directory whose pages and listing stay cached.
-    pub const DIR: CacheFlags = CacheFlags {
-        keep_cache: true,
-        cache_dir: true,
-    };
 }
 
 /// An open file or directory.

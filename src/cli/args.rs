@@ -10,8 +10,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use lazycfs::mount::ServeOptions;
 use lazycfs::mount::overlay::OverlayMountOptions;
+use lazycfs::mount::{ServeOptions, Transport};
 
 /// Lazy, zero-copy FUSE server and tools for composefs/EROFS images
 #[derive(Debug, Parser)]
@@ -183,6 +183,15 @@ pub struct ServeArgs {
     /// names
     #[arg(long, value_enum, value_name = "MODE", default_value_t = VerityMode::None)]
     pub verity: VerityMode,
+    /// How FUSE requests travel between the kernel and the server (-v says which and why)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "TRANSPORT",
+        env = "LAZYCFS_TRANSPORT",
+        default_value_t = Transport::Auto
+    )]
+    pub transport: Transport,
 }
 
 impl ServeArgs {
@@ -194,7 +203,9 @@ impl ServeArgs {
         if self.no_busy_poll {
             options = options.busy_poll(false);
         }
-        options.require_verity(self.verity == VerityMode::Require)
+        options
+            .transport(self.transport)
+            .require_verity(self.verity == VerityMode::Require)
     }
 
     /// The overlay these options ask for (used by the overlay and kernel modes).

@@ -7,13 +7,14 @@
 //! - [`overlay`]: the kernel's half of a composefs mount: overlayfs and kernel EROFS.
 //! - [`prefetch`]: reading the image into the page cache while the mount serves.
 //! - [`sandbox`]: `lazycfs run`, a command inside a private mount.
+//! - [`transport`]: FUSE over io_uring or `/dev/fuse` ([`Transport`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use fuser::{Config, MountOption, SessionACL};
 use rustix::fs::OFlags;
@@ -21,17 +22,20 @@ use rustix::mount::MountAttrFlags;
 
 use crate::content::Basedir;
 use crate::erofs::Image;
+use crate::server::uring::Queues;
 use crate::server::{ImageFs, Stats};
 use crate::view::View;
 use newmount::{DetachedMount, FsBuilder};
 use overlay::{OverlayMountOptions, OverlayXattrs};
 use prefetch::PrefetchThread;
+pub use transport::Transport;
 
 pub mod mode;
 pub mod newmount;
 pub mod overlay;
 pub mod prefetch;
 pub mod sandbox;
+pub mod transport;
 
 /// How to serve an image. Build with [`ServeOptions::new`] and the setters.
 ///
@@ -65,6 +69,9 @@ pub struct ServeOptions {
     pub fsname: String,
     /// Serve basedir objects only if their fs-verity digest matches the image's.
     pub require_verity: bool,
+    /// How requests travel: FUSE over io_uring or `/dev/fuse` (default: io_uring when the
+    /// kernel offers it).
+    pub transport: Transport,
 }
 
 impl Default for ServeOptions {
@@ -79,6 +86,7 @@ impl Default for ServeOptions {
             busy_poll: cpus > 1,
             fsname: "lazycfs".into(),
             require_verity: false,
+            transport: Transport::Auto,
         }
     }
 }
@@ -126,6 +134,12 @@ impl ServeOptions {
         self
     }
 
+    /// Sets the transport (`--transport`).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Sets the mount source name.
     pub fn fsname(mut self, name: impl Into<String>) -> Self {
         self.fsname = name.into();
@@ -150,6 +164,12 @@ impl ServeOptions {
         // One thread reads the device (see `threads`); object reads go to the workers.
         config.n_threads = Some(1);
         config
+    }
+
+    /// With `Some(uid)`, only that user may make requests (the io_uring queues' half of
+    /// [`session_acl`](Self::session_acl)).
+    fn request_owner(&self) -> Option<u32> {
+        (!self.allow_other).then(|| rustix::process::geteuid().as_raw())
     }
 
     /// Who may use the mount: everyone with `allow_other`, else only the mounter.
@@ -184,6 +204,9 @@ pub struct Mounted {
     session: fuser::BackgroundSession,
     mountpoint: PathBuf,
     stats: Arc<Stats>,
+    transport: Transport,
+    /// The io_uring queue threads (with [`Transport::Uring`]).
+    queues: Option<Queues>,
     /// Parked until the mount ends, then let go.
     _prefetch: PrefetchThread,
 }
@@ -199,6 +222,11 @@ impl Mounted {
         &self.mountpoint
     }
 
+    /// The transport requests travel through: [`Transport::Uring`] or [`Transport::Dev`].
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
     /// Whether the server has stopped (e.g. the mount was unmounted from outside).
     pub fn is_finished(&self) -> bool {
         self.session.guard.is_finished()
@@ -206,27 +234,35 @@ impl Mounted {
 
     /// Waits until the filesystem is unmounted from outside.
     pub fn wait(self) -> io::Result<()> {
-        self.session.join()
+        let result = self.session.join();
+        if let Some(queues) = self.queues {
+            queues.join();
+        }
+        result
     }
 
     /// Unmounts and waits for the server threads. A mount that is briefly busy (e.g. a file
-    /// descriptor inherited by a child between fork and exec) is retried for up to a second.
+    /// descriptor inherited by a child between fork and exec) is retried for up to a second;
+    /// one still busy then is detached from its mountpoint, and served until its last user
+    /// leaves it.
     pub fn unmount(self) -> io::Result<()> {
         let mut attempts = 0;
         loop {
             match unmount(&self.mountpoint) {
                 Ok(()) => break,
-                Err(e)
-                    if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
-                        && attempts < 20 =>
-                {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+                    if attempts == 20 {
+                        log::info!("mount busy: detached, serving its last users");
+                        detach(&self.mountpoint)?;
+                        break;
+                    }
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(e),
             }
         }
-        self.session.join()
+        self.wait()
     }
 }
 
@@ -240,17 +276,21 @@ pub fn mount(
     options: &ServeOptions,
 ) -> io::Result<Mounted> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
+    let plan = transport::Plan::new(options.transport)?;
     let prefetch = image.prefetcher();
-    let fs = options.filesystem(image)?;
+    let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
     let config = options.fuse_config();
-    let session =
-        polled_session(fs, |fs| fuser::Session::new(fs, &mountpoint, &config))?.spawn()?;
+    let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
+        fuser::Session::new(fs, &mountpoint, &config)
+    })?;
     let mounted = Mounted {
         session,
         mountpoint,
         stats,
+        transport,
+        queues,
         _prefetch: prefetch,
     };
     wait_until_answering(&mounted)?;
@@ -281,15 +321,15 @@ pub fn mount_overlay(
         _ => View::OverlayUser,
     };
     let options = options.clone().view(view);
+    let plan = transport::Plan::new(options.transport)?;
     let prefetch = image.prefetcher();
-    let fs = options.filesystem(image)?;
+    let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
     let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
-    let session = polled_session(fs, |fs| {
+    let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
         fuser::Session::from_fd(fs, fuse_fd, options.session_acl(), options.fuse_config())
-    })?
-    .spawn()?;
+    })?;
     // The overlay looks up the FUSE root while mounting: the server is already running.
     let overlay_mount = overlay::mount_overlayfs_on(&fuse_mount.proc_path(), &basedir, overlay)?;
     // The overlay holds its own reference to the FUSE mount; once the overlay goes, the FUSE
@@ -300,6 +340,8 @@ pub fn mount_overlay(
         session,
         mountpoint,
         stats,
+        transport,
+        queues,
         _prefetch: prefetch,
     })
 }
@@ -335,17 +377,6 @@ fn mount_detached_fuse(options: &ServeOptions) -> io::Result<(DetachedMount, Own
     Ok((mount, dev))
 }
 
-/// Creates the FUSE session serving `fs` and hands its device to the server's busy poller.
-fn polled_session(
-    fs: ImageFs,
-    create: impl FnOnce(ImageFs) -> io::Result<fuser::Session<ImageFs>>,
-) -> io::Result<fuser::Session<ImageFs>> {
-    let busy_poll = fs.busy_poll();
-    let session = create(fs)?;
-    busy_poll.attach(session.as_fd())?;
-    Ok(session)
-}
-
 fn wait_until_answering(mounted: &Mounted) -> io::Result<()> {
     for _ in 0..500 {
         if mounted.is_finished() {
@@ -369,12 +400,24 @@ pub fn image_verity_digest(path: &Path) -> io::Result<[u8; 32]> {
 
 /// Unmounts a lazycfs mount: directly as root, through `fusermount3 -u` otherwise.
 pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    unmount_with(mountpoint, false)
+}
+
+/// Detaches a busy mount from its mountpoint (`umount -l`); it goes once unused.
+fn detach(mountpoint: &Path) -> io::Result<()> {
+    unmount_with(mountpoint, true)
+}
+
+fn unmount_with(mountpoint: &Path, lazy: bool) -> io::Result<()> {
     if rustix::process::geteuid().is_root() {
-        return rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::empty())
-            .map_err(Into::into);
+        let flags = match lazy {
+            true => rustix::mount::UnmountFlags::DETACH,
+            false => rustix::mount::UnmountFlags::empty(),
+        };
+        return rustix::mount::unmount(mountpoint, flags).map_err(Into::into);
     }
     let status = std::process::Command::new("fusermount3")
-        .arg("-u")
+        .arg(if lazy { "-uz" } else { "-u" })
         .arg(mountpoint)
         .status()?;
     if status.success() {

@@ -1,24 +1,26 @@
 //! The fuser adapter: each FUSE request goes through one function (`ImageFs::serve`), which
 //! runs the per-request hooks, asks the [`Core`] and sends its answer as fuser's reply. Reads
-//! of basedir objects, which may wait on the disk, are answered from worker threads.
+//! of basedir objects, which may wait on the disk, are answered from worker threads. INIT,
+//! negotiated here, decides passthrough and FUSE over io_uring for both transports.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use fuser::{
-    BackingId, FileHandle, Filesystem, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyXattr, Request,
+    FileHandle, Filesystem, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyXattr, Request,
 };
 
-use super::Stats;
 use super::busy_poll::BusyPoll;
 use super::core::{Core, Errno};
 use super::handles::Handle;
+use super::passthrough::Backing;
 use super::workers::Workers;
+use super::{Server, Stats};
 use crate::content::Basedir;
 use crate::erofs::Image;
 use crate::view::View;
@@ -29,11 +31,11 @@ use replies::{Answer, fuser_errno};
 
 /// A FUSE filesystem serving one image.
 pub struct ImageFs {
-    core: Core<BackingId>,
+    server: Arc<Server>,
     /// Whether the caller allows FUSE passthrough.
     passthrough_allowed: bool,
-    /// Whether the kernel granted passthrough (object reads then bypass the server).
-    passthrough: bool,
+    /// Whether to ask the kernel for FUSE over io_uring.
+    uring_wanted: bool,
     /// How many threads read basedir objects (0: the request thread reads them).
     object_readers: usize,
     /// Those threads, started by the first object read (with passthrough there is none).
@@ -45,9 +47,9 @@ impl ImageFs {
     /// Serves `image` through `view`, reading redirected content from `basedir`.
     pub fn new(image: Image, view: View, basedir: Option<Basedir>) -> ImageFs {
         ImageFs {
-            core: Core::new(image, view, basedir),
+            server: Arc::new(Server::new(Core::new(image, view, basedir))),
             passthrough_allowed: false,
-            passthrough: false,
+            uring_wanted: false,
             object_readers: 0,
             workers: OnceLock::new(),
             busy_poll: BusyPoll::new(false),
@@ -59,6 +61,13 @@ impl ImageFs {
     /// namespace, and in the overlay views the overlay, not the server, reads objects.
     pub fn with_passthrough(mut self, allowed: bool) -> ImageFs {
         self.passthrough_allowed = allowed;
+        self
+    }
+
+    /// Asks the kernel for FUSE over io_uring at INIT; whether it granted it is then
+    /// [`Server::uring_granted`].
+    pub fn with_uring(mut self, wanted: bool) -> ImageFs {
+        self.uring_wanted = wanted;
         self
     }
 
@@ -84,33 +93,27 @@ impl ImageFs {
     /// The server's counters (shared: they keep counting after the server moves to its
     /// threads).
     pub fn stats(&self) -> Arc<Stats> {
-        self.core.stats().clone()
+        self.server.core().stats().clone()
+    }
+
+    /// What both transports share.
+    pub fn server(&self) -> Arc<Server> {
+        self.server.clone()
     }
 
     /// Every request: the hooks, the core's answer, the reply.
     fn serve<'s, T, R: Answer<T>>(
         &'s self,
         reply: R,
-        op: impl FnOnce(&'s Core<BackingId>, &R) -> Result<T, Errno>,
+        op: impl FnOnce(&'s Core<Backing>, &R) -> Result<T, Errno>,
     ) {
         self.busy_poll.request();
-        match op(&self.core, &reply) {
+        let core = self.server.core();
+        core.stats().dev_requests.fetch_add(1, Ordering::Relaxed);
+        match op(core, &reply) {
             Ok(value) => reply.answer(self, value),
             Err(e) => reply.fail(fuser_errno(e)),
         }
-    }
-
-    /// A passthrough backing id for `file`, if the kernel granted passthrough.
-    fn register_backing(&self, node: INodeNo, file: &File, reply: &ReplyOpen) -> Option<BackingId> {
-        if !self.passthrough {
-            return None;
-        }
-        reply
-            .open_backing(file)
-            .inspect_err(|e| {
-                log::debug!("node {node}: passthrough unavailable, serving reads: {e}")
-            })
-            .ok()
     }
 
     /// Runs a read of a basedir object on a worker, or here if there are none.
@@ -142,12 +145,11 @@ impl Filesystem for ImageFs {
         // Capabilities the kernel lacks are simply not used.
         let _ = config.add_capabilities(wanted);
         // Depth 1 keeps the mount stackable under overlayfs.
-        if self.passthrough_allowed
+        let passthrough = self.passthrough_allowed
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && config.set_max_stack_depth(1).is_ok()
-        {
-            self.passthrough = true;
-        }
+            && config.set_max_stack_depth(1).is_ok();
+        let uring = self.uring_wanted && super::uring::negotiate(config);
+        self.server.grant(passthrough, uring);
         Ok(())
     }
 
@@ -164,8 +166,8 @@ impl Filesystem for ImageFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.serve(reply, |core, reply| {
-            core.open(ino.0, |file| self.register_backing(ino, file, reply))
+        self.serve(reply, |core, _| {
+            core.open(ino.0, |file| self.server.register_backing(ino.0, file))
         });
     }
 

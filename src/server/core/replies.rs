@@ -132,6 +132,29 @@ impl<'img> Read<'img> {
             Read::Object(read) => read.data(buf),
         }
     }
+
+    /// Writes the bytes read into `out` (at most its length; fewer at the end of the file),
+    /// for transports that own the reply buffer; how many.
+    pub fn read_into(self, out: &mut [u8]) -> Result<usize, Errno> {
+        match self {
+            Read::Mapped(data) => {
+                let n = data.len().min(out.len());
+                out[..n].copy_from_slice(&data[..n]);
+                Ok(n)
+            }
+            Read::Image(read) => {
+                let len = read.len.min(out.len());
+                read.inode
+                    .read_at(read.offset, &mut out[..len])
+                    .map_err(io_error)
+            }
+            Read::Object(read) => {
+                let len = (read.size as usize).min(out.len());
+                std::os::unix::fs::FileExt::read_at(&*read.file, &mut out[..len], read.offset)
+                    .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))
+            }
+        }
+    }
 }
 
 /// A read of image data that must be copied.

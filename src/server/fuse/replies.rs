@@ -6,8 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    BackingId, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    FileAttr, FileHandle, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
 };
 
 use super::ImageFs;
@@ -15,6 +15,7 @@ use crate::erofs::FileType;
 use crate::server::core::{
     Attr, CacheFlags, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, TTL, XattrReply,
 };
+use crate::server::passthrough::Backing;
 
 thread_local! {
     /// Buffer for reads that cannot point into the mapping (objects, data across extents),
@@ -86,12 +87,12 @@ impl Answer<Read<'_>> for ReplyData {
     }
 }
 
-impl Answer<Opened<BackingId>> for ReplyOpen {
-    fn answer(self, _: &ImageFs, opened: Opened<BackingId>) {
+impl Answer<Opened<Backing>> for ReplyOpen {
+    fn answer(self, _: &ImageFs, opened: Opened<Backing>) {
         let fh = FileHandle(opened.handle.fh());
         let flags = fopen_flags(opened.cache);
         match &opened.backing {
-            Some(id) => self.opened_passthrough(fh, flags, id),
+            Some(backing) => crate::sys::reply_opened_passthrough(self, fh, flags, backing.id()),
             None => self.opened(fh, flags),
         }
     }

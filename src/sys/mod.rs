@@ -1,6 +1,7 @@
-//! The three things that cannot be done without `unsafe`: mapping the image, asking the
-//! kernel for a file's fs-verity digest, and preparing a child process between fork and exec
-//! (`lazycfs run`). This is the crate's only module with `unsafe`.
+//! The things that cannot be done without `unsafe`: mapping the image, asking the kernel for
+//! a file's fs-verity digest, preparing a child process between fork and exec (`lazycfs run`),
+//! closing FUSE passthrough backing ids and replying with them through fuser, and the buffers
+//! of FUSE over io_uring ([`uring`]). This is the crate's only module with `unsafe`.
 //!
 //! Mapping a file is unsafe in Rust because another process could change the file under us. Images are immutable by contract; the decoder
 //! never trusts what it reads anyway (every offset is bounds-checked against the mapping's
@@ -10,6 +11,9 @@
 use std::fs::File;
 use std::io;
 use std::ops::Deref;
+use std::os::fd::AsFd;
+
+pub(crate) mod uring;
 
 /// Bytes of an image, borrowed by everything the decoder hands out.
 pub(crate) enum Mapping {
@@ -134,4 +138,34 @@ pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
     // SAFETY: new user and mount namespaces change which mounts and ids this process sees,
     // not its memory or file descriptor table, so no Rust invariant depends on them.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(Into::into)
+}
+
+/// `FUSE_DEV_IOC_BACKING_CLOSE`: `_IOW(229, 2, uint32_t)`.
+const FUSE_DEV_IOC_BACKING_CLOSE: rustix::ioctl::Opcode = 0x4004_E502;
+
+/// Closes passthrough backing id `id` of the FUSE connection `device`.
+pub(crate) fn close_backing(device: impl AsFd, id: u32) -> io::Result<()> {
+    // SAFETY: the opcode is FUSE_DEV_IOC_BACKING_CLOSE, whose argument is a `uint32_t` the
+    // kernel only reads; `Setter` passes a pointer to exactly that.
+    unsafe {
+        let setter = rustix::ioctl::Setter::<FUSE_DEV_IOC_BACKING_CLOSE, u32>::new(id);
+        rustix::ioctl::ioctl(device, setter)?;
+    }
+    Ok(())
+}
+
+/// Answers an open through fuser with passthrough backing id `id` (owned by the caller, who
+/// keeps it open at least as long as the handle: fuser only takes ids as its own type).
+pub(crate) fn reply_opened_passthrough(
+    reply: fuser::ReplyOpen,
+    fh: fuser::FileHandle,
+    flags: fuser::FopenFlags,
+    id: u32,
+) {
+    // SAFETY: `id` is an open backing id of this reply's connection (the caller holds the
+    // `Backing` that registered it on a duplicate of the session's device), and it stays
+    // open while the wrapper lives: `into_raw` gives it back without closing it.
+    let wrapped = unsafe { reply.wrap_backing(id) };
+    reply.opened_passthrough(fh, flags, &wrapped);
+    wrapped.into_raw();
 }

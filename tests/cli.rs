@@ -170,7 +170,12 @@ fn busy_polling_is_limited_to_bursts() {
     for poll in [true, false] {
         let mnt = dir.path().join(format!("mnt-{poll}"));
         std::fs::create_dir(&mnt).unwrap();
-        let flags: &[&str] = if poll { &[] } else { &["--no-busy-poll"] };
+        // Busy polling is /dev/fuse's: io_uring would carry the requests otherwise.
+        let flags: &[&str] = if poll {
+            &["--transport", "dev"]
+        } else {
+            &["--transport", "dev", "--no-busy-poll"]
+        };
         let server = mount_foreground(&image, &mnt, flags);
         let pid = server.id();
         // A burst: xattr requests are never cached by the kernel, each one reaches the server.

@@ -114,13 +114,14 @@ fn serve_until_stopped(mounted: Mounted, stop: &AtomicBool) -> Result<ExitCode, 
     while !stop.load(Ordering::Relaxed) && !mounted.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    log::info!("server: {}", mounted.stats().summary());
+    let stats = mounted.shared_stats();
     let (what, result) = if mounted.is_finished() {
         ("server", mounted.wait())
     } else {
         log::info!("signal received, unmounting");
         ("unmount", mounted.unmount())
     };
+    log::info!("server: {}", stats.summary());
     result.map(|()| ExitCode::SUCCESS).map_err(|e| {
         eprintln!("lazycfs: {what}: {e}");
         ExitCode::from(1)

@@ -217,6 +217,12 @@ impl Mounted {
         &self.stats
     }
 
+    /// The server's counters, readable after the mount is gone (they count until the server
+    /// has answered its last request).
+    pub fn shared_stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     /// The mountpoint.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint

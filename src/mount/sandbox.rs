@@ -359,14 +359,16 @@ fn teardown(mountpoint: &Path, mount: RunMount) {
         log::warn!("unmounting {}: {e}", mountpoint.display());
     }
     if let RunMount::Fuse(mounted) = mount {
-        log::info!("server: {}", mounted.stats().summary());
+        let stats = mounted.shared_stats();
         for _ in 0..200 {
             if mounted.is_finished() {
                 let _ = mounted.wait();
+                log::info!("server: {}", stats.summary());
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        log::info!("server: {}", stats.summary());
         log::debug!("server still running after unmount; exiting anyway");
     }
 }

@@ -1,7 +1,7 @@
 //! FUSE over io_uring (kernel 6.14+, `fuse.enable_uring=1`): one queue per possible CPU, each
 //! served by a thread pinned to that CPU, so a request is answered on the CPU that made it.
 //!
-//! fuser mounts and negotiates INIT ([`negotiate`] asks for `FUSE_OVER_IO_URING` there), and
+//! fuser mounts and negotiates INIT (`negotiate` asks for `FUSE_OVER_IO_URING` there), and
 //! keeps serving `/dev/fuse`, which still carries FORGET and INTERRUPT. After INIT every
 //! queue thread registers its ring entries with `FUSE_IO_URING_CMD_REGISTER`; the kernel sends
 //! requests through the rings once every queue has registered (until then they wait). Each

@@ -23,7 +23,9 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
         check_digest(&args.image, hex)?;
     }
     let mode = choose_mode(&args)?;
-    if verbose {
+    // A daemon says it itself: its start-up log is relayed.
+    let daemon = !args.foreground && mode.0 != Mode::Kernel;
+    if verbose && !daemon {
         eprintln!("lazycfs: mode {}: {}", mode.0.name(), mode.1);
     }
     let mode = mode.0;
@@ -175,6 +177,10 @@ fn daemonize() -> ExitCode {
     let mut line = String::new();
     let _ = io::BufReader::new(stdout).read_line(&mut line);
     if line.trim_end() == READY {
+        // What the server logged while starting (with -v: the transport and why).
+        if let Some(stderr) = child.stderr.take() {
+            relay_available(stderr);
+        }
         return ExitCode::SUCCESS;
     }
     let mut errors = String::new();
@@ -184,6 +190,18 @@ fn daemonize() -> ExitCode {
     eprint!("{errors}");
     let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
     ExitCode::from(status.clamp(1, 255) as u8)
+}
+
+/// Copies to our stderr what `pipe` holds now, without waiting for more.
+fn relay_available(mut pipe: std::process::ChildStderr) {
+    use std::io::Read;
+    let flags = rustix::fs::fcntl_getfl(&pipe).unwrap_or(rustix::fs::OFlags::empty());
+    if rustix::fs::fcntl_setfl(&pipe, flags | rustix::fs::OFlags::NONBLOCK).is_err() {
+        return;
+    }
+    let mut logged = Vec::new();
+    let _ = pipe.read_to_end(&mut logged);
+    let _ = io::stderr().write_all(&logged);
 }
 
 /// `lazycfs umount`: unmounts any lazycfs mount (FUSE, overlay or kernel).

@@ -171,8 +171,8 @@ pub struct ServeArgs {
         requires = "upper"
     )]
     pub work: Option<PathBuf>,
-    /// Threads reading basedir objects (default: number of CPUs); one more answers all other
-    /// requests
+    /// Threads reading basedir objects from /dev/fuse requests (default: number of CPUs); one
+    /// more answers all other requests (with io_uring, a thread per CPU answers everything)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Never poll the FUSE device: sleep between requests even during bursts (polling spends

@@ -57,10 +57,11 @@ pub struct ServeOptions {
     pub view: View,
     /// Let users other than the mounter access the mount (`allow_other`).
     pub allow_other: bool,
-    /// Threads reading basedir objects (default: the number of CPUs). One more thread
-    /// answers all other requests: metadata comes from the mapped image and never waits on
-    /// the disk, and a single reader of the FUSE device answers faster than several (the
-    /// kernel would wake a different one for each request).
+    /// Threads reading basedir objects (default: the number of CPUs), for requests from
+    /// `/dev/fuse`. One more thread answers all other requests: metadata comes from the mapped
+    /// image and never waits on the disk, and a single reader of the FUSE device answers
+    /// faster than several (the kernel would wake a different one for each request). With
+    /// io_uring a thread per CPU answers every request of its CPU, object reads included.
     pub threads: usize,
     /// Poll the FUSE device during bursts of requests instead of sleeping between them
     /// (see [`crate::server::busy_poll`]; default: on when there is more than one CPU).

@@ -386,3 +386,41 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
     let _ = child.wait();
     None
 }
+
+#[test]
+fn sigterm_detaches_a_busy_mount_and_serves_its_last_user() {
+    let test = "sigterm_detaches_a_busy_mount_and_serves_its_last_user";
+    let Some(_switch) = UringSwitch::set(test, true) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("burst.erofs");
+    std::fs::write(&image, cfs::write_image(&burst_dump(), 1)).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut server = mount_foreground(&image, &mnt);
+    let user = std::fs::File::open(mnt.join("d1")).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&server),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    // Unmounting fails (EBUSY) for a second, then the mount is detached from its path...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_mounted(&mnt) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!is_mounted(&mnt), "detached");
+    // ...and still serves the user it has.
+    let file = rustix::fs::openat(&user, "f3", rustix::fs::OFlags::RDONLY, 0.into()).unwrap();
+    let mut content = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(file), &mut content).unwrap();
+    assert_eq!(content, expected_content(1, 3));
+    assert!(server.try_wait().unwrap().is_none(), "serving while in use");
+    drop(user);
+    let status = wait_timeout(&mut server, Duration::from_secs(10)).expect("exits once unused");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("mount busy: detached"), "{stderr}");
+}

@@ -48,8 +48,8 @@ impl Basedir {
     }
 
     /// Where `inode`'s content comes from, as overlayfs decides: a metacopy file reads the
-    /// basedir object its redirect names; other files read the image. A metacopy file without
-    /// a usable object is `EIO` (and a log line).
+    /// basedir object its redirect names; other files read the image. A metacopy file whose
+    /// object is missing is `ENOENT`, one without a usable object `EIO` (and a log line).
     pub fn content(&self, inode: &Inode<'_>) -> Result<Content, Errno> {
         let metacopy = Metacopy::of(inode).map_err(|e| {
             log::warn!("{e}");
@@ -86,7 +86,12 @@ impl Basedir {
                     inode.nid(),
                     String::from_utf8_lossy(redirect)
                 );
-                Err(Errno::IO)
+                // A missing object is ENOENT, as overlayfs answers when its data-only layer
+                // lacks it; anything else about it is an I/O error.
+                Err(match e {
+                    Errno::NOENT => Errno::NOENT,
+                    _ => Errno::IO,
+                })
             }
         }
     }

@@ -319,6 +319,19 @@ fn redirected_files_read_their_object_in_the_direct_view() {
 }
 
 #[test]
+fn a_missing_object_is_enoent_as_in_the_overlay() {
+    let empty = tempfile::tempdir().unwrap();
+    let basedir = Basedir::open(empty.path(), false).unwrap();
+    let image = Image::from_bytes(image_bytes(FormatVersion::V1)).unwrap();
+    let core: Core<u32> = Core::new(image, View::Direct, Some(basedir));
+    // The entry and its attributes are there; opening it finds no object.
+    let ext = node(&core, "/ext");
+    assert_eq!(core.getattr(ext).unwrap().size, 10000);
+    assert_eq!(core.open(ext, |_| None).unwrap_err(), Errno::NOENT);
+    assert!(core.open_files().is_empty());
+}
+
+#[test]
 fn without_basedir_chunked_files_read_as_their_holes() {
     for version in VERSIONS {
         let core = core(View::Direct, version);

@@ -327,7 +327,8 @@ fn sigterm_mid_burst_on_every_queue_ends_cleanly() {
             // Walkers on every CPU, so that every queue serves some of the burst.
             let mut set = rustix::thread::CpuSet::new();
             set.set(walker % cpus);
-            rustix::thread::sched_setaffinity(None, &set).unwrap();
+            // A CPU outside this cgroup's set: the walker runs where it may.
+            let _ = rustix::thread::sched_setaffinity(None, &set);
             while !stop.load(Ordering::Relaxed) {
                 if walk_once(&mnt, &wrong).is_ok() {
                     passes.fetch_add(1, Ordering::Relaxed);

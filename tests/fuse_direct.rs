@@ -4,30 +4,44 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use common::tree::{self, CompareOptions};
 use common::{cfs, kernel, objects, rootless};
 use lazycfs::erofs::Image;
-use lazycfs::mount::ServeOptions;
+use lazycfs::mount::{ServeOptions, Transport};
 
 fn assert_same_as_composefs_mount(what: &str, image_path: &Path, basedir: &Path) {
     let reference = kernel::KernelMount::composefs(image_path, basedir)
         .unwrap_or_else(|e| panic!("{what}: kernel composefs mount: {e}"));
     let theirs = tree::walk(reference.path());
-    let mnt = tempfile::tempdir().unwrap();
-    let image = Image::open(image_path).unwrap();
-    let options = ServeOptions::new().basedir(basedir).threads(2);
-    let mounted = lazycfs::mount::mount(image, mnt.path(), &options).unwrap();
-    let ours = tree::walk(mnt.path());
-    mounted.unmount().unwrap();
-    // FUSE fixes the root's inode number at 1: inode numbers are compared as hard-link
-    // groupings only.
-    let opts = CompareOptions {
-        ino: false,
-        content: true,
-    };
-    if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
-        panic!("{what}: kernel composefs vs lazycfs: {diff}");
+    for transport in common::transport::all(what) {
+        let mnt = tempfile::tempdir().unwrap();
+        let image = Image::open(image_path).unwrap();
+        let options = ServeOptions::new()
+            .basedir(basedir)
+            .threads(2)
+            .transport(transport);
+        let mounted = lazycfs::mount::mount(image, mnt.path(), &options).unwrap();
+        assert_eq!(mounted.transport(), transport, "{what}");
+        let ours = tree::walk(mnt.path());
+        let on_rings = mounted.stats().uring_answered.load(Ordering::Relaxed);
+        mounted.unmount().unwrap();
+        // The walk's requests really went through the rings (or never did).
+        assert_eq!(
+            on_rings > 0,
+            transport == Transport::Uring,
+            "{what}: {on_rings}"
+        );
+        // FUSE fixes the root's inode number at 1: inode numbers are compared as hard-link
+        // groupings only.
+        let opts = CompareOptions {
+            ino: false,
+            content: true,
+        };
+        if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
+            panic!("{what} over {transport:?}: kernel composefs vs lazycfs: {diff}");
+        }
     }
 }
 
@@ -80,17 +94,22 @@ fn concurrent_walkers_see_the_same_tree() {
     objects::populate(&Image::open(&path).unwrap(), &basedir);
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let options = ServeOptions::new().basedir(&basedir).threads(4);
-    let mounted = lazycfs::mount::mount(Image::open(&path).unwrap(), &mnt, &options).unwrap();
-    let single = tree::walk(&mnt);
-    let walks: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| tree::walk(&mnt))).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for walk in walks {
-        tree::compare(&single, &walk).unwrap();
+    for transport in common::transport::all("concurrent_walkers_see_the_same_tree") {
+        let options = ServeOptions::new()
+            .basedir(&basedir)
+            .threads(4)
+            .transport(transport);
+        let mounted = lazycfs::mount::mount(Image::open(&path).unwrap(), &mnt, &options).unwrap();
+        let single = tree::walk(&mnt);
+        let walks: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| tree::walk(&mnt))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for walk in walks {
+            tree::compare(&single, &walk).unwrap();
+        }
+        mounted.unmount().unwrap();
     }
-    mounted.unmount().unwrap();
 }
 
 #[test]
@@ -107,54 +126,57 @@ fn unprivileged_user_mounts_through_fusermount3() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
-    let mount = rootless::as_user(bin)
-        .arg("mount")
-        .arg(&image)
-        .arg(&mnt)
-        .arg("--basedir")
-        .arg(&basedir)
-        .output()
-        .unwrap();
-    assert!(
-        mount.status.success(),
-        "mount as nobody: {}",
-        String::from_utf8_lossy(&mount.stderr)
-    );
-    // Inline image data, and a basedir object: without passthrough (not root), the server
-    // reads it on its object-reader threads.
-    let inline = rootless::as_user(Path::new("cat"))
-        .arg(mnt.join("dash"))
-        .output()
-        .unwrap();
-    let object = rootless::as_user(Path::new("cat"))
-        .arg(mnt.join("ext"))
-        .output()
-        .unwrap();
-    let umount = rootless::as_user(bin)
-        .arg("umount")
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&inline.stdout),
-        "-",
-        "{}",
-        String::from_utf8_lossy(&inline.stderr)
-    );
-    let expected = std::fs::read(basedir.join("a3").join("1".repeat(62))).unwrap();
-    assert_eq!(expected.len(), 10000);
-    assert!(
-        object.stdout == expected,
-        "object content differs ({} bytes read): {}",
-        object.stdout.len(),
-        String::from_utf8_lossy(&object.stderr)
-    );
-    assert!(
-        umount.status.success(),
-        "umount: {}",
-        String::from_utf8_lossy(&umount.stderr)
-    );
+    for transport in common::transport::all("unprivileged_user_mounts_through_fusermount3") {
+        let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
+        let mount = rootless::as_user(bin)
+            .arg("mount")
+            .arg(&image)
+            .arg(&mnt)
+            .arg("--basedir")
+            .arg(&basedir)
+            .args(["--transport", transport.name()])
+            .output()
+            .unwrap();
+        assert!(
+            mount.status.success(),
+            "mount as nobody over {transport:?}: {}",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        // Inline image data, and a basedir object: without passthrough (not root), the server
+        // reads it on its object-reader threads.
+        let inline = rootless::as_user(Path::new("cat"))
+            .arg(mnt.join("dash"))
+            .output()
+            .unwrap();
+        let object = rootless::as_user(Path::new("cat"))
+            .arg(mnt.join("ext"))
+            .output()
+            .unwrap();
+        let umount = rootless::as_user(bin)
+            .arg("umount")
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&inline.stdout),
+            "-",
+            "{}",
+            String::from_utf8_lossy(&inline.stderr)
+        );
+        let expected = std::fs::read(basedir.join("a3").join("1".repeat(62))).unwrap();
+        assert_eq!(expected.len(), 10000);
+        assert!(
+            object.stdout == expected,
+            "object content differs ({} bytes read): {}",
+            object.stdout.len(),
+            String::from_utf8_lossy(&object.stderr)
+        );
+        assert!(
+            umount.status.success(),
+            "umount: {}",
+            String::from_utf8_lossy(&umount.stderr)
+        );
+    }
 }
 
 #[test]

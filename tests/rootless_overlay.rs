@@ -47,22 +47,30 @@ fn assert_rootless_matches_rootful(what: &str, image: &Path, basedir: &Path) {
     let theirs =
         rootless::without_trusted_xattrs(rootless::fingerprint(tree::walk(reference.path())));
     drop(reference);
-    let (ours, stderr) = rootless::walk_in_run(Path::new(LAZYCFS), image, basedir, &[])
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let opts = CompareOptions {
-        ino: false,
-        content: true,
-    };
-    if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
-        panic!("{what}: rootful kernel composefs vs rootless lazycfs overlay: {diff}");
+    for transport in common::transport::all(what) {
+        let what = format!("{what} over {transport:?}");
+        let extra = ["--transport", transport.name()];
+        let (ours, stderr) = rootless::walk_in_run(Path::new(LAZYCFS), image, basedir, &extra)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            stderr.contains(&format!("transport {}", transport.name())),
+            "{what}: -v does not name the transport:\n{stderr}"
+        );
+        let opts = CompareOptions {
+            ino: false,
+            content: true,
+        };
+        if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
+            panic!("{what}: rootful kernel composefs vs rootless lazycfs overlay: {diff}");
+        }
+        // File content came from the basedir through the overlay, never through the server.
+        let (_, object_opens, object_reads) = server_counters(&stderr);
+        assert_eq!(
+            (object_opens, object_reads),
+            (0, 0),
+            "{what}: redirected content went through FUSE"
+        );
     }
-    // File content came from the basedir through the overlay, never through the server.
-    let (_, object_opens, object_reads) = server_counters(&stderr);
-    assert_eq!(
-        (object_opens, object_reads),
-        (0, 0),
-        "{what}: redirected content went through FUSE"
-    );
 }
 
 /// A world-readable directory for fixtures (the unprivileged user must read them).

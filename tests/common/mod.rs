@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod objects;
 pub mod posix_acl;
 pub mod rootless;
+pub mod transport;
 pub mod tree;
 
 /// Reports a test as skipped (`SKIP <test>: <reason>` on stderr), or panics

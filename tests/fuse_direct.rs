@@ -123,10 +123,12 @@ fn unprivileged_user_mounts_through_fusermount3() {
     let basedir = dir.path().join("objects");
     objects::populate(&Image::open(&image).unwrap(), &basedir);
     rootless::make_readable(dir.path());
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
     for transport in common::transport::all("unprivileged_user_mounts_through_fusermount3") {
+        // A mountpoint per transport: the server that just unmounted may still be exiting,
+        // and fuser then unmounts its mountpoint once more, whatever is mounted there by then.
+        let mnt = dir.path().join(format!("mnt-{}", transport.name()));
+        std::fs::create_dir(&mnt).unwrap();
+        rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
         let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
         let mount = rootless::as_user(bin)
             .arg("mount")

@@ -49,7 +49,8 @@ impl Basedir {
 
     /// Where `inode`'s content comes from, as overlayfs decides: a metacopy file reads the
     /// basedir object its redirect names; other files read the image. A metacopy file whose
-    /// object is missing is `ENOENT`, one without a usable object `EIO` (and a log line).
+    /// object is missing is `ENOENT` and one whose redirect leaves the basedir `EXDEV`, as
+    /// overlayfs answers; one without a usable object otherwise `EIO` (and a log line).
     pub fn content(&self, inode: &Inode<'_>) -> Result<Content, Errno> {
         let metacopy = Metacopy::of(inode).map_err(|e| {
             log::warn!("{e}");
@@ -86,10 +87,12 @@ impl Basedir {
                     inode.nid(),
                     String::from_utf8_lossy(redirect)
                 );
-                // A missing object is ENOENT, as overlayfs answers when its data-only layer
-                // lacks it; anything else about it is an I/O error.
+                // As overlayfs answers when it looks the object up in its data-only layer: a
+                // missing one, or a symlink where it should be, is not there (ENOENT); a
+                // redirect climbing out of the basedir is EXDEV. Anything else is an I/O error.
                 Err(match e {
-                    Errno::NOENT => Errno::NOENT,
+                    Errno::NOENT | Errno::LOOP => Errno::NOENT,
+                    Errno::XDEV => Errno::XDEV,
                     _ => Errno::IO,
                 })
             }

@@ -123,12 +123,12 @@ fn unprivileged_user_mounts_through_fusermount3() {
     let basedir = dir.path().join("objects");
     objects::populate(&Image::open(&image).unwrap(), &basedir);
     rootless::make_readable(dir.path());
+    // One mountpoint for both transports: the second mount comes while the first server may
+    // still be exiting, which must not unmount its path again.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
     for transport in common::transport::all("unprivileged_user_mounts_through_fusermount3") {
-        // A mountpoint per transport: the server that just unmounted may still be exiting,
-        // and fuser then unmounts its mountpoint once more, whatever is mounted there by then.
-        let mnt = dir.path().join(format!("mnt-{}", transport.name()));
-        std::fs::create_dir(&mnt).unwrap();
-        rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
         let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
         let mount = rootless::as_user(bin)
             .arg("mount")
@@ -198,5 +198,65 @@ fn mkfs_erofs_fixtures_match_kernel_composefs_mount() {
         let basedir = dir.path().join("empty-basedir");
         std::fs::create_dir(&basedir).unwrap();
         assert_same_as_composefs_mount(&format!("mkfs.erofs {name}"), &image, &basedir);
+    }
+}
+
+/// `umount` then `mount` again on the same path at once, as root and as a user: the first
+/// server, still exiting, must not take the new mount with it.
+#[test]
+fn a_new_mount_on_the_same_path_survives_the_last_server() {
+    if !rootless::require("a_new_mount_on_the_same_path_survives_the_last_server") {
+        return;
+    }
+    let dir = rootless::user_dir();
+    let image = dir.path().join("kinds.erofs");
+    std::fs::write(&image, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
+    let basedir = dir.path().join("objects");
+    objects::populate(&Image::open(&image).unwrap(), &basedir);
+    rootless::make_readable(dir.path());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
+    let root = |program: &Path| std::process::Command::new(program);
+    for (who, launch) in [
+        ("root", &root as &dyn Fn(&Path) -> std::process::Command),
+        ("user", &rootless::as_user),
+    ] {
+        for round in 0..5 {
+            let mount = launch(bin)
+                .args(["mount", "--mode", "direct"])
+                .arg(&image)
+                .arg(&mnt)
+                .arg("--basedir")
+                .arg(&basedir)
+                .output()
+                .unwrap();
+            assert!(
+                mount.status.success(),
+                "{who} round {round}: mount: {}",
+                String::from_utf8_lossy(&mount.stderr)
+            );
+            if round > 0 {
+                // Give the previous server time to finish exiting.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            let listed = launch(Path::new("cat"))
+                .arg(mnt.join("dash"))
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&listed.stdout),
+                "-",
+                "{who} round {round}: the new mount is gone: {}",
+                String::from_utf8_lossy(&listed.stderr)
+            );
+            let umount = launch(bin).arg("umount").arg(&mnt).output().unwrap();
+            assert!(
+                umount.status.success(),
+                "{who} round {round}: umount: {}",
+                String::from_utf8_lossy(&umount.stderr)
+            );
+        }
     }
 }

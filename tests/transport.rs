@@ -298,6 +298,16 @@ fn mount_foreground(image: &Path, mnt: &Path) -> Child {
     server
 }
 
+/// The burst image, mounted over io_uring by a foreground `lazycfs mount` under `dir`.
+fn mount_burst(dir: &Path) -> (PathBuf, Child) {
+    let image = dir.join("burst.erofs");
+    std::fs::write(&image, cfs::write_image(&burst_dump(), 1)).unwrap();
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let server = mount_foreground(&image, &mnt);
+    (mnt, server)
+}
+
 #[test]
 fn sigterm_mid_burst_on_every_queue_ends_cleanly() {
     let test = "sigterm_mid_burst_on_every_queue_ends_cleanly";
@@ -305,11 +315,7 @@ fn sigterm_mid_burst_on_every_queue_ends_cleanly() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("burst.erofs");
-    std::fs::write(&image, cfs::write_image(&burst_dump(), 1)).unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mut server = mount_foreground(&image, &mnt);
+    let (mnt, mut server) = mount_burst(dir.path());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let stop = Arc::new(AtomicBool::new(false));
     let wrong = Arc::new(AtomicU64::new(0));
@@ -395,11 +401,7 @@ fn sigterm_detaches_a_busy_mount_and_serves_its_last_user() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("burst.erofs");
-    std::fs::write(&image, cfs::write_image(&burst_dump(), 1)).unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mut server = mount_foreground(&image, &mnt);
+    let (mnt, mut server) = mount_burst(dir.path());
     let user = std::fs::File::open(mnt.join("d1")).unwrap();
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&server),

@@ -14,22 +14,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::os::fd::{AsRawFd, OwnedFd};
-
-use fuser::{Config, MountOption, SessionACL};
-use rustix::fs::OFlags;
-use rustix::mount::MountAttrFlags;
+use fuser::{Config, SessionACL};
 
 use crate::content::Basedir;
 use crate::erofs::Image;
 use crate::server::uring::Queues;
 use crate::server::{ImageFs, Stats};
 use crate::view::View;
-use newmount::{DetachedMount, FsBuilder};
 use overlay::{OverlayMountOptions, OverlayXattrs};
 use prefetch::PrefetchThread;
 pub use transport::Transport;
 
+mod fuse_mount;
 pub mod mode;
 pub mod newmount;
 pub mod overlay;
@@ -149,22 +145,23 @@ impl ServeOptions {
 
     fn fuse_config(&self) -> Config {
         let mut config = Config::default();
-        config.mount_options = vec![
-            MountOption::RO,
-            // The kernel checks permissions against the image's modes, as it does for EROFS.
-            MountOption::DefaultPermissions,
-            MountOption::FSName(self.fsname.clone()),
-            MountOption::Subtype("lazycfs".into()),
-        ];
-        if rustix::process::geteuid().is_root() {
-            config
-                .mount_options
-                .extend([MountOption::Dev, MountOption::Suid]);
-        }
         config.acl = self.session_acl();
         // One thread reads the device (see `threads`); object reads go to the workers.
         config.n_threads = Some(1);
         config
+    }
+
+    /// The `-o` options of a `fusermount3` mount: read-only, and the kernel checks
+    /// permissions against the image's modes, as it does for EROFS.
+    fn fusermount_options(&self) -> String {
+        let mut options = format!(
+            "ro,default_permissions,fsname={},subtype=lazycfs",
+            fuse_mount::escape(&self.fsname)
+        );
+        if self.allow_other {
+            options.push_str(",allow_other");
+        }
+        options
     }
 
     /// With `Some(uid)`, only that user may make requests (the io_uring queues' half of
@@ -202,7 +199,8 @@ impl ServeOptions {
 
 /// A running mount; unmounted when dropped.
 pub struct Mounted {
-    session: fuser::BackgroundSession,
+    /// `None` once waited for.
+    session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     stats: Arc<Stats>,
     transport: Transport,
@@ -236,13 +234,15 @@ impl Mounted {
 
     /// Whether the server has stopped (e.g. the mount was unmounted from outside).
     pub fn is_finished(&self) -> bool {
-        self.session.guard.is_finished()
+        self.session
+            .as_ref()
+            .is_none_or(|session| session.guard.is_finished())
     }
 
     /// Waits until the filesystem is unmounted from outside.
-    pub fn wait(self) -> io::Result<()> {
-        let result = self.session.join();
-        if let Some(queues) = self.queues {
+    pub fn wait(mut self) -> io::Result<()> {
+        let result = self.session.take().map_or(Ok(()), |session| session.join());
+        if let Some(queues) = self.queues.take() {
             queues.join();
         }
         result
@@ -273,6 +273,17 @@ impl Mounted {
     }
 }
 
+impl Drop for Mounted {
+    /// A mount dropped while its server still runs is detached from its mountpoint (it goes
+    /// once unused, and the server with it). One whose server has stopped is gone already:
+    /// its path is left alone, since something else may be mounted there by now.
+    fn drop(&mut self) {
+        if !self.is_finished() {
+            let _ = detach(&self.mountpoint);
+        }
+    }
+}
+
 /// Mounts `image` on `mountpoint` (directly as root, through `fusermount3` otherwise) and
 /// serves it from background threads. Returns once the mount answers requests. Meanwhile, and
 /// until the last read is submitted, a thread reads the image into the page cache
@@ -288,12 +299,11 @@ pub fn mount(
     let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
-    let config = options.fuse_config();
     let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
-        fuser::Session::new(fs, &mountpoint, &config)
+        fuse_mount::attached_session(fs, &mountpoint, options)
     })?;
     let mounted = Mounted {
-        session,
+        session: Some(session),
         mountpoint,
         stats,
         transport,
@@ -333,7 +343,7 @@ pub fn mount_overlay(
     let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
-    let (fuse_mount, fuse_fd) = mount_detached_fuse(&options)?;
+    let (fuse_mount, fuse_fd) = fuse_mount::mount_detached_fuse(&options)?;
     let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
         fuser::Session::from_fd(fs, fuse_fd, options.session_acl(), options.fuse_config())
     })?;
@@ -344,44 +354,13 @@ pub fn mount_overlay(
     drop(fuse_mount);
     overlay_mount.attach(&mountpoint)?;
     Ok(Mounted {
-        session,
+        session: Some(session),
         mountpoint,
         stats,
         transport,
         queues,
         _prefetch: prefetch,
     })
-}
-
-/// A FUSE filesystem mounted with the new mount API but attached nowhere, and its
-/// `/dev/fuse` descriptor.
-fn mount_detached_fuse(options: &ServeOptions) -> io::Result<(DetachedMount, OwnedFd)> {
-    let dev = rustix::fs::open(
-        "/dev/fuse",
-        OFlags::RDWR | OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("/dev/fuse: {e}")))?;
-    let fd = dev.as_raw_fd().to_string();
-    let uid = rustix::process::geteuid().as_raw().to_string();
-    let gid = rustix::process::getegid().as_raw().to_string();
-    let fuse = FsBuilder::open("fuse")?;
-    fuse.string("source", &options.fsname)?
-        .string("subtype", "lazycfs")?
-        .string("fd", &fd)?
-        .string("rootmode", "40000")?
-        .string("user_id", &uid)?
-        .string("group_id", &gid)?
-        .flag("default_permissions")?
-        // A read-only superblock (not just a read-only mount): FUSE then never invalidates a
-        // directory's attributes for atime after a readdir, which would cost a GETATTR per
-        // directory on every walk through the overlay.
-        .flag("ro")?;
-    if options.allow_other {
-        fuse.flag("allow_other")?;
-    }
-    let mount = fuse.mount(MountAttrFlags::MOUNT_ATTR_RDONLY)?;
-    Ok((mount, dev))
 }
 
 fn wait_until_answering(mounted: &Mounted) -> io::Result<()> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use common::tree::{self, CompareOptions};
@@ -112,22 +112,29 @@ fn concurrent_walkers_see_the_same_tree() {
     }
 }
 
-#[test]
-fn unprivileged_user_mounts_through_fusermount3() {
-    if !rootless::require("unprivileged_user_mounts_through_fusermount3") {
-        return;
-    }
+/// The kinds image and its objects in a directory the unprivileged user can read, and an
+/// empty mountpoint it owns: (directory, image, basedir, mountpoint).
+fn user_fixture() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = rootless::user_dir();
     let image = dir.path().join("kinds.erofs");
     std::fs::write(&image, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
     let basedir = dir.path().join("objects");
     objects::populate(&Image::open(&image).unwrap(), &basedir);
     rootless::make_readable(dir.path());
-    // One mountpoint for both transports: the second mount comes while the first server may
-    // still be exiting, which must not unmount its path again.
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
+    (dir, image, basedir, mnt)
+}
+
+#[test]
+fn unprivileged_user_mounts_through_fusermount3() {
+    if !rootless::require("unprivileged_user_mounts_through_fusermount3") {
+        return;
+    }
+    // One mountpoint for both transports: the second mount comes while the first server may
+    // still be exiting, which must not unmount its path again.
+    let (_dir, image, basedir, mnt) = user_fixture();
     for transport in common::transport::all("unprivileged_user_mounts_through_fusermount3") {
         let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
         let mount = rootless::as_user(bin)
@@ -208,15 +215,7 @@ fn a_new_mount_on_the_same_path_survives_the_last_server() {
     if !rootless::require("a_new_mount_on_the_same_path_survives_the_last_server") {
         return;
     }
-    let dir = rootless::user_dir();
-    let image = dir.path().join("kinds.erofs");
-    std::fs::write(&image, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
-    let basedir = dir.path().join("objects");
-    objects::populate(&Image::open(&image).unwrap(), &basedir);
-    rootless::make_readable(dir.path());
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    rustix::fs::chown(&mnt, Some(rustix::fs::Uid::from_raw(rootless::USER)), None).unwrap();
+    let (_dir, image, basedir, mnt) = user_fixture();
     let bin = Path::new(env!("CARGO_BIN_EXE_lazycfs"));
     let root = |program: &Path| std::process::Command::new(program);
     for (who, launch) in [

@@ -20,7 +20,7 @@ use lazycfs::erofs::Image;
 use lazycfs::mount::{ServeOptions, Transport};
 
 const LAZYCFS: &str = env!("CARGO_BIN_EXE_lazycfs");
-const PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
+use common::transport::ENABLE_URING as PARAMETER;
 
 static PARAMETER_LOCK: Mutex<()> = Mutex::new(());
 

@@ -3,7 +3,8 @@
 
 use lazycfs::mount::Transport;
 
-const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+/// The kernel's switch for FUSE over io_uring.
+pub const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 
 /// Whether the kernel serves FUSE over io_uring (`fuse.enable_uring`).
 pub fn uring_enabled() -> bool {

@@ -1,7 +1,8 @@
 //! lazycfs: a lazy, zero-copy reader and FUSE server for composefs/EROFS images.
 //!
 //! The image is mapped once and decoded on demand: [`erofs`] is the format decoder,
-//! [`check`] a full consistency walk, and [`dump`] prints an image as a composefs dumpfile.
+//! [`check`] a full consistency walk, [`dump`] prints an image as a composefs dumpfile, and
+//! [`objects`] lists the basedir objects it references.
 #![warn(missing_docs)]
 
 pub mod check;
@@ -10,6 +11,7 @@ pub mod content;
 pub mod dump;
 pub mod erofs;
 pub mod mount;
+pub mod objects;
 pub mod server;
 mod sys;
 pub mod view;

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dump { image } => cli::inspect::dump(&image),
         Command::Check { image } => cli::inspect::check(&image),
+        Command::Objects { images } => cli::inspect::objects(&images),
+        Command::Missing { images, basedir } => cli::inspect::missing(&images, &basedir),
         Command::Mount(args) => cli::mount::mount(args, cli.verbose > 0),
         Command::Run(args) => cli::run::run(args),
         Command::Umount { mountpoint } => cli::mount::umount(&mountpoint),

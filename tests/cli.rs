@@ -317,3 +317,134 @@ fn committed_man_pages_are_current() {
         std::fs::read(committed.join("lazycfs-mount.1")).unwrap()
     );
 }
+
+/// An image of three files read from two objects (one of them twice, once through a hard
+/// link), with `/ab/…` and `cd/…` redirects, and a file stored in the image.
+fn objects_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let ab = format!("ab/{}", "1".repeat(62));
+    let cd = format!("cd/{}", "2".repeat(62));
+    let dump = format!(
+        "/ 0 40755 2 0 0 0 0.0 - - -\n\
+         /one 3 100644 2 0 0 0 0.0 {ab} - ab{}\n\
+         /one-link 0 @120000 - - - - 0.0 /one - -\n\
+         /same 3 100644 1 0 0 0 0.0 {ab} - ab{}\n\
+         /two 3 100644 1 0 0 0 0.0 {cd} - cd{}\n\
+         /inline 2 100644 1 0 0 0 0.0 - hi -\n",
+        "1".repeat(62),
+        "1".repeat(62),
+        "2".repeat(62),
+    );
+    let image = dir.join("objects.cfs");
+    std::fs::write(&image, common::cfs::write_image(&dump, 1)).unwrap();
+    image
+}
+
+#[test]
+fn objects_and_missing_list_the_referenced_objects_sorted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = objects_image(dir.path());
+    let image = image.to_str().unwrap();
+    let (ab, cd) = (
+        format!("ab/{}", "1".repeat(62)),
+        format!("cd/{}", "2".repeat(62)),
+    );
+    let objects = lazycfs(&["objects", image, image]);
+    assert!(objects.status.success());
+    assert_eq!(
+        String::from_utf8(objects.stdout).unwrap(),
+        format!("{ab}\n{cd}\n")
+    );
+
+    let basedir = dir.path().join("objects");
+    std::fs::create_dir_all(basedir.join("ab")).unwrap();
+    let basedir_arg = basedir.to_str().unwrap();
+    let missing = lazycfs(&["missing", image, "--basedir", basedir_arg]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(missing.stdout).unwrap(),
+        format!("{ab}\n{cd}\n")
+    );
+    std::fs::write(basedir.join(&ab), b"one").unwrap();
+    let missing = lazycfs(&["missing", image, "--basedir", basedir_arg]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(missing.stdout).unwrap(),
+        format!("{cd}\n")
+    );
+    // A symlink is not an object: the mount would not follow it.
+    std::fs::create_dir(basedir.join("cd")).unwrap();
+    std::os::unix::fs::symlink(basedir.join(&ab), basedir.join(&cd)).unwrap();
+    let missing = lazycfs(&["missing", image, "--basedir", basedir_arg]);
+    assert_eq!(missing.status.code(), Some(1));
+    std::fs::remove_file(basedir.join(&cd)).unwrap();
+    std::fs::write(basedir.join(&cd), b"two").unwrap();
+    let missing = lazycfs(&["missing", image, "--basedir", basedir_arg]);
+    assert_eq!(missing.status.code(), Some(0));
+    assert!(missing.stdout.is_empty());
+
+    for (args, status) in [
+        (vec!["objects", "/nonexistent.cfs"], 2),
+        (vec!["missing", image, "--basedir", "/nonexistent"], 2),
+        (
+            vec!["missing", "/nonexistent.cfs", "--basedir", basedir_arg],
+            2,
+        ),
+    ] {
+        let out = lazycfs(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn mounting_with_objects_missing_warns_with_the_count() {
+    if !common::kernel::require_root("mounting_with_objects_missing_warns_with_the_count") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = objects_image(dir.path());
+    let basedir = dir.path().join("objects");
+    std::fs::create_dir_all(basedir.join("ab")).unwrap();
+    std::fs::write(basedir.join(format!("ab/{}", "1".repeat(62))), b"one").unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let (image, mnt_arg, basedir_arg) = (
+        image.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        basedir.to_str().unwrap(),
+    );
+    for mode in ["direct", "overlay", "kernel"] {
+        let out = lazycfs(&[
+            "mount",
+            image,
+            mnt_arg,
+            "--basedir",
+            basedir_arg,
+            "--mode",
+            mode,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {stderr}");
+        assert_eq!(std::fs::read(mnt.join("one")).unwrap(), b"one", "{mode}");
+        assert!(lazycfs(&["umount", mnt_arg]).status.success(), "{mode}");
+        assert_eq!(stderr.lines().count(), 1, "{mode}: {stderr}");
+        assert!(
+            stderr.contains("warning: 1 of the 2 objects"),
+            "{mode}: {stderr}"
+        );
+        let quiet = lazycfs(&[
+            "mount",
+            image,
+            mnt_arg,
+            "--basedir",
+            basedir_arg,
+            "--mode",
+            mode,
+            "--no-object-check",
+        ]);
+        assert!(quiet.status.success(), "{mode}");
+        assert!(lazycfs(&["umount", mnt_arg]).status.success(), "{mode}");
+        assert!(quiet.stderr.is_empty(), "{mode}");
+    }
+}

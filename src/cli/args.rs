@@ -80,6 +80,28 @@ pub enum Command {
         /// The EROFS/composefs image
         image: PathBuf,
     },
+    /// List the basedir objects the images reference, sorted, each once
+    ///
+    /// Objects are printed as paths under the basedir (`ab/cdef…`), as `composefs-info
+    /// objects` prints them. Exit 1 if an image is corrupt, 2 if one cannot be opened.
+    Objects {
+        /// The EROFS/composefs images
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// List the objects the images reference that are missing from a basedir (exit 1 if any)
+    ///
+    /// An object is missing unless it resolves beneath the basedir without following symlinks,
+    /// as the mount opens it. Exit 0 when none is missing, 1 when some are (they are printed),
+    /// 2 when an image or the basedir cannot be read.
+    Missing {
+        /// The EROFS/composefs images
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// The objects directory
+        #[arg(long, value_name = "DIR", allow_hyphen_values = true)]
+        basedir: PathBuf,
+    },
     /// Mount an image so it looks like the rootful composefs mount
     Mount(MountArgs),
     /// Run a command inside a private mount of an image (any user; exits with its status)
@@ -192,6 +214,11 @@ pub struct ServeArgs {
         default_value_t = Transport::Auto
     )]
     pub transport: Transport,
+    /// Do not count the objects missing from the basedir. The count walks the whole image
+    /// beside the mount and prints a warning when some are missing; `mount` without
+    /// --foreground returns once it is done
+    #[arg(long)]
+    pub no_object_check: bool,
 }
 
 impl ServeArgs {

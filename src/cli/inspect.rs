@@ -1,7 +1,8 @@
-//! `lazycfs dump` and `lazycfs check`.
+//! `lazycfs dump`, `check`, `objects` and `missing`.
 
+use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{USAGE_ERROR, open_image};
@@ -32,4 +33,60 @@ pub fn check(image: &Path) -> Result<ExitCode, ExitCode> {
             Err(ExitCode::from(1))
         }
     }
+}
+
+/// The objects every image references, together: sorted, each once.
+fn referenced(images: &[PathBuf], corrupt: u8) -> Result<BTreeSet<Vec<u8>>, ExitCode> {
+    let mut all = BTreeSet::new();
+    for path in images {
+        let image = open_image(path, USAGE_ERROR)?;
+        let objects = lazycfs::objects::referenced(&image).map_err(|e| {
+            eprintln!("lazycfs: {}: {e}", path.display());
+            ExitCode::from(corrupt)
+        })?;
+        all.extend(objects);
+    }
+    Ok(all)
+}
+
+fn print_objects<'a>(objects: impl IntoIterator<Item = &'a [u8]>) -> Result<(), ExitCode> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written: io::Result<()> = objects
+        .into_iter()
+        .try_for_each(|object| {
+            out.write_all(object)?;
+            out.write_all(b"\n")
+        })
+        .and_then(|()| out.flush());
+    match written {
+        // A reader that has seen enough (`| head`) is not an error.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            eprintln!("lazycfs: stdout: {e}");
+            Err(ExitCode::from(1))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints every object the images reference.
+pub fn objects(images: &[PathBuf]) -> Result<ExitCode, ExitCode> {
+    let objects = referenced(images, 1)?;
+    print_objects(objects.iter().map(Vec::as_slice))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the objects the images reference that `basedir` lacks; exit 1 if there are any.
+pub fn missing(images: &[PathBuf], basedir: &Path) -> Result<ExitCode, ExitCode> {
+    let store = lazycfs::objects::ObjectStore::open(basedir).map_err(|e| {
+        eprintln!("lazycfs: basedir {}: {e}", basedir.display());
+        ExitCode::from(USAGE_ERROR)
+    })?;
+    let objects = referenced(images, USAGE_ERROR)?;
+    let missing = store.missing(objects.iter().map(Vec::as_slice));
+    print_objects(missing.iter().copied())?;
+    Ok(if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -8,7 +8,7 @@ pub mod logger;
 pub mod mount;
 pub mod run;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use lazycfs::erofs::Image;
@@ -34,4 +34,31 @@ pub fn check_basedir(basedir: Option<&Path>, failure: u8) -> Result<(), ExitCode
         }
         _ => Ok(()),
     }
+}
+
+/// Counts, beside the mount, the objects `image` references that `basedir` lacks, and prints
+/// a one-line warning when there are any. Failures are left to the mount to report.
+pub fn warn_missing_objects(image: &Path, basedir: &Path) -> std::thread::JoinHandle<()> {
+    let (image, basedir): (PathBuf, PathBuf) = (image.into(), basedir.into());
+    std::thread::spawn(move || {
+        let Ok(opened) = Image::open(&image) else {
+            return;
+        };
+        let (Ok(objects), Ok(store)) = (
+            lazycfs::objects::referenced(&opened),
+            lazycfs::objects::ObjectStore::open(&basedir),
+        ) else {
+            return;
+        };
+        let missing = store.missing(objects.iter().map(Vec::as_slice)).len();
+        if missing > 0 {
+            eprintln!(
+                "lazycfs: warning: {missing} of the {} objects {} references are missing from {} \
+                 (`lazycfs missing` lists them)",
+                objects.len(),
+                image.display(),
+                basedir.display()
+            );
+        }
+    })
 }

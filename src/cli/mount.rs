@@ -30,12 +30,23 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
     }
     let mode = mode.0;
     let overlay = args.serve.overlay();
+    let object_check = match &args.basedir {
+        Some(basedir) if !args.serve.no_object_check => {
+            Some(super::warn_missing_objects(&args.image, basedir))
+        }
+        _ => None,
+    };
     if mode == Mode::Kernel {
-        return mount_kernel(&args, &overlay);
+        let mounted = mount_kernel(&args, &overlay);
+        object_check.map(std::thread::JoinHandle::join);
+        return mounted;
     }
     if !args.foreground {
         drop(image);
-        return Ok(daemonize());
+        let mounted = daemonize();
+        // The server does not count again (--no-object-check below): the warning is ours.
+        object_check.map(std::thread::JoinHandle::join);
+        return Ok(mounted);
     }
     let mut options = ServeOptions::new().fsname(format!("lazycfs:{}", args.image.display()));
     if let Some(dir) = &args.basedir {
@@ -158,7 +169,7 @@ fn daemonize() -> ExitCode {
     };
     let mut child = match std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .arg("--foreground")
+        .args(["--foreground", "--no-object-check"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         // Not inherited: a daemon must not hold the caller's stderr open (a caller reading it

@@ -28,6 +28,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
     // First, while this process still has one thread.
     let privilege = enter_private_namespaces().map_err(fail)?;
     log::info!("entered private namespaces (caller was {privilege:?})");
+    if !args.serve.no_object_check {
+        super::warn_missing_objects(&args.image, &args.basedir);
+    }
     let forward = Arc::new(AtomicUsize::new(0));
     for signal in [
         signal_hook::consts::SIGTERM,

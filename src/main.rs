@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use cli::args::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = match Cli::parse_env() {
+    let args = match cli::helper::command_line() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    let cli = match Cli::parse_args(args) {
         Ok(cli) => cli,
         // `--help` and `--version` end here too, printed on stdout with status 0.
         Err(e) => {

@@ -448,3 +448,124 @@ fn mounting_with_objects_missing_warns_with_the_count() {
         assert!(quiet.stderr.is_empty(), "{mode}");
     }
 }
+
+/// Runs a shell script as root in a private mount namespace where `lazycfs` (this build) is
+/// on the default search path of `/bin/sh`, which `mount.fuse3` runs helpers with
+/// (`mount(8)` clears `PATH`). Returns its output; the script's mounts go with the namespace.
+fn in_mount_namespace_with_lazycfs(script: &str) -> std::process::Output {
+    let setup = format!(
+        "set -eu\nmount -t tmpfs lazycfs-bin /usr/local/bin\nln -s {} /usr/local/bin/lazycfs\n",
+        env!("CARGO_BIN_EXE_lazycfs")
+    );
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(setup + script)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn mount_t_fuse_lazycfs_and_fstab_lines_mount_through_mount_fuse3() {
+    let test = "mount_t_fuse_lazycfs_and_fstab_lines_mount_through_mount_fuse3";
+    if !common::kernel::require_root(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = objects_image(dir.path());
+    let basedir = dir.path().join("objects");
+    for (dir, digit, content) in [("ab", "1", "one"), ("cd", "2", "two")] {
+        std::fs::create_dir_all(basedir.join(dir)).unwrap();
+        std::fs::write(basedir.join(dir).join(digit.repeat(62)), content).unwrap();
+    }
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let fstab = dir.path().join("fstab");
+    let (image, basedir, mnt) = (image.display(), basedir.display(), mnt.display());
+    std::fs::write(
+        &fstab,
+        format!("{image} {mnt} fuse.lazycfs basedir={basedir},mode=overlay,nofail 0 0\n"),
+    )
+    .unwrap();
+    let script = format!(
+        "for mode in direct overlay kernel; do
+            mount -t fuse.lazycfs {image} {mnt} -o ro,nodev,basedir={basedir},mode=$mode,allow_other
+            echo \"$mode $(cat {mnt}/one {mnt}/two) $(grep -c ' {mnt} ' /proc/self/mounts)\"
+            umount {mnt}
+         done
+         mount -T {fstab} {mnt}
+         echo \"fstab $(cat {mnt}/same) $(awk '$2 == \"{mnt}\" {{ print $3 }}' /proc/self/mounts)\"
+         umount {mnt}
+         # The servers end with their mounts.
+         servers() {{ pgrep -a -x lazycfs | grep -F {image}; }}
+         for _ in $(seq 100); do servers >/dev/null || break; sleep 0.05; done
+         if servers; then exit 1; fi
+         if mount -t fuse.lazycfs {image} {mnt} -o basedir={basedir},colour=red; then exit 1; fi",
+        fstab = fstab.display()
+    );
+    let out = in_mount_namespace_with_lazycfs(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The kernel mode is an overlay over an EROFS mount that is not attached anywhere.
+    assert_eq!(
+        stdout, "direct onetwo 1\noverlay onetwo 1\nkernel onetwo 1\nfstab one overlay\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("lazycfs: unknown mount option 'colour=red'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn readiness_is_notified_to_systemd() {
+    if !common::kernel::require_root("readiness_is_notified_to_systemd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = kinds_image(dir.path());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let receive = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+
+    // In the foreground the server is the service's process.
+    let server = Command::new(env!("CARGO_BIN_EXE_lazycfs"))
+        .args(["mount", "--foreground", "--mode", "direct"])
+        .arg(&image)
+        .arg(&mnt)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(receive(), "READY=1\n");
+    assert_eq!(std::fs::read(mnt.join("dash")).unwrap(), b"-");
+    assert!(sigterm(server).success());
+
+    // A daemon names the server it left running as the main process.
+    let out = Command::new(env!("CARGO_BIN_EXE_lazycfs"))
+        .args(["mount", "--mode", "direct"])
+        .arg(&image)
+        .arg(&mnt)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let message = receive();
+    let pid = message
+        .strip_prefix("READY=1\nMAINPID=")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{message:?}"));
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "lazycfs");
+    assert_eq!(std::fs::read(mnt.join("dash")).unwrap(), b"-");
+    assert!(lazycfs(&["umount", mnt.to_str().unwrap()]).status.success());
+}

@@ -18,6 +18,9 @@ use lazycfs::mount::{ServeOptions, Transport};
 #[command(
     name = "lazycfs",
     version,
+    after_help = "As a FUSE mount helper (what `mount -t fuse.lazycfs IMAGE MOUNTPOINT -o OPTIONS` \
+                  and fstab lines run), `lazycfs IMAGE MOUNTPOINT -o basedir=DIR,mode=MODE,...` \
+                  is `lazycfs mount` with its options spelled as mount options.",
     args_override_self = true,
     max_term_width = 100
 )]
@@ -31,11 +34,6 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parses the process's own command line.
-    pub fn parse_env() -> Result<Cli, clap::Error> {
-        Self::parse_args(std::env::args_os())
-    }
-
     /// Parses a command line; the first item is the program name.
     pub fn parse_args<I>(args: I) -> Result<Cli, clap::Error>
     where

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod docs;
+pub mod helper;
 pub mod inspect;
 pub mod logger;
 pub mod mount;

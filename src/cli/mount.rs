@@ -74,6 +74,7 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
     })?;
     println!("{READY}");
     let _ = io::stdout().flush();
+    notify_ready(None);
     log::info!(
         "serving {} on {} ({} mode)",
         args.image.display(),
@@ -114,6 +115,7 @@ fn mount_kernel(args: &MountArgs, overlay: &OverlayMountOptions) -> Result<ExitC
             if args.foreground {
                 println!("{READY}");
             }
+            notify_ready(None);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -170,6 +172,8 @@ fn daemonize() -> ExitCode {
     let mut child = match std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .args(["--foreground", "--no-object-check"])
+        // Readiness is ours to report, naming the server as the service's main process.
+        .env_remove("NOTIFY_SOCKET")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         // Not inherited: a daemon must not hold the caller's stderr open (a caller reading it
@@ -192,6 +196,7 @@ fn daemonize() -> ExitCode {
         if let Some(stderr) = child.stderr.take() {
             relay_available(stderr);
         }
+        notify_ready(Some(child.id()));
         return ExitCode::SUCCESS;
     }
     let mut errors = String::new();
@@ -201,6 +206,19 @@ fn daemonize() -> ExitCode {
     eprint!("{errors}");
     let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
     ExitCode::from(status.clamp(1, 255) as u8)
+}
+
+/// Tells systemd the mount is ready, when it asked (`NOTIFY_SOCKET`, for `Type=notify`
+/// services), naming the server as the main process if it is not this one.
+fn notify_ready(server: Option<u32>) {
+    use sd_notify::NotifyState;
+    let result = match server {
+        Some(pid) => sd_notify::notify(&[NotifyState::Ready, NotifyState::MainPid(pid)]),
+        None => sd_notify::notify(&[NotifyState::Ready]),
+    };
+    if let Err(e) = result {
+        log::warn!("cannot notify systemd of readiness: {e}");
+    }
 }
 
 /// Copies to our stderr what `pipe` holds now, without waiting for more.

@@ -162,6 +162,9 @@ fn lazycfs_args(mode: &'static str, extra: &[&'static str]) -> Vec<Arg> {
         Arg::Literal("--foreground"),
         Arg::Literal("--mode"),
         Arg::Literal(mode),
+        // The count of missing objects walks the whole image beside the mount: it would warm
+        // the image's pages before a cold row and compete with every row for the CPUs.
+        Arg::Literal("--no-object-check"),
     ];
     args.extend(extra.iter().copied().map(Arg::Literal));
     args
@@ -169,7 +172,8 @@ fn lazycfs_args(mode: &'static str, extra: &[&'static str]) -> Vec<Arg> {
 
 /// A lazycfs server row, or why `program` cannot serve: no `mount` subcommand, or no option
 /// the row needs. `--transport dev` is dropped for a binary without `--transport` (it only has
-/// `/dev/fuse`), so that the plain rows work with any lazycfs.
+/// `/dev/fuse`), and `--no-object-check` for one that never counts objects, so that the plain
+/// rows work with any lazycfs.
 fn lazycfs_server(name: &'static str, program: &Path, mut args: Vec<Arg>) -> Server {
     let help = Command::new(program)
         .args(["mount", "--help"])
@@ -186,6 +190,9 @@ fn lazycfs_server(name: &'static str, program: &Path, mut args: Vec<Arg>) -> Ser
     let uring = args
         .windows(2)
         .any(|w| matches!(w, [Arg::Literal("--transport"), Arg::Literal("uring")]));
+    if !has("--no-object-check") {
+        args.retain(|a| !matches!(a, Arg::Literal("--no-object-check")));
+    }
     if !has("--transport")
         && let Some(i) = args
             .windows(2)

@@ -214,7 +214,7 @@ pub struct ServeArgs {
     pub transport: Transport,
     /// Do not count the objects missing from the basedir. The count walks the whole image
     /// beside the mount and prints a warning when some are missing; `mount` without
-    /// --foreground returns once it is done
+    /// --foreground returns, and `run` exits, once it is done
     #[arg(long)]
     pub no_object_check: bool,
 }

@@ -28,9 +28,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
     // First, while this process still has one thread.
     let privilege = enter_private_namespaces().map_err(fail)?;
     log::info!("entered private namespaces (caller was {privilege:?})");
-    if !args.serve.no_object_check {
-        super::warn_missing_objects(&args.image, &args.basedir);
-    }
+    let object_check = (!args.serve.no_object_check)
+        .then(|| super::warn_missing_objects(&args.image, &args.basedir));
     let forward = Arc::new(AtomicUsize::new(0));
     for signal in [
         signal_hook::consts::SIGTERM,
@@ -62,6 +61,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
         command_args,
         &forward,
     );
+    // The warning is printed even if the command ended first.
+    object_check.map(std::thread::JoinHandle::join);
     match status {
         Ok(status) => {
             let code = match (status.code(), status.signal()) {

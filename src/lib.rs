@@ -8,6 +8,7 @@
 pub mod check;
 pub mod composefs;
 pub mod content;
+pub mod create;
 pub mod dump;
 pub mod erofs;
 pub mod mount;

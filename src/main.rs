@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Objects { images } => cli::inspect::objects(&images),
         Command::Missing { images, basedir } => cli::inspect::missing(&images, &basedir),
         Command::Mount(args) => cli::mount::mount(args, cli.verbose > 0),
+        Command::Create(args) => cli::create::create(args),
         Command::Run(args) => cli::run::run(args),
         Command::Umount { mountpoint } => cli::mount::umount(&mountpoint),
         Command::Completions { shell } => cli::docs::completions(shell),

@@ -102,6 +102,9 @@ pub enum Command {
     },
     /// Mount an image so it looks like the rootful composefs mount
     Mount(MountArgs),
+    /// Write a composefs image of a directory tree, storing its files as objects
+    #[command(after_help = CREATE_EXIT_STATUS)]
+    Create(CreateArgs),
     /// Run a command inside a private mount of an image (any user; exits with its status)
     Run(RunArgs),
     /// Unmount a lazycfs mount (as `fusermount3 -u` does)
@@ -126,6 +129,55 @@ pub enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "command")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `lazycfs create`'s exit statuses, in its help.
+const CREATE_EXIT_STATUS: &str = "Exit status: 0 done; 2 bad command line; 3 SOURCE is not a \
+    directory; 4 a file in SOURCE cannot be read (or stored in an image); 5 the objects \
+    directory or the image cannot be written (read-only filesystem, permissions); 6 no space \
+    left on the device (or quota); 130 interrupted (SIGINT; 143 for SIGTERM). On any error \
+    the image is left as it was, and no partial object exists.";
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The directory tree to make an image of
+    pub source: PathBuf,
+    /// The image file to write (replaced once complete)
+    pub image: PathBuf,
+    /// Objects directory, created if missing: each regular file over 64 bytes is stored there
+    /// as `xx/<62 hex>`, named by its fs-verity digest (the basedir of `mount` and `run`)
+    #[arg(
+        long,
+        value_name = "DIR",
+        allow_hyphen_values = true,
+        required_unless_present = "digest_only"
+    )]
+    pub objects: Option<PathBuf>,
+    /// Image format: v1 is what `mkcomposefs` writes, v0 its default before version 1.0.8's
+    /// `--min-version=1`, v2 the earlier composefs-rs format
+    #[arg(long, value_enum, value_name = "VERSION", default_value_t = FormatArg::V1)]
+    pub format: FormatArg,
+    /// Compute the digests and write the image, but store no objects
+    #[arg(long, conflicts_with = "objects")]
+    pub digest_only: bool,
+    /// Print the image file's fs-verity digest (for `mount --digest`) on stdout
+    #[arg(long)]
+    pub print_digest: bool,
+    /// Threads hashing and copying files (default: two per CPU, so reads overlap)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Composefs version 0 header
+    V0,
+    /// Composefs version 1 header
+    #[default]
+    V1,
+    /// composefs-rs's format 2
+    V2,
 }
 
 #[derive(Debug, Args)]

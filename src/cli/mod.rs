@@ -2,6 +2,7 @@
 //! the status of a failure whose message is already printed.
 
 pub mod args;
+pub mod create;
 pub mod docs;
 pub mod helper;
 pub mod inspect;

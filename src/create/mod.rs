@@ -1,0 +1,339 @@
+//! `lazycfs create`: a composefs image of a directory tree, and its objects.
+//!
+//! The tree is read once ([`tree`]); each regular file over 64 bytes is hashed (its fs-verity
+//! digest, [`verity`]) and stored as an object by worker threads while the walk goes on
+//! ([`store`]); then the image is laid out and written ([`inodes`], [`erofs`]).
+//!
+//! The writer is our own rather than the `composefs` crate's: that crate needs OpenSSL
+//! (`libssl-dev` and `pkg-config` to build, which a fresh machine running `cargo install`
+//! lacks), tokio, zstd and a newer Rust than lazycfs's, and builds the whole tree in memory
+//! in its own model; composefs images are a small subset of EROFS that the decoder in
+//! [`crate::erofs`] already describes. Tests read the images back with the composefs crate,
+//! `lazycfs dump` and the kernel.
+
+mod erofs;
+mod inodes;
+mod store;
+mod tree;
+pub mod verity;
+mod xattrs;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
+
+use store::ObjectStore;
+use tree::FileJob;
+pub use tree::INLINE_MAX;
+use verity::FsVerityHasher;
+
+/// The composefs image format versions (`mkcomposefs --min-version`, composefs-rs'
+/// `FormatVersion`). They read back the same; they differ in layout details.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `mkcomposefs`'s default: compact inodes where they fit, breadth-first inode order, the
+    /// `00`..`ff` whiteout stubs in the root; header composefs version 0 (1 if the source
+    /// has whiteouts).
+    V0,
+    /// V0 with header composefs version 1 (`mkcomposefs --min-version=1`).
+    #[default]
+    V1,
+    /// composefs-rs's earlier format: extended inodes, depth-first order, no stubs, no
+    /// nanoseconds, composefs version 2.
+    V2,
+}
+
+/// How to create an image.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// The format version.
+    pub format: Format,
+    /// Hashing threads (default: two per CPU, so that reads overlap on a cold cache).
+    pub threads: Option<usize>,
+}
+
+/// What [`create`] did.
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// The image file's own fs-verity digest (for `mount --digest`).
+    pub digest: [u8; 32],
+    /// Regular files hashed (those over [`INLINE_MAX`] bytes).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Objects written by this run.
+    pub objects_written: u64,
+    /// Objects that were present already.
+    pub objects_present: u64,
+}
+
+/// Why [`create`] failed. Each kind has its own exit status ([`CreateError::exit_status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The source is not a directory.
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// A source entry cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Source {
+        /// The entry.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A source entry cannot be stored in an image.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An object or the image cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Target {
+        /// The object or image.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A signal asked to stop.
+    #[error("interrupted by signal {0}; no image written (objects stored so far are complete)")]
+    Interrupted(i32),
+}
+
+impl CreateError {
+    fn source(path: &Path, source: io::Error) -> CreateError {
+        CreateError::Source {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn target(path: &Path, source: io::Error) -> CreateError {
+        CreateError::Target {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The exit status `lazycfs create` reports it with: 3 source not a directory, 4 source
+    /// unreadable or unstorable, 5 objects or image not writable, 6 no space left (or quota),
+    /// 128+N killed by signal N.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            CreateError::NotADirectory(_) => 3,
+            CreateError::Source { .. } | CreateError::Unsupported(_) => 4,
+            CreateError::Target { source, .. } if is_full(source) => 6,
+            CreateError::Target { .. } => 5,
+            CreateError::Interrupted(signal) => 128u8.saturating_add(*signal as u8),
+        }
+    }
+}
+
+fn is_full(e: &io::Error) -> bool {
+    let full = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT];
+    full.iter()
+        .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
+}
+
+/// Hex of a digest, lower case.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Progress callbacks: called from the hashing threads.
+pub trait Progress: Sync {
+    /// A file of `size` bytes was found and will be hashed.
+    fn found(&self, size: u64);
+    /// `bytes` more bytes were hashed.
+    fn hashed(&self, bytes: u64);
+    /// A file is done.
+    fn file_done(&self);
+}
+
+/// No progress report.
+impl Progress for () {
+    fn found(&self, _: u64) {}
+    fn hashed(&self, _: u64) {}
+    fn file_done(&self) {}
+}
+
+/// Writes the composefs image of `source` to `image`, storing objects under `objects` (none
+/// with `None`: digests only). `stop` is polled: a nonzero value (a signal number) abandons
+/// the work, leaving no image and no partial object.
+pub fn create(
+    source: &Path,
+    image: &Path,
+    objects: Option<&Path>,
+    options: &CreateOptions,
+    stop: &AtomicUsize,
+    progress: &dyn Progress,
+) -> Result<Created, CreateError> {
+    let store = objects.map(ObjectStore::open).transpose()?;
+    // Made first, so that an unwritable destination fails before the work.
+    let mut output = PendingImage::new(image)?;
+    let threads = options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| 2 * n.get()));
+    let failed = AtomicBool::new(false);
+    let first_error = Mutex::new(None);
+    let fail = |e: CreateError| {
+        failed.store(true, Ordering::Relaxed);
+        first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+    };
+    let (job_tx, job_rx) = mpsc::sync_channel::<FileJob>(4096);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel();
+    let quit = || failed.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) != 0;
+    let scanned = std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            let done_tx = done_tx.clone();
+            let (job_rx, store, fail) = (&job_rx, store.as_ref(), &fail);
+            scope.spawn(move || {
+                let mut buffer = vec![0u8; 1 << 20];
+                loop {
+                    let Ok(job) = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else {
+                        return;
+                    };
+                    // After a failure, drain the queue so the walk never blocks.
+                    if quit() {
+                        continue;
+                    }
+                    match hash_and_store(&job, store, &mut buffer, &quit, progress) {
+                        Ok(Some(done)) => {
+                            let _ = done_tx.send((job.index, done));
+                        }
+                        Ok(None) => {}
+                        Err(e) => fail(e),
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let scanned = tree::scan(source, &quit, |job| {
+            progress.found(job.size);
+            let _ = job_tx.send(job);
+        });
+        drop(job_tx);
+        scanned
+    });
+    let signal = stop.load(Ordering::Relaxed);
+    if signal != 0 {
+        return Err(CreateError::Interrupted(signal as i32));
+    }
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let tree = scanned?;
+    let mut objects_by_job: Vec<([u8; 32], u64)> = Vec::new();
+    for (index, done) in done_rx {
+        if objects_by_job.len() <= index {
+            objects_by_job.resize(index + 1, ([0; 32], 0));
+        }
+        objects_by_job[index] = done;
+    }
+    let inodes = inodes::collect(&tree, &objects_by_job, options.format)?;
+    let bytes = erofs::write(&inodes, options.format)?;
+    if let Some(store) = &store {
+        store.sync()?;
+    }
+    output.finish(&bytes, stop)?;
+    Ok(Created {
+        digest: FsVerityHasher::digest(&bytes),
+        files: objects_by_job.len() as u64,
+        bytes: objects_by_job.iter().map(|(_, size)| size).sum(),
+        objects_written: store
+            .as_ref()
+            .map_or(0, |s| s.written.load(Ordering::Relaxed)),
+        objects_present: store
+            .as_ref()
+            .map_or(0, |s| s.present.load(Ordering::Relaxed)),
+    })
+}
+
+/// Hashes one file and stores its object; `None` if told to quit midway.
+fn hash_and_store(
+    job: &FileJob,
+    store: Option<&ObjectStore>,
+    buffer: &mut [u8],
+    quit: &dyn Fn() -> bool,
+    progress: &dyn Progress,
+) -> Result<Option<([u8; 32], u64)>, CreateError> {
+    let mut file = File::open(&job.path).map_err(|e| CreateError::source(&job.path, e))?;
+    let mut hasher = FsVerityHasher::new();
+    let mut size = 0u64;
+    loop {
+        if quit() {
+            return Ok(None);
+        }
+        let got = match file.read(buffer) {
+            Ok(0) => break,
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CreateError::source(&job.path, e)),
+        };
+        hasher.update(&buffer[..got]);
+        size += got as u64;
+        progress.hashed(got as u64);
+    }
+    let digest = hasher.finish();
+    if let Some(store) = store {
+        store.store(&file, &digest, size)?;
+    }
+    progress.file_done();
+    Ok(Some((digest, size)))
+}
+
+/// The image being written: a temporary file next to it, renamed over it when complete,
+/// removed otherwise.
+struct PendingImage {
+    path: PathBuf,
+    temporary: PathBuf,
+    file: Option<File>,
+}
+
+impl PendingImage {
+    fn new(path: &Path) -> Result<PendingImage, CreateError> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| CreateError::target(path, io::Error::other("not a file name")))?;
+        let mut temporary_name = b".".to_vec();
+        temporary_name.extend_from_slice(name.as_bytes());
+        temporary_name.extend_from_slice(format!(".tmp{}", std::process::id()).as_bytes());
+        let temporary = path.with_file_name(std::ffi::OsStr::from_bytes(&temporary_name));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .map_err(|e| CreateError::target(path, e))?;
+        Ok(PendingImage {
+            path: path.to_path_buf(),
+            temporary,
+            file: Some(file),
+        })
+    }
+
+    fn finish(&mut self, bytes: &[u8], stop: &AtomicUsize) -> Result<(), CreateError> {
+        let mut file = self.file.take().expect("finished once");
+        let fail = |e| CreateError::target(&self.path, e);
+        file.write_all(bytes).map_err(fail)?;
+        file.sync_all().map_err(fail)?;
+        let signal = stop.load(Ordering::Relaxed);
+        if signal != 0 {
+            return Err(CreateError::Interrupted(signal as i32));
+        }
+        std::fs::rename(&self.temporary, &self.path).map_err(fail)?;
+        self.temporary = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for PendingImage {
+    fn drop(&mut self) {
+        if !self.temporary.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}

@@ -207,8 +207,9 @@ fn busy_polling_is_limited_to_bursts() {
     }
 }
 
-const COMMANDS: [&str; 7] = [
+const COMMANDS: [&str; 8] = [
     "dump",
+    "create",
     "check",
     "mount",
     "run",

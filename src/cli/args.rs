@@ -153,8 +153,7 @@ pub struct CreateArgs {
         required_unless_present = "digest_only"
     )]
     pub objects: Option<PathBuf>,
-    /// Image format: v1 is what `mkcomposefs` writes, v0 its default before version 1.0.8's
-    /// `--min-version=1`, v2 the earlier composefs-rs format
+    /// Image format version (all read back the same)
     #[arg(long, value_enum, value_name = "VERSION", default_value_t = FormatArg::V1)]
     pub format: FormatArg,
     /// Compute the digests and write the image, but store no objects
@@ -171,12 +170,14 @@ pub struct CreateArgs {
 /// `--format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
-    /// Composefs version 0 header
+    /// `mkcomposefs`'s default layout, composefs version 0 in the header (1 if SOURCE has
+    /// whiteouts)
     V0,
-    /// Composefs version 1 header
+    /// The same layout, composefs version 1 (`mkcomposefs --min-version=1`, composefs-rs's
+    /// default)
     #[default]
     V1,
-    /// composefs-rs's format 2
+    /// composefs-rs's earlier format: extended inodes, whole-second times, no whiteout stubs
     V2,
 }
 

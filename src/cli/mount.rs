@@ -55,7 +55,7 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
     if args.allow_other {
         options = options.allow_other(true);
     }
-    options = args.serve.apply(options);
+    options = args.serve.apply(options).time_requests(verbose);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -137,6 +137,12 @@ fn serve_until_stopped(mounted: Mounted, stop: &AtomicBool) -> Result<ExitCode, 
         ("unmount", mounted.unmount())
     };
     log::info!("server: {}", stats.summary());
+    if let Some((cpu, op)) = stats.slowest_request() {
+        log::info!(
+            "slowest request: {op}, {} µs of server CPU time",
+            cpu.as_micros()
+        );
+    }
     result.map(|()| ExitCode::SUCCESS).map_err(|e| {
         eprintln!("lazycfs: {what}: {e}");
         ExitCode::from(1)

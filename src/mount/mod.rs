@@ -69,6 +69,9 @@ pub struct ServeOptions {
     /// How requests travel: FUSE over io_uring or `/dev/fuse` (default: io_uring when the
     /// kernel offers it).
     pub transport: Transport,
+    /// Measure each request's server CPU time and keep the slowest
+    /// ([`Stats::slowest_request`]; default off, `-v` turns it on).
+    pub time_requests: bool,
 }
 
 impl Default for ServeOptions {
@@ -84,6 +87,7 @@ impl Default for ServeOptions {
             fsname: "lazycfs".into(),
             require_verity: false,
             transport: Transport::Auto,
+            time_requests: false,
         }
     }
 }
@@ -134,6 +138,12 @@ impl ServeOptions {
     /// Sets the transport (`--transport`).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Turns per-request CPU timing on or off.
+    pub fn time_requests(mut self, on: bool) -> Self {
+        self.time_requests = on;
         self
     }
 
@@ -190,10 +200,12 @@ impl ServeOptions {
         };
         let passthrough =
             mode::Privilege::detect().is_ok_and(|p| mode::fuse_passthrough(p, self.view));
-        Ok(ImageFs::new(image, self.view, basedir)
+        let fs = ImageFs::new(image, self.view, basedir)
             .with_passthrough(passthrough)
             .with_busy_poll(self.busy_poll)
-            .with_object_readers(self.threads))
+            .with_object_readers(self.threads);
+        fs.stats().time_requests(self.time_requests);
+        Ok(fs)
     }
 }
 

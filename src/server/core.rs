@@ -281,14 +281,27 @@ impl<B> Core<B> {
     ) -> Result<XattrReply<'a>, Errno> {
         let inode = self.inode(node)?;
         buf.clear();
+        // Only a list the caller has room for is assembled: a hostile image's names can add up
+        // to gigabytes (thousands of entries, each with a 64 KiB long-prefix infix).
+        let mut total = 0u64;
         for xattr in inode.xattrs().map_err(io_error)?.iter() {
             let xattr = xattr.map_err(io_error)?;
             if let Some(name) = self.view.listed(&xattr) {
+                total += name.len() as u64 + 1;
+                if size == 0 {
+                    continue;
+                }
+                if total > u64::from(size) {
+                    return Err(Errno::RANGE);
+                }
                 name.append_to(buf);
                 buf.push(0);
             }
         }
-        XattrReply::sized(size, buf)
+        match size {
+            0 => Ok(XattrReply::Size(u32::try_from(total).unwrap_or(u32::MAX))),
+            _ => Ok(XattrReply::Data(buf)),
+        }
     }
 }
 
@@ -357,6 +370,13 @@ impl<B> Core<B> {
         let dir_nid = dir.inode().nid();
         Ok(dir.entries_from(offset).filter_map(move |entry| {
             let listed = entry.and_then(|e| {
+                // No kernel accepts such a name from a filesystem (FUSE fails the readdir).
+                if e.name.iter().any(|&b| b == b'/' || b == 0) {
+                    return Err(erofs::Error::Corrupt {
+                        nid: dir_nid,
+                        what: erofs::Corruption::BadName,
+                    });
+                }
                 Ok(self
                     .view
                     .lists_entry(&self.image, dir_nid, &e)?

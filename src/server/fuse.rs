@@ -19,6 +19,7 @@ use super::busy_poll::BusyPoll;
 use super::core::{Core, Errno};
 use super::handles::Handle;
 use super::passthrough::Backing;
+use super::uring::abi;
 use super::workers::Workers;
 use super::{Server, Stats};
 use crate::content::Basedir;
@@ -104,16 +105,20 @@ impl ImageFs {
     /// Every request: the hooks, the core's answer, the reply.
     fn serve<'s, T, R: Answer<T>>(
         &'s self,
+        opcode: u32,
         reply: R,
         op: impl FnOnce(&'s Core<Backing>, &R) -> Result<T, Errno>,
     ) {
         self.busy_poll.request();
         let core = self.server.core();
-        core.stats().dev_requests.fetch_add(1, Ordering::Relaxed);
+        let stats = core.stats();
+        stats.dev_requests.fetch_add(1, Ordering::Relaxed);
+        let started = stats.request_started();
         match op(core, &reply) {
             Ok(value) => reply.answer(self, value),
             Err(e) => reply.fail(fuser_errno(e)),
         }
+        stats.request_finished(started, opcode);
     }
 
     /// Runs a read of a basedir object on a worker, or here if there are none.
@@ -154,19 +159,21 @@ impl Filesystem for ImageFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.serve(reply, |core, _| core.lookup(parent.0, name.as_bytes()));
+        self.serve(abi::FUSE_LOOKUP, reply, |core, _| {
+            core.lookup(parent.0, name.as_bytes())
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.serve(reply, |core, _| core.getattr(ino.0));
+        self.serve(abi::FUSE_GETATTR, reply, |core, _| core.getattr(ino.0));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.serve(reply, |core, _| core.readlink(ino.0));
+        self.serve(abi::FUSE_READLINK, reply, |core, _| core.readlink(ino.0));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.serve(reply, |core, _| {
+        self.serve(abi::FUSE_OPEN, reply, |core, _| {
             core.open(ino.0, |file| self.server.register_backing(ino.0, file))
         });
     }
@@ -182,7 +189,7 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.serve(reply, |core, _| {
+        self.serve(abi::FUSE_READ, reply, |core, _| {
             core.read(ino.0, Handle::from_fh(fh.0), offset, size)
         });
     }
@@ -195,7 +202,7 @@ impl Filesystem for ImageFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.serve(reply, |core, _| core.flush());
+        self.serve(abi::FUSE_FLUSH, reply, |core, _| core.flush());
     }
 
     fn release(
@@ -208,11 +215,13 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.serve(reply, |core, _| core.release(Handle::from_fh(fh.0)));
+        self.serve(abi::FUSE_RELEASE, reply, |core, _| {
+            core.release(Handle::from_fh(fh.0))
+        });
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.serve(reply, |core, _| core.opendir());
+        self.serve(abi::FUSE_OPENDIR, reply, |core, _| core.opendir());
     }
 
     fn readdir(
@@ -223,7 +232,9 @@ impl Filesystem for ImageFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.serve(reply, |core, _| core.readdir(ino.0, offset));
+        self.serve(abi::FUSE_READDIR, reply, |core, _| {
+            core.readdir(ino.0, offset)
+        });
     }
 
     fn readdirplus(
@@ -234,20 +245,26 @@ impl Filesystem for ImageFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.serve(reply, |core, _| core.readdirplus(ino.0, offset));
+        self.serve(abi::FUSE_READDIRPLUS, reply, |core, _| {
+            core.readdirplus(ino.0, offset)
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.serve(reply, |core, _| core.statfs());
+        self.serve(abi::FUSE_STATFS, reply, |core, _| core.statfs());
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.serve(reply, |core, _| core.getxattr(ino.0, name.as_bytes(), size));
+        self.serve(abi::FUSE_GETXATTR, reply, |core, _| {
+            core.getxattr(ino.0, name.as_bytes(), size)
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         LIST_BUFFER.with_borrow_mut(|buf| {
-            self.serve(reply, |core, _| core.listxattr(ino.0, size, buf));
+            self.serve(abi::FUSE_LISTXATTR, reply, |core, _| {
+                core.listxattr(ino.0, size, buf)
+            });
         });
     }
 }

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 pub mod busy_poll;
 pub mod core;
@@ -107,9 +108,56 @@ pub struct Stats {
     pub uring_received: AtomicU64,
     /// Requests answered through the io_uring queues (committed back to the kernel).
     pub uring_answered: AtomicU64,
+    /// Whether requests are timed ([`Stats::time_requests`]).
+    timing: AtomicBool,
+    /// The slowest request's server CPU time in nanoseconds, shifted left by
+    /// [`OPCODE_BITS`], with its FUSE opcode in the low bits: one `fetch_max` keeps both.
+    slowest: AtomicU64,
 }
 
+/// Low bits of [`Stats::slowest`] holding the opcode (every opcode lazycfs answers fits).
+const OPCODE_BITS: u32 = 16;
+
 impl Stats {
+    /// Measures each request's server CPU time (the thread's CPU clock, so time the thread
+    /// spends preempted does not count) and keeps the slowest. Off by default: reading a
+    /// thread's CPU clock is a system call, a sizeable share of a request that costs a few
+    /// microseconds.
+    pub fn time_requests(&self, on: bool) {
+        self.timing.store(on, Ordering::Relaxed);
+    }
+
+    /// At the start of a request: the thread's CPU time, if requests are timed.
+    #[inline]
+    pub fn request_started(&self) -> Option<Duration> {
+        self.timing.load(Ordering::Relaxed).then(thread_cpu_time)
+    }
+
+    /// At the end of a request with FUSE opcode `opcode`, given what
+    /// [`request_started`](Self::request_started) returned.
+    #[inline]
+    pub fn request_finished(&self, started: Option<Duration>, opcode: u32) {
+        let Some(started) = started else {
+            return;
+        };
+        let nanos = thread_cpu_time().saturating_sub(started).as_nanos();
+        let nanos = nanos.min(u128::from(u64::MAX >> OPCODE_BITS)) as u64;
+        let opcode = u64::from(opcode) & ((1 << OPCODE_BITS) - 1);
+        self.slowest
+            .fetch_max(nanos << OPCODE_BITS | opcode, Ordering::Relaxed);
+    }
+
+    /// The slowest timed request so far: its server CPU time and operation (`LOOKUP`, ...);
+    /// `None` before any.
+    pub fn slowest_request(&self) -> Option<(Duration, &'static str)> {
+        let packed = self.slowest.load(Ordering::Relaxed);
+        (packed != 0).then(|| {
+            let nanos = packed >> OPCODE_BITS;
+            let opcode = (packed & ((1 << OPCODE_BITS) - 1)) as u32;
+            (Duration::from_nanos(nanos), uring::abi::opcode_name(opcode))
+        })
+    }
+
     /// One line for logs: `N image reads, N object opens, N object reads, N requests on
     /// /dev/fuse, N received on io_uring, N answered on io_uring`.
     pub fn summary(&self) -> String {
@@ -125,4 +173,10 @@ impl Stats {
             count(&self.uring_answered),
         )
     }
+}
+
+/// The calling thread's CPU time.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }

@@ -8,6 +8,7 @@
 pub mod cfs;
 pub mod decoded;
 pub mod fixtures;
+pub mod handmade;
 pub mod kernel;
 pub mod objects;
 pub mod posix_acl;

@@ -20,6 +20,27 @@ pub const FUSE_READDIR: u32 = 28;
 pub const FUSE_RELEASEDIR: u32 = 29;
 pub const FUSE_READDIRPLUS: u32 = 44;
 
+/// The name of an opcode lazycfs answers, for logs (`OTHER` for the rest).
+pub fn opcode_name(opcode: u32) -> &'static str {
+    match opcode {
+        FUSE_LOOKUP => "LOOKUP",
+        FUSE_GETATTR => "GETATTR",
+        FUSE_READLINK => "READLINK",
+        FUSE_OPEN => "OPEN",
+        FUSE_READ => "READ",
+        FUSE_STATFS => "STATFS",
+        FUSE_RELEASE => "RELEASE",
+        FUSE_GETXATTR => "GETXATTR",
+        FUSE_LISTXATTR => "LISTXATTR",
+        FUSE_FLUSH => "FLUSH",
+        FUSE_OPENDIR => "OPENDIR",
+        FUSE_READDIR => "READDIR",
+        FUSE_RELEASEDIR => "RELEASEDIR",
+        FUSE_READDIRPLUS => "READDIRPLUS",
+        _ => "OTHER",
+    }
+}
+
 pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
 pub const FOPEN_CACHE_DIR: u32 = 1 << 3;
 pub const FOPEN_PASSTHROUGH: u32 = 1 << 7;

@@ -41,10 +41,13 @@ pub(super) fn answer(ctx: &mut Context<'_>, header: &mut HeaderBuf, payload: &mu
     };
     let (head, _) = fuse_in_header::read_from_prefix(&req.in_out[..]).unwrap_or_default();
     let in_len = (req.ring_ent_in_out.payload_sz as usize).min(payload.len());
+    let stats = ctx.server.core().stats();
+    let started = stats.request_started();
     let (error, len) = match reply(ctx, &head, &req.op_in, payload, in_len) {
         Ok(len) => (0, len),
         Err(e) => (-e.raw_os_error(), 0),
     };
+    stats.request_finished(started, head.opcode);
     let out = fuse_out_header {
         len: (size_of::<fuse_out_header>() + len) as u32,
         error,

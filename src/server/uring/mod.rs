@@ -24,7 +24,7 @@ use rustix::io::Errno;
 use super::Server;
 use crate::sys::uring::{Event, QueueRing, RegisterError};
 
-mod abi;
+pub(super) mod abi;
 mod dispatch;
 mod encode;
 #[cfg(test)]

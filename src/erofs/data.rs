@@ -68,16 +68,7 @@ impl<'img> Inode<'img> {
                 Ok(Some(Extent::Data(&tail[(offset - tail_start) as usize..])))
             }
             DataLayout::ChunkBased => {
-                let chunk_format = chunk::format(self.raw_u);
-                let bad_format = Corruption::BadChunkFormat(chunk_format);
-                if chunk_format & !(chunk::BLKBITS_MASK | chunk::INDEXES) != 0 {
-                    return Err(self.corrupt(bad_format));
-                }
-                let chunk_bits =
-                    u32::from(block_bits) + u32::from(chunk_format & chunk::BLKBITS_MASK);
-                if chunk_bits >= u64::BITS - 1 {
-                    return Err(self.corrupt(bad_format));
-                }
+                let (chunk_format, chunk_bits) = self.chunk_geometry()?;
                 let chunk_size = 1u64 << chunk_bits;
                 let index = offset >> chunk_bits;
                 let within = offset & (chunk_size - 1);
@@ -92,6 +83,38 @@ impl<'img> Inode<'img> {
                 what: "compressed data layout",
             }),
         }
+    }
+
+    /// The chunk format of a chunk-based inode and its chunk size as a power of two.
+    fn chunk_geometry(&self) -> Result<(u16, u32)> {
+        let chunk_format = chunk::format(self.raw_u);
+        let bad_format = Corruption::BadChunkFormat(chunk_format);
+        if chunk_format & !(chunk::BLKBITS_MASK | chunk::INDEXES) != 0 {
+            return Err(self.corrupt(bad_format));
+        }
+        let block_bits = self.image.superblock().block_bits;
+        let chunk_bits = u32::from(block_bits) + u32::from(chunk_format & chunk::BLKBITS_MASK);
+        if chunk_bits >= u64::BITS - 1 {
+            return Err(self.corrupt(bad_format));
+        }
+        Ok((chunk_format, chunk_bits))
+    }
+
+    /// Where the chunk map of a chunk-based inode lies (`None` for other layouts), for tools
+    /// that validate maps entry by entry and must not revalidate entries two maps share.
+    pub(crate) fn chunk_map(&self) -> Result<Option<ChunkMap>> {
+        if self.layout != DataLayout::ChunkBased {
+            return Ok(None);
+        }
+        let (format, chunk_bits) = self.chunk_geometry()?;
+        let unit = chunk::map_entry_size(format);
+        Ok(Some(ChunkMap {
+            format,
+            chunk_bits,
+            start: self.inline_offset().next_multiple_of(unit),
+            unit,
+            chunks: self.size().div_ceil(1 << chunk_bits),
+        }))
     }
 
     /// The start block of a flat inode. Why the high bits: the kernel reads them from `i_nb`
@@ -189,6 +212,23 @@ impl<'img> Inode<'img> {
             Some(_) => Ok(None),
         }
     }
+}
+
+/// The geometry of a chunk map: entry `i` (chunk `i`, at file offset `i << chunk_bits`) is
+/// at byte `start + i * unit` of the image.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkMap {
+    /// The chunk format (entry size and chunk size: entries of maps with equal formats mean
+    /// the same).
+    pub(crate) format: u16,
+    /// log2 of the chunk size.
+    pub(crate) chunk_bits: u32,
+    /// Image offset of the first entry.
+    pub(crate) start: u64,
+    /// Bytes per entry.
+    pub(crate) unit: u64,
+    /// Number of entries (chunks in the file).
+    pub(crate) chunks: u64,
 }
 
 /// Iterator over a file's extents; yields at most one error, then stops.

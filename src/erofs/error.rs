@@ -106,6 +106,9 @@ pub enum Corruption {
     DirectoryCycle,
     /// `.` or `..` is missing, misplaced or points to the wrong directory.
     BadDotEntry,
+    /// A directory holds a longer run of entries a view hides (whiteouts) than a listing
+    /// skips.
+    TooManyHiddenEntries,
 }
 
 impl fmt::Display for Corruption {
@@ -134,6 +137,7 @@ impl fmt::Display for Corruption {
             BadSymlink => f.write_str("bad symlink target"),
             DirectoryCycle => f.write_str("directory cycle"),
             BadDotEntry => f.write_str("bad '.' or '..' entry"),
+            TooManyHiddenEntries => f.write_str("too many consecutive hidden entries"),
         }
     }
 }

@@ -18,6 +18,7 @@ mod superblock;
 mod tests;
 mod xattr;
 
+pub(crate) use data::ChunkMap;
 pub use data::{Extent, Extents};
 pub use dir::{Dir, DirEntries, DirEntry};
 pub use error::{Corruption, Error, Result};

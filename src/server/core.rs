@@ -37,6 +37,10 @@ pub use replies::{
 pub const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// FUSE fixes the root's node id.
 pub const ROOT_ID: u64 = 1;
+/// Consecutive entries a listing may hide (whiteouts in the direct view's root) before it
+/// fails with EIO: far more than images have (composefs' 256 whiteout stubs), few enough that
+/// one request never scans for long.
+const MAX_HIDDEN_RUN: u32 = 16_384;
 
 /// Answers requests about one image; `B` is the transport's passthrough backing id.
 #[derive(Debug)]
@@ -231,9 +235,16 @@ impl<B> Core<B> {
         node: u64,
         offset: u64,
     ) -> Result<impl Iterator<Item = Result<DirEntryPlus<'_>, Errno>>, Errno> {
-        Ok(self.listed_entries(node, offset)?.map(|entry| {
+        let dir = self.inode(node)?;
+        Ok(self.listed_entries(node, offset)?.map(move |entry| {
             let entry = entry?;
-            let inode = self.image.inode(entry.nid).map_err(io_error)?;
+            let inode = match self.image.inode(entry.nid) {
+                Ok(inode) => inode,
+                // The kernel resolves `.` and `..` itself and ignores their attributes: a
+                // corrupt one does not make the directory unreadable (nor in kernel EROFS).
+                Err(_) if matches!(entry.name, b"." | b"..") => dir,
+                Err(e) => return Err(io_error(e)),
+            };
             let ttl = match self.view.reachable(&inode).map_err(io_error)? {
                 true if self.view.shows_inode(&inode) => TTL,
                 _ => Duration::ZERO,
@@ -368,6 +379,7 @@ impl<B> Core<B> {
     ) -> Result<impl Iterator<Item = Result<erofs::DirEntry<'_>, Errno>>, Errno> {
         let dir = self.inode(node)?.dir().map_err(io_error)?;
         let dir_nid = dir.inode().nid();
+        let mut hidden_run = 0;
         Ok(dir.entries_from(offset).filter_map(move |entry| {
             let listed = entry.and_then(|e| {
                 // No kernel accepts such a name from a filesystem (FUSE fails the readdir).
@@ -377,10 +389,20 @@ impl<B> Core<B> {
                         what: erofs::Corruption::BadName,
                     });
                 }
-                Ok(self
-                    .view
-                    .lists_entry(&self.image, dir_nid, &e)?
-                    .then_some(e))
+                if self.view.lists_entry(&self.image, dir_nid, &e)? {
+                    hidden_run = 0;
+                    return Ok(Some(e));
+                }
+                // Each request answers with at least one entry (an empty answer ends the
+                // listing): a run of hidden entries must not make one request scan millions.
+                hidden_run += 1;
+                match hidden_run < MAX_HIDDEN_RUN {
+                    true => Ok(None),
+                    false => Err(erofs::Error::Corrupt {
+                        nid: dir_nid,
+                        what: erofs::Corruption::TooManyHiddenEntries,
+                    }),
+                }
             });
             listed.map_err(io_error).transpose()
         }))

@@ -106,9 +106,12 @@ impl Answer<()> for ReplyEmpty {
 
 impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDirectory {
     fn answer(mut self, _: &ImageFs, entries: I) {
+        let mut added = false;
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
+                // As getdents: the entries before the error, which comes on the next call.
+                Err(_) if added => break,
                 Err(e) => return self.fail(fuser_errno(e)),
             };
             let name = OsStr::from_bytes(entry.name);
@@ -116,6 +119,7 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
             if self.add(INodeNo(entry.node), entry.next_offset, kind, name) {
                 break;
             }
+            added = true;
         }
         self.ok();
     }
@@ -123,9 +127,12 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
 
 impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for ReplyDirectoryPlus {
     fn answer(mut self, _: &ImageFs, entries: I) {
+        let mut added = false;
         for entry in entries {
             let DirEntryPlus { entry, attr, ttl } = match entry {
                 Ok(entry) => entry,
+                // As getdents: the entries before the error, which comes on the next call.
+                Err(_) if added => break,
                 Err(e) => return self.fail(fuser_errno(e)),
             };
             let (node, name) = (INodeNo(entry.node), OsStr::from_bytes(entry.name));
@@ -133,6 +140,7 @@ impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for Repl
             if self.add(node, entry.next_offset, name, &ttl, &attr, Generation(0)) {
                 break;
             }
+            added = true;
         }
         self.ok();
     }

@@ -100,7 +100,12 @@ pub(super) fn dirents<'a>(
 ) -> Result<usize, Errno> {
     let mut len = 0;
     for entry in entries {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // As getdents: the entries before the error, which comes on the next call.
+            Err(_) if len > 0 => break,
+            Err(e) => return Err(e),
+        };
         let head = dirent(entry.node, &entry);
         match put_entry(&mut out[len..], head.as_bytes(), entry.name) {
             Some(n) => len += n,
@@ -117,7 +122,11 @@ pub(super) fn direntplus<'a>(
 ) -> Result<usize, Errno> {
     let mut len = 0;
     for entry in entries {
-        let DirEntryPlus { entry, attr, ttl } = entry?;
+        let DirEntryPlus { entry, attr, ttl } = match entry {
+            Ok(entry) => entry,
+            Err(_) if len > 0 => break,
+            Err(e) => return Err(e),
+        };
         let head = fuse_direntplus {
             entry_out: entry_out(&attr, ttl),
             dirent: dirent(attr.ino, &entry),

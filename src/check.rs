@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::composefs::Placement;
-use crate::erofs::{ChunkMap, Corruption, Error, FileType, Image, Inode};
+use crate::erofs::{ChunkMap, Corruption, Error, Extent, FileType, Image, Inode};
 
 /// Counts from a successful check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub struct Summary {
     pub xattrs: u64,
     /// Chunk map entries validated: each entry of the image once, where maps overlap.
     pub chunk_entries: u64,
+    /// Dirent blocks validated: each block of the image once, where directories share blocks
+    /// (except blocks holding `.`, `..` or subdirectories, which belong to one directory).
+    pub dirent_blocks: u64,
 }
 
 impl fmt::Display for Summary {
@@ -58,12 +61,33 @@ pub fn check(image: &Image) -> Result<Summary, CheckError> {
 }
 
 #[derive(Default)]
-struct Walker {
+struct Walker<'img> {
     seen_dirs: HashSet<u64>,
     seen_inodes: HashSet<u64>,
     /// Image ranges of chunk map entries already validated, per chunk format.
     valid_maps: HashMap<u16, Intervals>,
+    /// Dirent blocks validated in one directory that mean the same in any other (no `.`,
+    /// `..` or subdirectory), by image offset and length: directories sharing blocks (through
+    /// chunk maps) are not revalidated block by block.
+    known_blocks: HashMap<(u64, u64), KnownBlock<'img>>,
     summary: Summary,
+}
+
+/// A validated dirent block: its first and last names (for the order across blocks) and its
+/// entry count.
+#[derive(Clone, Copy)]
+struct KnownBlock<'img> {
+    first: &'img [u8],
+    last: &'img [u8],
+    entries: u64,
+}
+
+/// The dirent block being validated.
+struct BlockScan<'img> {
+    key: (u64, u64),
+    block: Option<KnownBlock<'img>>,
+    /// No `.`, `..` or subdirectory so far.
+    pure: bool,
 }
 
 struct PendingDir {
@@ -72,8 +96,8 @@ struct PendingDir {
     path: Vec<u8>,
 }
 
-impl Walker {
-    fn run(mut self, image: &Image) -> Result<Summary, CheckError> {
+impl<'img> Walker<'img> {
+    fn run(mut self, image: &'img Image) -> Result<Summary, CheckError> {
         let root = image.root_nid();
         let mut stack = vec![PendingDir {
             nid: root,
@@ -97,8 +121,59 @@ impl Walker {
             let corrupt = |what| Error::Corrupt { nid: dir.nid, what };
             let mut previous: Option<&[u8]> = None;
             let (mut dot, mut dotdot) = (false, false);
-            for entry in entries.entries() {
+            let block_size = image.superblock().block_size();
+            let mut iter = entries.entries();
+            let mut pos = 0;
+            let mut scan: Option<BlockScan<'img>> = None;
+            loop {
+                if pos % block_size == 0 || pos >= inode.size() {
+                    if let Some(BlockScan {
+                        key,
+                        block: Some(block),
+                        pure: true,
+                    }) = scan.take()
+                    {
+                        self.known_blocks.insert(key, block);
+                    }
+                    if let Some(key) = block_key(&inode, pos) {
+                        if let Some(known) = self.known_blocks.get(&key) {
+                            if previous.is_some_and(|p| p >= known.first) {
+                                let path = join_path(&dir.path, known.first);
+                                let unsorted = corrupt(Corruption::DirentsUnsorted);
+                                return Err(fail(dir.nid, &path, unsorted));
+                            }
+                            previous = Some(known.last);
+                            self.summary.entries += known.entries;
+                            pos += key.1;
+                            iter = entries.entries_from(pos);
+                            continue;
+                        }
+                        self.summary.dirent_blocks += 1;
+                        scan = Some(BlockScan {
+                            key,
+                            block: None,
+                            pure: true,
+                        });
+                    }
+                }
+                let Some(entry) = iter.next() else {
+                    break;
+                };
                 let entry = entry.map_err(|e| fail(dir.nid, &dir.path, e))?;
+                pos = entry.next_pos;
+                if let Some(scan) = &mut scan {
+                    let name = entry.name;
+                    let block = scan.block.get_or_insert(KnownBlock {
+                        first: name,
+                        last: name,
+                        entries: 0,
+                    });
+                    block.last = name;
+                    block.entries += 1;
+                    scan.pure &= name != b"."
+                        && name != b".."
+                        && FileType::from_dirent(entry.file_type) != Some(FileType::Directory);
+                }
                 let child_path = join_path(&dir.path, entry.name);
                 let bad_entry = |what| fail(dir.nid, &child_path, corrupt(what));
                 if entry.name.contains(&b'/') || entry.name.contains(&0) {
@@ -229,6 +304,24 @@ impl Walker {
             valid.insert(map.start, map.start + full * map.unit);
         }
         Ok(())
+    }
+}
+
+/// The image offset and length of the dirent block of directory `inode` starting at `pos`
+/// (`None` if `pos` is not in the directory or its data is not in the image: reading the
+/// entries reports why).
+fn block_key(inode: &Inode<'_>, pos: u64) -> Option<(u64, u64)> {
+    let block_size = inode.image().superblock().block_size();
+    if pos >= inode.size() || pos % block_size != 0 {
+        return None;
+    }
+    let len = (inode.size() - pos).min(block_size);
+    match inode.extent_at(pos) {
+        Ok(Some(Extent::Data(data))) if data.len() as u64 >= len => {
+            let start = data.as_ptr() as u64 - inode.image().bytes().as_ptr() as u64;
+            Some((start, len))
+        }
+        _ => None,
     }
 }
 

@@ -1271,3 +1271,53 @@ fn check_validates_overlapping_chunk_maps_in_linear_work() {
         summary.chunk_entries
     );
 }
+
+#[test]
+fn check_validates_shared_dirent_blocks_once() {
+    // 200 directories, each with a block of its own (`.` and `..`) and, through its chunk
+    // map, the same 50 blocks of 200 entries: validating every directory in full is 10,200
+    // blocks (2M entries), validating each shared block once is 250.
+    const DIRS: u64 = 200;
+    const SHARED: usize = 50;
+    const PER_BLOCK: usize = 200;
+    let stride = 8; // inode slots per directory (32 + 51 * 4 bytes)
+    let file = 8 + DIRS * stride;
+    let meta_blocks = (Img::inode_at(file + 1)).div_ceil(BS);
+    let own_first = meta_blocks;
+    let shared_first = own_first + DIRS as usize;
+    let mut img = Img::new(shared_first + SHARED);
+    let names: Vec<Vec<u8>> = (0..SHARED * PER_BLOCK)
+        .map(|i| format!("n{i:06}").into_bytes())
+        .collect();
+    for (k, chunk) in names.chunks(PER_BLOCK).enumerate() {
+        let entries: Vec<Dirent<'_>> = chunk.iter().map(|n| (n.as_slice(), file, F)).collect();
+        let block = dirents(&entries);
+        assert!(block.len() <= BS);
+        img.put((shared_first + k) * BS, &block);
+    }
+    let dir_names: Vec<Vec<u8>> = (0..DIRS).map(|k| format!("d{k:03}").into_bytes()).collect();
+    let mut root: Vec<Dirent<'_>> = vec![(b".", 0, D), (b"..", 0, D)];
+    for (k, name) in dir_names.iter().enumerate() {
+        let nid = 8 + k as u64 * stride;
+        root.push((name, nid, D));
+        let own = own_first + k;
+        img.put(own * BS, &dirents(&[(b".", nid, D), (b"..", 0, D)]));
+        let mut map = vec![own as u32];
+        map.extend((0..SHARED).map(|i| (shared_first + i) as u32));
+        img.chunked_file(nid, ((1 + SHARED) * BS) as u32, 0, &map);
+        img.put16(Img::inode_at(nid) + 4, S_IFDIR | 0o755);
+        img.put16(Img::inode_at(nid) + 6, 2);
+    }
+    let root_blocks = dirent_blocks(&root).len();
+    img.resize(img.b.len() + root_blocks * BS);
+    img.dir_blocks(0, shared_first + SHARED, &root);
+    img.file(file, 0, &[], b"f");
+    let summary = lazycfs::check::check(&img.open()).unwrap_or_else(|e| panic!("check: {e}"));
+    assert_eq!(summary.dirs, DIRS + 1);
+    assert_eq!(summary.entries, DIRS + DIRS * (SHARED * PER_BLOCK) as u64);
+    // The root's blocks, each directory's own block, each shared block once.
+    assert_eq!(
+        summary.dirent_blocks,
+        (root_blocks + DIRS as usize + SHARED) as u64
+    );
+}

@@ -518,3 +518,27 @@ fn source_whiteouts_read_back_as_whiteouts() {
         assert_eq!(whiteouts.count(), 2, "{format}: {ours}");
     }
 }
+
+/// `lazycfs create . image --objects objects` in the tree itself: what the run writes (the
+/// objects, the image and its temporary file) stays out of the image.
+#[test]
+fn image_and_objects_inside_the_source_stay_out_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path();
+    std::fs::write(source.join("file"), fixtures::pseudo_random("file", 5000)).unwrap();
+    for _ in 0..2 {
+        let out = lazycfs()
+            .args(["create", ".", "image.cfs", "--objects", "objects"])
+            .current_dir(source)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dump = cfs::lazycfs_dump(&std::fs::read(source.join("image.cfs")).unwrap());
+        let paths: Vec<&str> = dump.lines().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(paths, ["/", "/file"], "{dump}");
+    }
+}

@@ -21,6 +21,7 @@ mod xattrs;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
@@ -168,9 +169,23 @@ pub fn create(
     stop: &AtomicUsize,
     progress: &dyn Progress,
 ) -> Result<Created, CreateError> {
+    let meta = std::fs::metadata(source).map_err(|e| CreateError::source(source, e))?;
+    if !meta.is_dir() {
+        return Err(CreateError::NotADirectory(source.to_path_buf()));
+    }
     let store = objects.map(ObjectStore::open).transpose()?;
     // Made first, so that an unwritable destination fails before the work.
     let mut output = PendingImage::new(image)?;
+    // What this run writes stays out of the image when it is inside the source.
+    let mut skip = Vec::new();
+    for path in [Some(image), Some(output.temporary.as_path()), objects]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            skip.push((meta.dev(), meta.ino()));
+        }
+    }
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| 2 * n.get()));
@@ -212,7 +227,7 @@ pub fn create(
             });
         }
         drop(done_tx);
-        let scanned = tree::scan(source, &quit, |job| {
+        let scanned = tree::scan(source, &skip, &quit, |job| {
             progress.found(job.size);
             let _ = job_tx.send(job);
         });

@@ -64,9 +64,11 @@ pub struct FileJob {
 }
 
 /// Reads the tree under `source`, handing each file to hash to `dispatch` as soon as it is
-/// found. Stops with [`CreateError::Interrupted`] once `quit` says so.
+/// found, leaving out the inodes in `skip` (`st_dev`, `st_ino`). Stops with
+/// [`CreateError::Interrupted`] once `quit` says so.
 pub fn scan(
     source: &Path,
+    skip: &[(u64, u64)],
     quit: &dyn Fn() -> bool,
     mut dispatch: impl FnMut(FileJob),
 ) -> Result<Tree, CreateError> {
@@ -96,6 +98,9 @@ pub fn scan(
             let meta =
                 std::fs::symlink_metadata(&child).map_err(|e| CreateError::source(&child, e))?;
             let key = (meta.dev(), meta.ino());
+            if skip.contains(&key) {
+                continue;
+            }
             if !meta.is_dir() && meta.nlink() > 1 {
                 if let Some(&linked) = hardlinks.get(&key) {
                     children.push((name, linked));

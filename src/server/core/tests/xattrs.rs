@@ -134,12 +134,17 @@ fn xattr_replies_follow_the_size_protocol() {
     let list_len = "trusted.foo trusted.overlay.foo user.a user.overlay.x ".len() as u32;
     let size = core.listxattr(inline, 0, &mut buf);
     assert_eq!(size, Ok(XattrReply::Size(list_len)));
+    // Sizing the list assembles nothing (a hostile list can reach gigabytes).
+    assert!(buf.is_empty());
     let exact = core.listxattr(inline, list_len, &mut buf);
     assert!(matches!(exact, Ok(XattrReply::Data(l)) if l.len() == list_len as usize));
     assert_eq!(
         core.listxattr(inline, list_len - 1, &mut buf),
         Err(Errno::RANGE)
     );
+    // Nor does a list too long for the size asked beyond that size: it stops at the name that
+    // overflows.
+    assert!(buf.len() < list_len as usize - 1, "{}", buf.len());
     // No xattrs at all: an empty list, of size 0.
     let chr = node(&core, "/chr");
     assert_eq!(core.listxattr(chr, 0, &mut buf), Ok(XattrReply::Size(0)));

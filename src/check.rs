@@ -4,9 +4,11 @@
 //! hard-linked directories into errors instead of loops), every inode reached is decoded, and
 //! its names, xattrs, data map and symlink target are validated.
 //!
-//! Chunk map entries are validated once each, however many inodes' maps overlap there (a
-//! hostile image can give thousands of inodes one map spanning the whole image), so the work
-//! stays linear in the image size.
+//! The work stays linear in the image size however a hostile image shares its bytes: chunk
+//! map entries are validated once each, however many inodes' maps overlap there (thousands of
+//! inodes can have one map spanning the whole image); a dirent block shared by several
+//! directories is validated once; and inodes may not overlap (else each could have a 256 KiB
+//! xattr area over the same bytes).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -66,6 +68,8 @@ struct Walker<'img> {
     seen_inodes: HashSet<u64>,
     /// Image ranges of chunk map entries already validated, per chunk format.
     valid_maps: HashMap<u16, Intervals>,
+    /// Image ranges of the inodes checked (header and xattr area).
+    inode_extents: Intervals,
     /// Dirent blocks validated in one directory that mean the same in any other (no `.`,
     /// `..` or subdirectory), by image offset and length: directories sharing blocks (through
     /// chunk maps) are not revalidated block by block.
@@ -252,6 +256,12 @@ impl<'img> Walker<'img> {
             return Ok(());
         }
         self.summary.inodes += 1;
+        // Writers give each inode its own bytes; overlapping ones would also let a hostile
+        // image make every inode's xattr area (up to 256 KiB) cover the same bytes.
+        let (start, end) = (inode.offset, inode.inline_offset());
+        if !self.inode_extents.insert_disjoint(start, end) {
+            return Err(inode.corrupt(Corruption::InodesOverlap));
+        }
         for xattr in inode.xattrs()?.iter() {
             xattr?;
             self.summary.xattrs += 1;
@@ -325,7 +335,8 @@ fn block_key(inode: &Inode<'_>, pos: u64) -> Option<(u64, u64)> {
     }
 }
 
-/// Disjoint, non-adjacent half-open ranges of image offsets (start -> end).
+/// Disjoint half-open ranges of image offsets (start -> end); [`Intervals::insert`] also
+/// merges adjacent ones.
 #[derive(Default)]
 struct Intervals(BTreeMap<u64, u64>);
 
@@ -334,6 +345,18 @@ impl Intervals {
     fn end_of(&self, pos: u64) -> Option<u64> {
         let (_, &end) = self.0.range(..=pos).next_back()?;
         (end > pos).then_some(end)
+    }
+
+    /// Adds `start..end` if it overlaps no range; whether it did not.
+    fn insert_disjoint(&mut self, start: u64, end: u64) -> bool {
+        if let Some((_, &e)) = self.0.range(..end.max(start + 1)).next_back() {
+            if e > start {
+                return false;
+            }
+        }
+        // Ranges only touching are kept apart: merging would lose nothing but is not needed.
+        self.0.insert(start, end);
+        true
     }
 
     /// Adds `start..end`, merging the ranges it overlaps or touches.

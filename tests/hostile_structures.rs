@@ -1321,3 +1321,41 @@ fn check_validates_shared_dirent_blocks_once() {
         (root_blocks + DIRS as usize + SHARED) as u64
     );
 }
+
+#[test]
+fn check_refuses_an_inode_inside_another_inodes_xattrs() {
+    // Writers give each inode its own bytes. Without this rule every inode of an image could
+    // have a 256 KiB xattr area over the same bytes, each parsed again.
+    let mut img = Img::new(2);
+    let value = [0u8; 200];
+    let area = xattr_area(0, &[], &[(1, b"v", &value)]);
+    img.dir(
+        0,
+        0,
+        &[],
+        &[(b".", 0, D), (b"..", 0, D), (b"a", 8, F), (b"b", 12, F)],
+    );
+    img.compact(
+        8,
+        Compact {
+            format: LAYOUT_FLAT_PLAIN,
+            icount: icount(&area),
+            mode: S_IFREG | 0o644,
+            nb: 1,
+            u: u32::MAX,
+            ..Compact::default()
+        },
+        &area,
+    );
+    // Inode 12 lies in the value of inode 8's xattr.
+    img.file(12, 0, &[], b"inside a value");
+    let e = lazycfs::check::check(&img.open()).unwrap_err();
+    assert_eq!(
+        e.error,
+        lazycfs::erofs::Error::Corrupt {
+            nid: 12,
+            what: lazycfs::erofs::Corruption::InodesOverlap
+        },
+        "{e}"
+    );
+}

@@ -109,6 +109,8 @@ pub enum Corruption {
     /// A directory holds a longer run of entries a view hides (whiteouts) than a listing
     /// skips.
     TooManyHiddenEntries,
+    /// The inode's header or xattr area overlaps another inode's.
+    InodesOverlap,
 }
 
 impl fmt::Display for Corruption {
@@ -138,6 +140,7 @@ impl fmt::Display for Corruption {
             DirectoryCycle => f.write_str("directory cycle"),
             BadDotEntry => f.write_str("bad '.' or '..' entry"),
             TooManyHiddenEntries => f.write_str("too many consecutive hidden entries"),
+            InodesOverlap => f.write_str("inode overlaps another inode"),
         }
     }
 }

@@ -169,6 +169,14 @@ impl Image {
         self.data.file()
     }
 
+    /// Whether the image file changed under the mapping since it was opened: a writer opened
+    /// it (when a read lease could be taken), or a read faulted past its shrunk end or failed
+    /// and read zeros instead. Sticky: from then on nothing read from the image is to be
+    /// trusted (the server answers EIO). Always `false` for [`Image::from_bytes`].
+    pub fn changed(&self) -> bool {
+        self.data.changed()
+    }
+
     /// The decoded superblock.
     pub fn superblock(&self) -> &Superblock {
         &self.sb

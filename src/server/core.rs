@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use rustix::io::Errno;
@@ -23,6 +23,7 @@ use crate::content::{Basedir, Content};
 use crate::erofs::{self, Extent, FileType, Image, Inode};
 use crate::view::View;
 
+mod changed;
 mod replies;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,8 @@ pub struct Core<B> {
     basedir: Option<Basedir>,
     files: OpenFiles<B>,
     stats: Arc<Stats>,
+    /// Whether the image's change has been logged (once per mount).
+    change_logged: AtomicBool,
 }
 
 impl<B> Core<B> {
@@ -61,6 +64,7 @@ impl<B> Core<B> {
             basedir,
             files: OpenFiles::new(),
             stats: Arc::default(),
+            change_logged: AtomicBool::new(false),
         }
     }
 
@@ -178,7 +182,7 @@ impl<B> Core<B> {
                 match inode.extent_at(offset).map_err(io_error)? {
                     None => Ok(Read::Mapped(&[])),
                     Some(Extent::Data(data)) if data.len() >= size => {
-                        Ok(Read::Mapped(&data[..size]))
+                        Ok(Read::Mapped(changed::touched(&data[..size])))
                     }
                     Some(_) => {
                         let len = (size as u64).min(inode.size() - offset) as usize;
@@ -333,6 +337,7 @@ impl<B> Core<B> {
 
     /// The inode of a node id (a swap is its own inverse).
     fn inode(&self, node: u64) -> Result<Inode<'_>, Errno> {
+        self.image_intact()?;
         self.image.inode(self.node_id(node)).map_err(io_error)
     }
 

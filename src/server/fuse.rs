@@ -114,11 +114,17 @@ impl ImageFs {
         let stats = core.stats();
         stats.dev_requests.fetch_add(1, Ordering::Relaxed);
         let started = stats.request_started();
-        match op(core, &reply) {
+        // The answer was decoded from the mapping: sent only if the image is still intact.
+        match core.checked(op(core, &reply)) {
             Ok(value) => reply.answer(self, value),
             Err(e) => reply.fail(fuser_errno(e)),
         }
         stats.request_finished(started, opcode);
+    }
+
+    /// EIO instead of `result` if the image changed while it was being built.
+    fn checked<T>(&self, result: Result<T, Errno>) -> Result<T, Errno> {
+        self.server.core().checked(result)
     }
 
     /// Runs a read of a basedir object on a worker, or here if there are none.

@@ -1,37 +1,55 @@
 //! The things that cannot be done without `unsafe`: mapping the image, asking the kernel for
 //! a file's fs-verity digest, preparing a child process between fork and exec (`lazycfs run`),
-//! closing FUSE passthrough backing ids and replying with them through fuser, and the buffers
-//! of FUSE over io_uring ([`uring`]). This is the crate's only module with `unsafe`.
+//! closing FUSE passthrough backing ids and replying with them through fuser, the buffers of
+//! FUSE over io_uring ([`uring`]), and the signal handlers that survive an image file changing
+//! under its mapping ([`sigbus`], [`lease`]). This is the crate's only module with `unsafe`.
 //!
-//! Mapping a file is unsafe in Rust because another process could change the file under us. Images are immutable by contract; the decoder
-//! never trusts what it reads anyway (every offset is bounds-checked against the mapping's
-//! length at the time of use), so a concurrent writer can only produce decoding errors, and
-//! truncation is guarded by the mapping being private and read-only.
+//! Mapping a file is unsafe in Rust because another process could change the file under us.
+//! Images are immutable by contract, and the decoder never trusts what it reads anyway (every
+//! offset is bounds-checked against the mapping's length at the time of use), so a concurrent
+//! writer can only produce decoding errors or wrong values, never undefined behaviour in our
+//! code. What a writer can also do is shrink the file, and a read can fail: the access then
+//! raises SIGBUS, which [`sigbus`] turns into zeros and a changed image, and a read lease
+//! ([`lease`]) marks the image changed before a writer starts.
 
 use std::fs::File;
 use std::io;
 use std::ops::Deref;
 use std::os::fd::AsFd;
 
+mod lease;
+mod sigbus;
+#[cfg(test)]
+mod tests;
 pub(crate) mod uring;
 
 /// Bytes of an image, borrowed by everything the decoder hands out.
 pub(crate) enum Mapping {
-    /// A mapped file, and the file (kept for readahead hints).
-    Mapped(memmap2::Mmap, File),
+    /// A mapped file.
+    Mapped(MappedFile),
     Owned(Box<[u8]>),
+}
+
+/// A mapped image file. Fields drop in order: the guard unregisters the range before it is
+/// unmapped, and the file (which holds the lease) closes last.
+pub(crate) struct MappedFile {
+    guard: Option<sigbus::ImageGuard>,
+    map: memmap2::Mmap,
+    /// Kept for readahead hints and the lease.
+    file: File,
 }
 
 impl Mapping {
     pub(crate) fn map(file: &File) -> io::Result<Self> {
-        // SAFETY: the mapping is private and read-only; lazycfs treats its contents as
-        // untrusted bytes and checks every offset before use, so concurrent modification of the
-        // file can yield garbage (reported as corruption) but not undefined behaviour in our
-        // code beyond what memmap2 documents for shared files. A zero-length file cannot be
-        // mapped on Linux, so it is read into an empty buffer instead.
+        // A zero-length file cannot be mapped on Linux, so it is read into an empty buffer.
         if file.metadata()?.len() == 0 {
             return Ok(Mapping::Owned(Box::new([])));
         }
+        // SAFETY: the mapping is private and read-only, and lazycfs treats its contents as
+        // untrusted bytes, checking every offset before use: a concurrent modification of
+        // the file yields garbage (reported as corruption), never undefined behaviour in our
+        // code. A fault past a shrunk file's end or a failed read raises SIGBUS, repaired by
+        // the guard registered below with a page of zeros.
         let map = unsafe { memmap2::MmapOptions::new().map(file)? };
         // A fault reads just its page, as the kernel's EROFS reads metadata, instead of a
         // read-around window centred on it: with the readahead window set large (8 MiB on
@@ -39,14 +57,29 @@ impl Mapping {
         // arrives, and the first lookups fault in several. Bulk reading is the prefetch's job
         // (`Image::prefetcher`). Only a hint: a kernel that refuses it reads around as before.
         let _ = map.advise(memmap2::Advice::Random);
-        Ok(Mapping::Mapped(map, file.try_clone()?))
+        let file = file.try_clone()?;
+        let guard = sigbus::ImageGuard::register(map.as_ptr(), map.len());
+        if let Some(Err(e)) = guard.as_ref().map(|guard| lease::watch(&file, guard)) {
+            log::debug!("no read lease on the image (a rewrite is noticed when it faults): {e}");
+        }
+        Ok(Mapping::Mapped(MappedFile { guard, map, file }))
     }
 
     /// The mapped file (for readahead hints); `None` for an image held in memory.
     pub(crate) fn file(&self) -> Option<&File> {
         match self {
-            Mapping::Mapped(_, file) => Some(file),
+            Mapping::Mapped(mapped) => Some(&mapped.file),
             Mapping::Owned(_) => None,
+        }
+    }
+
+    /// Whether the file changed under the mapping since it was mapped (see [`sigbus`]).
+    pub(crate) fn changed(&self) -> bool {
+        match self {
+            Mapping::Mapped(MappedFile {
+                guard: Some(guard), ..
+            }) => guard.changed(),
+            _ => false,
         }
     }
 }
@@ -56,7 +89,7 @@ impl Deref for Mapping {
 
     fn deref(&self) -> &[u8] {
         match self {
-            Mapping::Mapped(m, _) => m,
+            Mapping::Mapped(mapped) => &mapped.map,
             Mapping::Owned(b) => b,
         }
     }

@@ -18,8 +18,9 @@ use crate::server::core::{
 use crate::server::passthrough::Backing;
 
 thread_local! {
-    /// Buffer for reads that cannot point into the mapping (objects, data across extents),
-    /// reused per worker thread: it grows to the largest read once (the kernel's `max_read`).
+    /// Buffer for reads that cannot point into the mapping (objects, data across extents)
+    /// and for xattr values and symlink targets, copied before the last check, reused per
+    /// thread: it grows to the largest read once (the kernel's `max_read`).
     static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -70,8 +71,8 @@ impl Answer<Attr> for ReplyAttr {
 }
 
 impl Answer<&[u8]> for ReplyData {
-    fn answer(self, _: &ImageFs, data: &[u8]) {
-        self.data(data);
+    fn answer(self, fs: &ImageFs, data: &[u8]) {
+        checked_copy(fs, data, |data| reply_data(self, data));
     }
 }
 
@@ -82,7 +83,10 @@ impl Answer<Read<'_>> for ReplyData {
             Read::Object(object) => fs.read_object(move || {
                 READ_BUFFER.with_borrow_mut(|buf| reply_data(self, object.data(buf)));
             }),
-            read => READ_BUFFER.with_borrow_mut(|buf| reply_data(self, read.data(buf))),
+            read => READ_BUFFER.with_borrow_mut(|buf| {
+                let data = read.data(buf);
+                reply_data(self, fs.checked(data))
+            }),
         }
     }
 }
@@ -105,14 +109,14 @@ impl Answer<()> for ReplyEmpty {
 }
 
 impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDirectory {
-    fn answer(mut self, _: &ImageFs, entries: I) {
+    fn answer(mut self, fs: &ImageFs, entries: I) {
         let mut added = false;
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
                 // As getdents: the entries before the error, which comes on the next call.
                 Err(_) if added => break,
-                Err(e) => return self.fail(fuser_errno(e)),
+                Err(e) => return self.fail(fuser_errno(fs.checked::<()>(Err(e)).unwrap_err())),
             };
             let name = OsStr::from_bytes(entry.name);
             let kind = fuse_type(entry.kind);
@@ -121,19 +125,22 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
             }
             added = true;
         }
-        self.ok();
+        match fs.checked(Ok(())) {
+            Ok(()) => self.ok(),
+            Err(e) => self.fail(fuser_errno(e)),
+        }
     }
 }
 
 impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for ReplyDirectoryPlus {
-    fn answer(mut self, _: &ImageFs, entries: I) {
+    fn answer(mut self, fs: &ImageFs, entries: I) {
         let mut added = false;
         for entry in entries {
             let DirEntryPlus { entry, attr, ttl } = match entry {
                 Ok(entry) => entry,
                 // As getdents: the entries before the error, which comes on the next call.
                 Err(_) if added => break,
-                Err(e) => return self.fail(fuser_errno(e)),
+                Err(e) => return self.fail(fuser_errno(fs.checked::<()>(Err(e)).unwrap_err())),
             };
             let (node, name) = (INodeNo(entry.node), OsStr::from_bytes(entry.name));
             let attr = file_attr(&attr);
@@ -142,7 +149,10 @@ impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for Repl
             }
             added = true;
         }
-        self.ok();
+        match fs.checked(Ok(())) {
+            Ok(()) => self.ok(),
+            Err(e) => self.fail(fuser_errno(e)),
+        }
     }
 }
 
@@ -163,12 +173,27 @@ impl Answer<Statfs> for ReplyStatfs {
 }
 
 impl Answer<XattrReply<'_>> for ReplyXattr {
-    fn answer(self, _: &ImageFs, xattr: XattrReply<'_>) {
+    fn answer(self, fs: &ImageFs, xattr: XattrReply<'_>) {
         match xattr {
             XattrReply::Size(size) => self.size(size),
-            XattrReply::Data(data) => self.data(data),
+            XattrReply::Data(data) => checked_copy(fs, data, |data| match data {
+                Ok(data) => self.data(data),
+                Err(e) => self.error(fuser_errno(e)),
+            }),
         }
     }
+}
+
+/// Hands `send` a copy of `data` (borrowed from the mapping), or EIO if the image changed
+/// before the copy was complete. Sent as it is, the kernel would copy it after the last
+/// check, and a page rewritten in between would go out unnoticed. File data within one
+/// extent (`Read::Mapped`) is still sent from the mapping: zero copy, for that window.
+fn checked_copy(fs: &ImageFs, data: &[u8], send: impl FnOnce(Result<&[u8], Errno>)) {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(data);
+        send(fs.checked(Ok(&buf[..])));
+    });
 }
 
 /// Replies with bytes read (on whichever thread read them).

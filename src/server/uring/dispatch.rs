@@ -43,7 +43,10 @@ pub(super) fn answer(ctx: &mut Context<'_>, header: &mut HeaderBuf, payload: &mu
     let in_len = (req.ring_ent_in_out.payload_sz as usize).min(payload.len());
     let stats = ctx.server.core().stats();
     let started = stats.request_started();
-    let (error, len) = match reply(ctx, &head, &req.op_in, payload, in_len) {
+    // The reply was copied from the mapping: sent only if the image is still intact.
+    let replied = reply(ctx, &head, &req.op_in, payload, in_len);
+    let replied = ctx.server.core().checked(replied);
+    let (error, len) = match replied {
         Ok(len) => (0, len),
         Err(e) => (-e.raw_os_error(), 0),
     };

@@ -159,18 +159,27 @@ impl Server {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// `lazycfs umount`, then the server's exit status and stderr.
+    /// `lazycfs umount`, then the server's exit status and stderr. EBUSY is retried for a
+    /// moment: a child another test forks holds copies of the walker's descriptors until it
+    /// execs.
     fn unmount(mut self) -> (std::process::ExitStatus, String) {
-        let out = Command::new(LAZYCFS)
-            .arg("umount")
-            .arg(&self.mnt)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "umount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = Command::new(LAZYCFS)
+                .arg("umount")
+                .arg(&self.mnt)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                stderr.contains("busy") && Instant::now() < deadline,
+                "umount: {stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let deadline = Instant::now() + PATIENCE;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -470,4 +479,165 @@ fn stacks(pid: u32) -> String {
         );
     }
     out
+}
+
+/// Serves one file, `image.erofs`, whose reads of anything past its first `good` bytes fail
+/// with EIO (a disk error under the image).
+struct FailingImage {
+    data: Vec<u8>,
+    good: u64,
+}
+
+const FAILING_TTL: Duration = Duration::from_secs(60);
+
+impl FailingImage {
+    fn attr(&self, ino: u64) -> fuser::FileAttr {
+        let file = ino == 2;
+        fuser::FileAttr {
+            ino: fuser::INodeNo(ino),
+            size: if file { self.data.len() as u64 } else { 0 },
+            blocks: 0,
+            atime: std::time::UNIX_EPOCH,
+            mtime: std::time::UNIX_EPOCH,
+            ctime: std::time::UNIX_EPOCH,
+            crtime: std::time::UNIX_EPOCH,
+            kind: match file {
+                true => fuser::FileType::RegularFile,
+                false => fuser::FileType::Directory,
+            },
+            perm: if file { 0o444 } else { 0o555 },
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+impl fuser::Filesystem for FailingImage {
+    fn lookup(
+        &self,
+        _req: &fuser::Request,
+        parent: fuser::INodeNo,
+        name: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        match parent.0 == 1 && name == "image.erofs" {
+            true => reply.entry(&FAILING_TTL, &self.attr(2), fuser::Generation(0)),
+            false => reply.error(fuser::Errno::ENOENT),
+        }
+    }
+
+    fn getattr(
+        &self,
+        _req: &fuser::Request,
+        ino: fuser::INodeNo,
+        _fh: Option<fuser::FileHandle>,
+        reply: fuser::ReplyAttr,
+    ) {
+        match ino.0 {
+            1 | 2 => reply.attr(&FAILING_TTL, &self.attr(ino.0)),
+            _ => reply.error(fuser::Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &fuser::Request,
+        _ino: fuser::INodeNo,
+        _fh: fuser::FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyData,
+    ) {
+        if offset + u64::from(size) > self.good {
+            return reply.error(fuser::Errno::EIO);
+        }
+        let start = (offset as usize).min(self.data.len());
+        let end = start.saturating_add(size as usize).min(self.data.len());
+        reply.data(&self.data[start..end]);
+    }
+}
+
+/// The FUSE mount of a [`FailingImage`]: unmounted, then its server stopped, when dropped.
+struct FailingMount {
+    _session: fuser::BackgroundSession,
+    mountpoint: PathBuf,
+}
+
+impl Drop for FailingMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mountpoint).status();
+    }
+}
+
+/// Reads of the image that fail (an I/O error under it) fault in the server's mapping as a
+/// truncation does: the server answers EIO and stays up.
+#[test]
+fn an_image_whose_reads_fail() {
+    let test = "an_image_whose_reads_fail";
+    if !kernel::require_root(test) {
+        return;
+    }
+    for mode in [Mode::Direct, Mode::Overlay] {
+        for transport in common::transport::all(test) {
+            let what = format!("{test} {mode:?} over {transport:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let basedir = dir.path().join("objects");
+            let mnt = dir.path().join("mnt");
+            for path in [&store, &basedir, &mnt] {
+                std::fs::create_dir(path).unwrap();
+            }
+            // The superblock and the root inode are in the first page, which reads.
+            let fs = FailingImage {
+                data: cfs::write_image(&dump("old"), 1),
+                good: 4096,
+            };
+            let mut config = fuser::Config::default();
+            config.mount_options.push(fuser::MountOption::RO);
+            let _store = FailingMount {
+                _session: fuser::spawn_mount(fs, &store, &config).unwrap(),
+                mountpoint: store.clone(),
+            };
+            let image = store.join("image.erofs");
+            let mut server = Server::start(&image, &basedir, &mnt, mode, transport);
+            // One pass: the walker stops after it (`stop` is checked between passes).
+            let (stop, seen) = (Arc::new(AtomicBool::new(true)), Arc::new(Seen::default()));
+            stop.store(false, Ordering::Relaxed);
+            let (done, finished) = mpsc::channel();
+            {
+                let (mnt, stop, seen) = (mnt.clone(), stop.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    walk(&mnt, &stop, &seen);
+                    let _ = done.send(());
+                });
+            }
+            // A hung walker fails here; the dropped `Server` then ends the server, which
+            // unblocks it.
+            wait_for(
+                || seen.passes.load(Ordering::Relaxed) >= 1,
+                || format!("{what}: a pass"),
+            );
+            stop.store(true, Ordering::Relaxed);
+            finished
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("{what}: the walker hangs"));
+            let wrong = seen.wrong.lock().unwrap().clone();
+            assert!(wrong.is_empty(), "{what}: {wrong:#?}");
+            assert!(seen.eio.load(Ordering::Relaxed) > 0, "{what}: no EIO");
+            assert!(
+                server.alive(),
+                "{what}: the server died: {}",
+                server.stderr()
+            );
+            let (status, stderr) = server.unmount();
+            assert!(status.success(), "{what}: server {status:?}: {stderr}");
+            assert_eq!(stderr.matches(CHANGE_LOGGED).count(), 1, "{what}: {stderr}");
+        }
+    }
 }

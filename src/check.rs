@@ -263,7 +263,13 @@ impl<'img> Walker<'img> {
             return Err(inode.corrupt(Corruption::InodesOverlap));
         }
         for xattr in inode.xattrs()?.iter() {
-            xattr?;
+            let name = xattr?.name;
+            if name.infix.contains(&0) || name.suffix.contains(&0) {
+                return Err(Error::Corrupt {
+                    nid: inode.nid(),
+                    what: Corruption::BadXattrName,
+                });
+            }
             self.summary.xattrs += 1;
         }
         match inode.file_type() {

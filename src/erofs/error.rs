@@ -100,6 +100,8 @@ pub enum Corruption {
     SharedXattrOutOfRange,
     /// A long-prefix xattr name refers to a missing prefix.
     BadXattrPrefix,
+    /// An xattr name contains NUL (listxattr would list a name getxattr cannot find).
+    BadXattrName,
     /// A symlink target is empty, too long or not contiguous.
     BadSymlink,
     /// A directory reaches itself through its descendants.
@@ -136,6 +138,7 @@ impl fmt::Display for Corruption {
             XattrTruncated => f.write_str("xattr area truncated"),
             SharedXattrOutOfRange => f.write_str("shared xattr id out of range"),
             BadXattrPrefix => f.write_str("xattr refers to a missing long name prefix"),
+            BadXattrName => f.write_str("xattr name contains NUL"),
             BadSymlink => f.write_str("bad symlink target"),
             DirectoryCycle => f.write_str("directory cycle"),
             BadDotEntry => f.write_str("bad '.' or '..' entry"),

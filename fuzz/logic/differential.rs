@@ -1,0 +1,150 @@
+//! Differential check against the `composefs` crate's reader: whenever
+//! `erofs_to_filesystem` + `write_dumpfile` accept an image, `lazycfs::dump` must open it and
+//! print the same text, byte for byte (as `tests/roundtrip.rs` compares them: no
+//! normalisation of the output). A panic in the composefs reader counts as a rejection (not
+//! lazycfs's bug) and is reported in the [`Outcome`].
+//!
+//! Where the composefs reader departs from the kernel on bytes no writer produces, lazycfs
+//! follows the kernel, and the input is rewritten to the writers' value before both read it
+//! (see [`without_known_differences`]); each such rule is listed there with its reason.
+//!
+//! Shared by `fuzz/fuzz_targets/differential.rs` and `tests/fuzz_replay.rs`.
+
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
+
+use composefs::dumpfile::write_dumpfile;
+use composefs::erofs::reader::erofs_to_filesystem;
+use composefs::fsverity::Sha256HashValue;
+use lazycfs::erofs::Image;
+use lazycfs::erofs::format::inode_pos;
+
+/// What one input did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The composefs reader refused the image (lazycfs is not asked).
+    Rejected,
+    /// The composefs reader panicked, with this message and location.
+    ReferencePanicked(String),
+    /// Both read it and printed the same dumpfile.
+    Same,
+}
+
+/// Runs the comparison; panics (a fuzzer finding) if lazycfs refuses or differs.
+pub fn run(image: &[u8]) -> Outcome {
+    let image = &without_known_differences(image)[..];
+    let reference = match quietly(|| reference_dump(image)) {
+        Err(message) => return Outcome::ReferencePanicked(message),
+        Ok(None) => return Outcome::Rejected,
+        Ok(Some(text)) => text,
+    };
+    let parsed = match Image::from_bytes(image.to_vec()) {
+        Ok(parsed) => parsed,
+        Err(e) => panic!("composefs reads the image, lazycfs refuses to open it: {e}"),
+    };
+    let mut ours = Vec::new();
+    if let Err(e) = lazycfs::dump::dump(&parsed, &mut ours) {
+        panic!("composefs reads the image, lazycfs dump fails: {e}\ncomposefs:\n{reference}");
+    }
+    let ours = String::from_utf8_lossy(&ours);
+    if ours != reference {
+        let line = ours
+            .lines()
+            .zip(reference.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(ours.lines().count().min(reference.lines().count()));
+        panic!(
+            "lazycfs dump differs from composefs at line {}:\n  lazycfs:   {:?}\n  composefs: {:?}\n\
+             lazycfs:\n{ours}composefs:\n{reference}",
+            line + 1,
+            ours.lines().nth(line),
+            reference.lines().nth(line),
+        );
+    }
+    Outcome::Same
+}
+
+/// `image` with the fields where composefs 0.9.4's reader and the kernel disagree set to what
+/// the writers store, in every inode reached from the root:
+///
+/// - a compact inode's `i_mtime` (bytes 12..16, reserved in older formats): the kernel adds it
+///   to the superblock epoch (`epoch + i_mtime`, as lazycfs); composefs gives every compact
+///   inode the superblock's build time. Writers store 0, where both agree.
+fn without_known_differences(image: &[u8]) -> Cow<'_, [u8]> {
+    let Ok(parsed) = Image::from_bytes(image.to_vec()) else {
+        return Cow::Borrowed(image);
+    };
+    let sb = parsed.superblock();
+    let mut patched = Cow::Borrowed(image);
+    let mut seen = HashSet::new();
+    let mut pending = vec![parsed.root_nid()];
+    while let Some(nid) = pending.pop() {
+        if seen.len() >= 100_000 || !seen.insert(nid) {
+            continue;
+        }
+        let Ok(inode) = parsed.inode(nid) else {
+            continue;
+        };
+        let pos = inode_pos(sb.meta_blkaddr, sb.block_bits, nid)
+            .and_then(|p| usize::try_from(p).ok())
+            .filter(|p| p.checked_add(16).is_some_and(|end| end <= image.len()));
+        if let Some(pos) = pos {
+            let compact = image[pos] & 1 == 0;
+            if compact && image[pos + 12..pos + 16] != [0; 4] {
+                patched.to_mut()[pos + 12..pos + 16].fill(0);
+            }
+        }
+        if let Ok(dir) = inode.dir() {
+            let room = 1_000_000usize.saturating_sub(pending.len() + seen.len());
+            pending.extend(dir.entries().take(room).flatten().map(|e| e.nid));
+        }
+    }
+    patched
+}
+
+/// What composefs' reader prints, or `None` if it refuses the image.
+fn reference_dump(image: &[u8]) -> Option<String> {
+    let fs = erofs_to_filesystem::<Sha256HashValue>(image).ok()?;
+    let mut out = Vec::new();
+    write_dumpfile(&mut out, &fs).ok()?;
+    Some(String::from_utf8(out).expect("composefs dumpfiles are ASCII"))
+}
+
+thread_local! {
+    /// Set while the reference runs on this thread: its panics are expected and silent.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Runs `f`, turning a panic into `Err(message)` without printing it or letting a previously
+/// installed hook act on it (libFuzzer's aborts the process). Other threads' panics, and this
+/// thread's outside `f`, still reach the previous hook.
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(Cell::get) {
+                let message = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = format!("{location}: {message}"));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result.map_err(|_| LAST_PANIC.with(|p| p.take()))
+}

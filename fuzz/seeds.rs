@@ -174,6 +174,35 @@ pub fn handmade_seeds() -> Vec<Seed> {
             image,
         });
     }
+    // A directory whose dirents are out of order (one name's byte raised).
+    let mut image = write(&wide_dump(150), FormatVersion::V1, |_| {});
+    if let Some(at) = find(&image, b"name-0099") {
+        image[at + 5] = 0xd0;
+        seeds.push(Seed {
+            name: "hand-unsorted".into(),
+            image,
+        });
+    }
+    // A stored xattr name the name bloom filter says is absent.
+    for (version, v) in VERSIONS {
+        let mut image = write(EDGES, version, |_| {});
+        if let Some(at) = find(&image, b"overlay.overlay.whiteout") {
+            image[at + 5] = 0x10;
+            seeds.push(Seed {
+                name: format!("hand-xattr-filter-{v}"),
+                image,
+            });
+        }
+    }
+    // A file name with a `/` in it (composefs' reader accepts it, the kernel's VFS refuses).
+    let mut image = write(EDGES, FormatVersion::V2, |_| {});
+    if let Some(at) = find(&image, b"esc-wh") {
+        image[at + 3] = b'/';
+        seeds.push(Seed {
+            name: "hand-slash-name".into(),
+            image,
+        });
+    }
     // Truncations: the superblock only, and an image cut in its metadata.
     seeds.push(Seed {
         name: "hand-superblock-only".into(),

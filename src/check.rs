@@ -262,12 +262,21 @@ impl<'img> Walker<'img> {
         if !self.inode_extents.insert_disjoint(start, end) {
             return Err(inode.corrupt(Corruption::InodesOverlap));
         }
-        for xattr in inode.xattrs()?.iter() {
+        let xattrs = inode.xattrs()?;
+        for xattr in xattrs.iter() {
             let name = xattr?.name;
-            if name.infix.contains(&0) || name.suffix.contains(&0) {
+            let bad = if name.infix.contains(&0) || name.suffix.contains(&0) {
+                Some(Corruption::BadXattrName)
+            } else if xattrs.filtered_out(name.index, &[name.infix, name.suffix].concat()) {
+                // getxattr would answer ENODATA for a name listxattr lists (as the kernel).
+                Some(Corruption::XattrFilterMismatch)
+            } else {
+                None
+            };
+            if let Some(what) = bad {
                 return Err(Error::Corrupt {
                     nid: inode.nid(),
-                    what: Corruption::BadXattrName,
+                    what,
                 });
             }
             self.summary.xattrs += 1;

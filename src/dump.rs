@@ -133,6 +133,8 @@ impl<W: Write> Dumper<'_, W> {
             }
             children.push((child_path, inode));
         }
+        // composefs tools keep children sorted by name, also when the dirents are not.
+        children.sort_by(|a, b| a.0.cmp(&b.0));
         let subdirs = children.iter().filter(|(_, i)| i.is_dir()).count();
         self.entry(dir, &path, Some(2 + subdirs as u64))
             .map_err(|e| flatten(e, &path))?;

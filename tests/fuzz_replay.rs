@@ -7,6 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use lazycfs::erofs::Corruption;
+
 #[path = "traverse/mod.rs"]
 mod traverse;
 
@@ -103,16 +105,24 @@ fn differential_replays() {
     }
     assert!(same >= 15, "only {same} seeds compared");
     // Found by the fuzzer: composefs ignores a compact inode's `i_mtime`, the kernel and
-    // lazycfs add it to the epoch; compared with the field as writers store it.
-    let compact = seeds
-        .iter()
-        .find(|s| s.name == "hand-compact-mtime")
-        .expect("seed built");
+    // lazycfs add it to the epoch (compared with the field as writers store it); and a
+    // directory whose dirents are out of order dumps in name order, as composefs prints it.
+    for name in ["hand-compact-mtime", "hand-unsorted"] {
+        let seed = seeds.iter().find(|s| s.name == name).expect("seed built");
+        assert_eq!(
+            differential::run(&seed.image),
+            differential::Outcome::Same,
+            "{name}"
+        );
+    }
+    // Found by the fuzzer: composefs' reader accepts names the kernel does not list.
+    let slash = seeds.iter().find(|s| s.name == "hand-slash-name");
     assert_eq!(
-        differential::run(&compact.image),
-        differential::Outcome::Same
+        differential::run(&slash.expect("seed built").image),
+        differential::Outcome::ReferenceInvalid
     );
-    let dumped = common::cfs::lazycfs_dump(&compact.image);
+    let compact = seeds.iter().find(|s| s.name == "hand-compact-mtime");
+    let dumped = common::cfs::lazycfs_dump(&compact.unwrap().image);
     assert!(dumped.contains(" 1000001.0 "), "epoch + i_mtime:\n{dumped}");
     let stored = replay_stored("differential", |bytes| {
         if let differential::Outcome::ReferencePanicked(message) = differential::run(bytes) {
@@ -135,21 +145,26 @@ fn requests_replay() {
         }
     }
     assert!(ops > 100, "only {ops} operations ran");
-    // Found by the fuzzer: listxattr lists `user.roo` for a stored `user.roo\0`, which
-    // getxattr cannot find (as the kernel would): `check` refuses such names.
-    let nul = seeds
-        .iter()
-        .find(|s| s.name == "hand-xattr-nul")
-        .expect("seed built");
-    let image = lazycfs::erofs::Image::from_bytes(nul.image.clone()).unwrap();
-    let error = lazycfs::check::check(&image).unwrap_err();
-    assert_eq!(
-        error.error,
-        lazycfs::erofs::Error::Corrupt {
-            nid: error.nid,
-            what: lazycfs::erofs::Corruption::BadXattrName
-        }
-    );
+    // Found by the fuzzer: names listxattr lists but getxattr cannot find (as in the kernel):
+    // `user.roo` for a stored `user.roo\0`, and a name the bloom filter says is absent.
+    // `check` refuses both.
+    for (name, what) in [
+        ("hand-xattr-nul", Corruption::BadXattrName),
+        ("hand-xattr-filter-v0", Corruption::XattrFilterMismatch),
+        ("hand-xattr-filter-v2", Corruption::XattrFilterMismatch),
+    ] {
+        let seed = seeds.iter().find(|s| s.name == name).expect("seed built");
+        let image = lazycfs::erofs::Image::from_bytes(seed.image.clone()).unwrap();
+        let error = lazycfs::check::check(&image).unwrap_err();
+        assert_eq!(
+            error.error,
+            lazycfs::erofs::Error::Corrupt {
+                nid: error.nid,
+                what
+            },
+            "{name}"
+        );
+    }
     let stored = replay_stored("requests", |bytes| {
         requests::run(bytes, None);
     });

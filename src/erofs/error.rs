@@ -102,6 +102,8 @@ pub enum Corruption {
     BadXattrPrefix,
     /// An xattr name contains NUL (listxattr would list a name getxattr cannot find).
     BadXattrName,
+    /// The xattr name bloom filter says a stored name is absent.
+    XattrFilterMismatch,
     /// A symlink target is empty, too long or not contiguous.
     BadSymlink,
     /// A directory reaches itself through its descendants.
@@ -139,6 +141,7 @@ impl fmt::Display for Corruption {
             SharedXattrOutOfRange => f.write_str("shared xattr id out of range"),
             BadXattrPrefix => f.write_str("xattr refers to a missing long name prefix"),
             BadXattrName => f.write_str("xattr name contains NUL"),
+            XattrFilterMismatch => f.write_str("xattr name filter hides a stored name"),
             BadSymlink => f.write_str("bad symlink target"),
             DirectoryCycle => f.write_str("directory cycle"),
             BadDotEntry => f.write_str("bad '.' or '..' entry"),

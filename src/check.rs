@@ -274,10 +274,7 @@ impl<'img> Walker<'img> {
                 None
             };
             if let Some(what) = bad {
-                return Err(Error::Corrupt {
-                    nid: inode.nid(),
-                    what,
-                });
+                return Err(inode.corrupt(what));
             }
             self.summary.xattrs += 1;
         }

@@ -167,10 +167,19 @@ pub fn handmade_seeds() -> Vec<Seed> {
         });
     }
     let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
-    if let Some(pos) = compact_inode(&image) {
+    if let Some(pos) = compact_inode(&image, |name| name.starts_with(b"entry")) {
         image[pos + 12..pos + 16].copy_from_slice(&1_000_000u32.to_le_bytes());
         seeds.push(Seed {
             name: "hand-compact-mtime".into(),
+            image,
+        });
+    }
+    // `i_format` bits no kernel defines, in a whiteout stub composefs hides (and ignores).
+    let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
+    if let Some(pos) = compact_inode(&image, |name| name == b"3b") {
+        image[pos + 1] |= 0x27;
+        seeds.push(Seed {
+            name: "hand-format-bits".into(),
             image,
         });
     }
@@ -219,8 +228,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Byte offset of the first compact inode of the root's `entry-…` files.
-fn compact_inode(image: &[u8]) -> Option<usize> {
+/// Byte offset of the first compact inode the root lists under a name `pick` accepts.
+fn compact_inode(image: &[u8], pick: impl Fn(&[u8]) -> bool) -> Option<usize> {
     let parsed = lazycfs::erofs::Image::from_bytes(image.to_vec()).ok()?;
     let sb = parsed.superblock();
     let root = parsed.inode(parsed.root_nid()).ok()?;
@@ -231,7 +240,7 @@ fn compact_inode(image: &[u8]) -> Option<usize> {
         .find_map(|e| {
             let pos = lazycfs::erofs::format::inode_pos(sb.meta_blkaddr, sb.block_bits, e.nid)?;
             let pos = usize::try_from(pos).ok()?;
-            (e.name.starts_with(b"entry") && image.get(pos)? & 1 == 0).then_some(pos)
+            (pick(e.name) && image.get(pos)? & 1 == 0).then_some(pos)
         })
 }
 

@@ -121,6 +121,12 @@ fn differential_replays() {
         differential::run(&slash.expect("seed built").image),
         differential::Outcome::ReferenceInvalid
     );
+    // ... and `i_format` bits the kernel refuses, which lazycfs refuses too.
+    let bits = seeds.iter().find(|s| s.name == "hand-format-bits");
+    assert!(matches!(
+        differential::run(&bits.expect("seed built").image),
+        differential::Outcome::KernelRefuses(_)
+    ));
     let compact = seeds.iter().find(|s| s.name == "hand-compact-mtime");
     let dumped = common::cfs::lazycfs_dump(&compact.unwrap().image);
     assert!(dumped.contains(" 1000001.0 "), "epoch + i_mtime:\n{dumped}");

@@ -142,11 +142,13 @@ pub fn composefs_seeds() -> Vec<Seed> {
 pub fn handmade_seeds() -> Vec<Seed> {
     let mut seeds = Vec::new();
     let base = write(TREE, FormatVersion::V1, |_| {});
-    // In `/a`: `..` pointing at `/a` itself; `b` naming the root (a cycle); `b` naming `/a`.
+    // In `/a`: `..` pointing at `/a` itself; `b` naming the root (a cycle); `b` naming `/a`;
+    // `..` typed as a block device (found by the requests target: readdir reported it so).
     for (what, name, to) in [
         ("dotdot-self", &b".."[..], Target::Dir),
         ("cycle-root", b"b", Target::Root),
         ("cycle-self", b"b", Target::Dir),
+        ("dotdot-type", b"..", Target::BlockDeviceType),
     ] {
         let mut image = base.clone();
         if patch_dirent_nid(&mut image, b"a", name, to) {
@@ -248,6 +250,8 @@ fn compact_inode(image: &[u8], pick: impl Fn(&[u8]) -> bool) -> Option<usize> {
 enum Target {
     Root,
     Dir,
+    /// Not the nid: the dirent's file type, set to a block device.
+    BlockDeviceType,
 }
 
 /// Rewrites the nid of the dirent `name` in the root's subdirectory `dir` (stored in one
@@ -276,7 +280,10 @@ fn patch_dirent_nid(image: &mut [u8], dir: &[u8], name: &[u8], to: Target) -> bo
                 .map_or(block.len(), |p| begin + p)
         };
         if block.get(begin..end) == Some(name) {
-            block[i * 12..i * 12 + 8].copy_from_slice(&nid.to_le_bytes());
+            match to {
+                Target::BlockDeviceType => block[i * 12 + 10] = 4,
+                _ => block[i * 12..i * 12 + 8].copy_from_slice(&nid.to_le_bytes()),
+            }
             return true;
         }
     }
@@ -293,7 +300,7 @@ fn dir_block(image: &[u8], dir: &[u8], to: Target) -> Option<(usize, usize, u64)
     let start = block.as_ptr() as usize - parsed.bytes().as_ptr() as usize;
     let nid = match to {
         Target::Root => root,
-        Target::Dir => entry.nid,
+        Target::Dir | Target::BlockDeviceType => entry.nid,
     };
     Some((start, block.len(), nid))
 }

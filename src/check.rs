@@ -192,6 +192,12 @@ impl<'img> Walker<'img> {
                     previous = Some(entry.name);
                 }
                 match entry.name {
+                    // Typed as directories too: readdir reports the dirent's type.
+                    b"." | b".."
+                        if FileType::from_dirent(entry.file_type) != Some(FileType::Directory) =>
+                    {
+                        return Err(bad_entry(Corruption::BadDotEntry));
+                    }
                     b"." => {
                         if dot || entry.nid != dir.nid {
                             return Err(bad_entry(Corruption::BadDotEntry));

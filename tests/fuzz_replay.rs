@@ -121,11 +121,11 @@ fn differential_replays() {
         differential::run(&slash.expect("seed built").image),
         differential::Outcome::ReferenceInvalid
     );
-    // ... and `i_format` bits the kernel refuses, which lazycfs refuses too.
+    // ... and `i_format` bits the kernel refuses, which lazycfs refuses on purpose too.
     let bits = seeds.iter().find(|s| s.name == "hand-format-bits");
     assert!(matches!(
         differential::run(&bits.expect("seed built").image),
-        differential::Outcome::KernelRefuses(_)
+        differential::Outcome::RefusedOnPurpose(_)
     ));
     let compact = seeds.iter().find(|s| s.name == "hand-compact-mtime");
     let dumped = common::cfs::lazycfs_dump(&compact.unwrap().image);

@@ -39,24 +39,26 @@ pub enum Outcome {
     ReferenceInvalid,
     /// The composefs reader panicked, with this message and location.
     ReferencePanicked(String),
-    /// The composefs reader accepted an inode the kernel refuses, and lazycfs refused it as
-    /// the kernel does ([`kernel_refuses`]); with lazycfs's error.
-    KernelRefuses(String),
+    /// The composefs reader accepted an inode lazycfs refuses on purpose
+    /// ([`refused_on_purpose`]); with lazycfs's error.
+    RefusedOnPurpose(String),
     /// Both read it and printed the same dumpfile.
     Same,
 }
 
-/// Whether lazycfs refused the image for a reason the kernel refuses it too, where composefs
-/// 0.9.4's reader does not look:
+/// Whether lazycfs refused the image for a reason of its own where composefs 0.9.4's reader
+/// does not look (e.g. in the whiteout stubs it hides from its dump without decoding them):
 ///
-/// - `i_format` bits no kernel defines (the kernel's `erofs_read_inode` answers EOPNOTSUPP);
-///   composefs ignores them, e.g. in the whiteout stubs it hides from its dump.
-fn kernel_refuses(error: &DumpError) -> bool {
+/// - `i_format` bits no kernel defines: the kernel refuses them too (`erofs_read_inode`
+///   answers EOPNOTSUPP);
+/// - mtime nanoseconds of 10^9 or more: not a time; the kernel passes them on to `stat`,
+///   lazycfs answers EIO for that inode.
+fn refused_on_purpose(error: &DumpError) -> bool {
     matches!(
         error,
         DumpError::Image {
             source: Error::Corrupt {
-                what: Corruption::UnknownFormatBits(_),
+                what: Corruption::UnknownFormatBits(_) | Corruption::BadNanoseconds,
                 ..
             },
             ..
@@ -79,8 +81,8 @@ pub fn run(image: &[u8]) -> Outcome {
     };
     let mut ours = Vec::new();
     if let Err(e) = lazycfs::dump::dump(&parsed, &mut ours) {
-        if kernel_refuses(&e) {
-            return Outcome::KernelRefuses(e.to_string());
+        if refused_on_purpose(&e) {
+            return Outcome::RefusedOnPurpose(e.to_string());
         }
         panic!("composefs reads the image, lazycfs dump fails: {e}\ncomposefs:\n{reference}");
     }

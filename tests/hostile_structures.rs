@@ -1359,3 +1359,44 @@ fn check_refuses_an_inode_inside_another_inodes_xattrs() {
         "{e}"
     );
 }
+
+#[test]
+fn many_names_for_an_inode_with_the_largest_xattr_area() {
+    // 40 names for one inode whose xattr area is the largest i_xattr_icount allows (256 KiB
+    // of 65,534 four-byte entries): a READDIRPLUS decodes each entry's inode and looks for its
+    // overlay xattrs, which can be anywhere in the area.
+    const NAMES: usize = 40;
+    let entries: Vec<(u8, &[u8], &[u8])> = vec![(1, &b""[..], &b""[..]); 65_534];
+    let area = xattr_area(0, &[], &entries);
+    assert_eq!(icount(&area), u16::MAX);
+    let mut img = Img::new(2);
+    img.dir(0, 0, &[], &[(b".", 0, D), (b"..", 0, D), (b"d", 8, D)]);
+    let names = numbered(NAMES);
+    let mut dir: Vec<Dirent<'_>> = vec![(b".", 8, D), (b"..", 0, D)];
+    dir.extend(names.iter().map(|n| (n.as_slice(), 16, F)));
+    // The xattr area spans blocks 1 to 65; the directory's dirents come after it.
+    img.dir_blocks(8, 80, &dir);
+    img.compact(
+        16,
+        Compact {
+            format: LAYOUT_FLAT_PLAIN,
+            icount: icount(&area),
+            mode: S_IFREG | 0o644,
+            nb: 1,
+            u: u32::MAX,
+            ..Compact::default()
+        },
+        &area,
+    );
+    let Some((direct, overlay, _)) = serve_everywhere(
+        "many_names_for_an_inode_with_the_largest_xattr_area",
+        &img,
+        false,
+        &[],
+    ) else {
+        return;
+    };
+    for walk in direct.iter().chain(&overlay) {
+        assert_eq!(walk.count("names listed"), NAMES as u64 + 1, "{walk}");
+    }
+}

@@ -38,10 +38,12 @@ pub use replies::{
 pub const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// FUSE fixes the root's node id.
 pub const ROOT_ID: u64 = 1;
-/// Consecutive entries a listing may hide (whiteouts in the direct view's root) before it
-/// fails with EIO: far more than images have (composefs' 256 whiteout stubs), few enough that
-/// one request never scans for long.
+/// Consecutive entries a listing may hide (the direct root's whiteouts) before it fails with
+/// EIO: far more than images have (composefs has 256), few enough for one request.
 const MAX_HIDDEN_RUN: u32 = 16_384;
+/// Bytes of xattr areas one READDIRPLUS scans for its entries' overlay xattrs (beyond its
+/// first entry): room for hundreds of ordinary files, half the largest area.
+const READDIRPLUS_XATTR_BUDGET: u64 = 128 << 10;
 
 /// Answers requests about one image; `B` is the transport's passthrough backing id.
 #[derive(Debug)]
@@ -240,24 +242,32 @@ impl<B> Core<B> {
         offset: u64,
     ) -> Result<impl Iterator<Item = Result<DirEntryPlus<'_>, Errno>>, Errno> {
         let dir = self.inode(node)?;
-        Ok(self.listed_entries(node, offset)?.map(move |entry| {
-            let entry = entry?;
-            let inode = match self.image.inode(entry.nid) {
-                Ok(inode) => inode,
-                // The kernel resolves `.` and `..` itself and ignores their attributes: a
-                // corrupt one does not make the directory unreadable (nor in kernel EROFS).
-                Err(_) if matches!(entry.name, b"." | b"..") => dir,
-                Err(e) => return Err(io_error(e)),
-            };
-            let ttl = match self.view.reachable(&inode).map_err(io_error)? {
-                true if self.view.shows_inode(&inode) => TTL,
-                _ => Duration::ZERO,
-            };
-            Ok(DirEntryPlus {
-                entry: self.dir_entry(&entry, inode.file_type()),
-                attr: self.attr(&inode),
-                ttl,
-            })
+        let (mut xattr_budget, mut first) = (READDIRPLUS_XATTR_BUDGET, true);
+        Ok(self.listed_entries(node, offset)?.map_while(move |entry| {
+            let entry = entry.and_then(|entry| {
+                let inode = match self.image.inode(entry.nid) {
+                    Ok(inode) => inode,
+                    // The kernel resolves `.` and `..` itself and ignores their attributes: a
+                    // corrupt one does not make the directory unreadable (nor in kernel EROFS).
+                    Err(_) if matches!(entry.name, b"." | b"..") => dir,
+                    Err(e) => return Err(io_error(e)),
+                };
+                // Overlay xattrs are looked for in the whole xattr area: a request ends early
+                // (the kernel asks for the rest) rather than scan many large ones.
+                let area = u64::from(inode.xattr_size());
+                if !first && area > xattr_budget {
+                    return Ok(None);
+                }
+                (xattr_budget, first) = (xattr_budget.saturating_sub(area), false);
+                let ttl = match self.view.reachable(&inode).map_err(io_error)? {
+                    true if self.view.shows_inode(&inode) => TTL,
+                    _ => Duration::ZERO,
+                };
+                let entry = self.dir_entry(&entry, inode.file_type());
+                let attr = self.attr(&inode);
+                Ok(Some(DirEntryPlus { entry, attr, ttl }))
+            });
+            entry.transpose()
         }))
     }
 
@@ -296,8 +306,7 @@ impl<B> Core<B> {
     ) -> Result<XattrReply<'a>, Errno> {
         let inode = self.inode(node)?;
         buf.clear();
-        // Only a list the caller has room for is assembled: a hostile image's names can add up
-        // to gigabytes (thousands of entries, each with a 64 KiB long-prefix infix).
+        // Only what fits is assembled: names with 64 KiB long prefixes can add up to gigabytes.
         let mut total = 0u64;
         for xattr in inode.xattrs().map_err(io_error)?.iter() {
             let xattr = xattr.map_err(io_error)?;

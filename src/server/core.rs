@@ -10,7 +10,6 @@
 //! allocates.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -427,28 +426,4 @@ impl<B> Core<B> {
 fn io_error(e: erofs::Error) -> Errno {
     log::warn!("{e}");
     Errno::from_raw_os_error(e.errno())
-}
-
-/// Reads `file` at `offset` into `buf`, sized to `len` (grown once to the largest read; its
-/// contents are overwritten).
-fn read_file_into<'a>(
-    file: &File,
-    offset: u64,
-    len: usize,
-    buf: &'a mut Vec<u8>,
-) -> Result<&'a [u8], Errno> {
-    let buf = scratch(buf, len);
-    match file.read_at(buf, offset) {
-        Ok(n) => Ok(&buf[..n]),
-        Err(e) => Err(Errno::from_io_error(&e).unwrap_or(Errno::IO)),
-    }
-}
-
-/// The first `len` bytes of `buf`, grown if shorter (contents unspecified: readers overwrite
-/// what they return).
-fn scratch(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
-    &mut buf[..len]
 }

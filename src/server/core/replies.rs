@@ -1,10 +1,11 @@
 //! The values the core's operations return: plain data, for any transport to encode.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Errno, io_error, read_file_into, scratch};
+use super::{Errno, io_error};
 use crate::erofs::{FileType, Inode};
 use crate::server::handles::Handle;
 
@@ -150,7 +151,7 @@ impl<'img> Read<'img> {
             }
             Read::Object(read) => {
                 let len = (read.size as usize).min(out.len());
-                std::os::unix::fs::FileExt::read_at(&*read.file, &mut out[..len], read.offset)
+                FileExt::read_at(&*read.file, &mut out[..len], read.offset)
                     .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))
             }
         }
@@ -256,4 +257,28 @@ impl<'a> XattrReply<'a> {
             Ok(XattrReply::Data(value))
         }
     }
+}
+
+/// Reads `file` at `offset` into `buf`, sized to `len` (grown once to the largest read; its
+/// contents are overwritten).
+fn read_file_into<'a>(
+    file: &File,
+    offset: u64,
+    len: usize,
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a [u8], Errno> {
+    let buf = scratch(buf, len);
+    match file.read_at(buf, offset) {
+        Ok(n) => Ok(&buf[..n]),
+        Err(e) => Err(Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+    }
+}
+
+/// The first `len` bytes of `buf`, grown if shorter (contents unspecified: readers overwrite
+/// what they return).
+fn scratch(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    &mut buf[..len]
 }

@@ -190,6 +190,7 @@ impl ServeOptions {
     }
 
     fn filesystem(&self, image: Image) -> io::Result<ImageFs> {
+        crate::sys::fix_malloc_mmap_threshold();
         let basedir = match &self.basedir {
             // In the overlay views the overlay above reads the basedir, never the server.
             Some(_) if self.view.is_overlay_lower() => None,

@@ -202,3 +202,24 @@ pub(crate) fn reply_opened_passthrough(
     reply.opened_passthrough(fh, flags, &wrapped);
     wrapped.into_raw();
 }
+
+/// Keeps glibc from serving large allocations out of its heaps. glibc raises its mmap
+/// threshold to the size of any mapped chunk freed (up to 32 MiB): once fuser frees the 16 MiB
+/// buffer of the INIT handshake, the buffer of its request loop may come from a heap, cleared
+/// there, 16 MiB of anonymous memory of which a request touches a few pages. Setting the
+/// threshold (to glibc's default, 128 KiB) turns that adjustment off.
+pub(crate) fn fix_malloc_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    {
+        use std::ffi::c_int;
+        const M_MMAP_THRESHOLD: c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+        }
+        // SAFETY: mallopt only tunes the allocator, with a value glibc documents as valid; it
+        // is thread-safe (it takes the arena locks).
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
+}

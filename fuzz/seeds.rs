@@ -185,6 +185,18 @@ pub fn handmade_seeds() -> Vec<Seed> {
             image,
         });
     }
+    // A root directory whose size (1 byte) ends inside its dirents.
+    let mut image = write(EDGES, FormatVersion::V1, |_| {});
+    if let Some(pos) = root_inode(&image) {
+        let extended = image[pos] & 1 == 1;
+        let size = if extended { 8 } else { 4 };
+        image[pos + 8..pos + 8 + size].fill(0);
+        image[pos + 8] = 1;
+        seeds.push(Seed {
+            name: "hand-short-dir".into(),
+            image,
+        });
+    }
     // A directory whose dirents are out of order (one name's byte raised).
     let mut image = write(&wide_dump(150), FormatVersion::V1, |_| {});
     if let Some(at) = find(&image, b"name-0099") {
@@ -228,6 +240,14 @@ pub fn handmade_seeds() -> Vec<Seed> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Byte offset of the root inode.
+fn root_inode(image: &[u8]) -> Option<usize> {
+    let parsed = lazycfs::erofs::Image::from_bytes(image.to_vec()).ok()?;
+    let sb = parsed.superblock();
+    let pos = lazycfs::erofs::format::inode_pos(sb.meta_blkaddr, sb.block_bits, sb.root_nid)?;
+    usize::try_from(pos).ok()
 }
 
 /// Byte offset of the first compact inode the root lists under a name `pick` accepts.

@@ -26,7 +26,7 @@ use composefs::fsverity::Sha256HashValue;
 use composefs::tree::{Directory, Inode};
 use lazycfs::dump::DumpError;
 use lazycfs::erofs::format::inode_pos;
-use lazycfs::erofs::{Corruption, Error, Image};
+use lazycfs::erofs::{Corruption, Error, Extent, Image};
 
 /// What one input did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,18 +52,48 @@ pub enum Outcome {
 /// - `i_format` bits no kernel defines: the kernel refuses them too (`erofs_read_inode`
 ///   answers EOPNOTSUPP);
 /// - mtime nanoseconds of 10^9 or more: not a time; the kernel passes them on to `stat`,
-///   lazycfs answers EIO for that inode.
-fn refused_on_purpose(error: &DumpError) -> bool {
-    matches!(
-        error,
-        DumpError::Image {
-            source: Error::Corrupt {
-                what: Corruption::UnknownFormatBits(_) | Corruption::BadNanoseconds,
-                ..
-            },
-            ..
+///   lazycfs answers EIO for that inode;
+/// - a directory whose size ends inside a block's dirent array: the kernel's readdir answers
+///   EFSCORRUPTED (`nameoff + namelen > maxsize`); composefs reads whole blocks.
+fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
+    let DumpError::Image {
+        source: Error::Corrupt { nid, what },
+        ..
+    } = error
+    else {
+        return false;
+    };
+    match what {
+        Corruption::UnknownFormatBits(_) | Corruption::BadNanoseconds => true,
+        Corruption::BadDirentNameoff => size_cuts_dirents(image, *nid),
+        _ => false,
+    }
+}
+
+/// Whether directory `nid`'s size ends a block before the end of its dirent array (the
+/// first dirent's name offset), or before the first dirent.
+fn size_cuts_dirents(image: &Image, nid: u64) -> bool {
+    let Ok(dir) = image.inode(nid) else {
+        return false;
+    };
+    let block_size = image.superblock().block_size();
+    let mut start = 0;
+    while start < dir.size() {
+        let len = (dir.size() - start).min(block_size);
+        let Ok(Some(Extent::Data(data))) = dir.extent_at(start) else {
+            return false;
+        };
+        match data.get(8..10) {
+            Some(nameoff) if len >= 12 => {
+                if u64::from(u16::from_le_bytes([nameoff[0], nameoff[1]])) > len {
+                    return true;
+                }
+            }
+            _ => return true,
         }
-    )
+        start += block_size;
+    }
+    false
 }
 
 /// Runs the comparison; panics (a fuzzer finding) if lazycfs refuses or differs.
@@ -81,7 +111,7 @@ pub fn run(image: &[u8]) -> Outcome {
     };
     let mut ours = Vec::new();
     if let Err(e) = lazycfs::dump::dump(&parsed, &mut ours) {
-        if refused_on_purpose(&e) {
+        if refused_on_purpose(&parsed, &e) {
             return Outcome::RefusedOnPurpose(e.to_string());
         }
         panic!("composefs reads the image, lazycfs dump fails: {e}\ncomposefs:\n{reference}");

@@ -197,6 +197,19 @@ pub fn handmade_seeds() -> Vec<Seed> {
             image,
         });
     }
+    // A file (content in a basedir object) whose extended inode claims a size over i64::MAX.
+    for (version, _) in VERSIONS {
+        let mut image = write(EDGES, version, |_| {});
+        let pos = compact_or_extended_inode(&image, b"nodigest").filter(|&p| image[p] & 1 == 1);
+        if let Some(pos) = pos {
+            image[pos + 8..pos + 16].copy_from_slice(&(u64::MAX - (1 << 34)).to_le_bytes());
+            seeds.push(Seed {
+                name: "hand-huge-size".into(),
+                image,
+            });
+            break;
+        }
+    }
     // A directory whose dirents are out of order (one name's byte raised).
     let mut image = write(&wide_dump(150), FormatVersion::V1, |_| {});
     if let Some(at) = find(&image, b"name-0099") {
@@ -240,6 +253,16 @@ pub fn handmade_seeds() -> Vec<Seed> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Byte offset of the inode of the root's entry `name`.
+fn compact_or_extended_inode(image: &[u8], name: &[u8]) -> Option<usize> {
+    let parsed = lazycfs::erofs::Image::from_bytes(image.to_vec()).ok()?;
+    let sb = parsed.superblock();
+    let root = parsed.inode(sb.root_nid).ok()?;
+    let entry = root.dir().ok()?.lookup(name).ok()??;
+    let pos = lazycfs::erofs::format::inode_pos(sb.meta_blkaddr, sb.block_bits, entry.nid)?;
+    usize::try_from(pos).ok()
 }
 
 /// Byte offset of the root inode.

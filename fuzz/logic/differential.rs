@@ -54,7 +54,9 @@ pub enum Outcome {
 /// - mtime nanoseconds of 10^9 or more: not a time; the kernel passes them on to `stat`,
 ///   lazycfs answers EIO for that inode;
 /// - a directory whose size ends inside a block's dirent array: the kernel's readdir answers
-///   EFSCORRUPTED (`nameoff + namelen > maxsize`); composefs reads whole blocks.
+///   EFSCORRUPTED (`nameoff + namelen > maxsize`); composefs reads whole blocks;
+/// - a size over `i64::MAX`: negative as the kernel's `loff_t`; composefs prints it (for
+///   files whose content is a basedir object, it reads nothing that would be out of range).
 fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
     let DumpError::Image {
         source: Error::Corrupt { nid, what },
@@ -64,7 +66,9 @@ fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
         return false;
     };
     match what {
-        Corruption::UnknownFormatBits(_) | Corruption::BadNanoseconds => true,
+        Corruption::UnknownFormatBits(_)
+        | Corruption::BadNanoseconds
+        | Corruption::SizeTooLarge => true,
         Corruption::BadDirentNameoff => size_cuts_dirents(image, *nid),
         _ => false,
     }

@@ -210,6 +210,17 @@ pub fn handmade_seeds() -> Vec<Seed> {
             break;
         }
     }
+    // An inline file whose size makes its data cross a block boundary.
+    let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
+    if let Some(pos) = compact_or_extended_inode(&image, b"entry-with-a-longish-name-0001") {
+        let size = if image[pos] & 1 == 1 { 8 } else { 4 };
+        image[pos + 8..pos + 8 + size].fill(0);
+        image[pos + 8..pos + 10].copy_from_slice(&4000u16.to_le_bytes());
+        seeds.push(Seed {
+            name: "hand-inline-cross".into(),
+            image,
+        });
+    }
     // A directory whose dirents are out of order (one name's byte raised).
     let mut image = write(&wide_dump(150), FormatVersion::V1, |_| {});
     if let Some(at) = find(&image, b"name-0099") {

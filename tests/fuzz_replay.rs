@@ -122,9 +122,14 @@ fn differential_replays() {
         differential::Outcome::ReferenceInvalid
     );
     // ... and `i_format` bits the kernel refuses, which lazycfs refuses on purpose too.
-    // ... and a directory size ending inside the dirents, which the kernel refuses too, and
-    // a size over i64::MAX.
-    for name in ["hand-format-bits", "hand-short-dir", "hand-huge-size"] {
+    // ... and a directory size ending inside the dirents and inline data crossing a block,
+    // which the kernel refuses too, and a size over i64::MAX.
+    for name in [
+        "hand-format-bits",
+        "hand-short-dir",
+        "hand-huge-size",
+        "hand-inline-cross",
+    ] {
         let seed = seeds.iter().find(|s| s.name == name).expect("seed built");
         let outcome = differential::run(&seed.image);
         assert!(

@@ -55,6 +55,8 @@ pub enum Outcome {
 ///   lazycfs answers EIO for that inode;
 /// - a directory whose size ends inside a block's dirent array: the kernel's readdir answers
 ///   EFSCORRUPTED (`nameoff + namelen > maxsize`); composefs reads whole blocks;
+/// - inline (tail-packed) data crossing a block boundary: the kernel's `erofs_map_blocks`
+///   answers EFSCORRUPTED; composefs reads the bytes;
 /// - a size over `i64::MAX`: negative as the kernel's `loff_t`; composefs prints it (for
 ///   files whose content is a basedir object, it reads nothing that would be out of range).
 fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
@@ -68,7 +70,8 @@ fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
     match what {
         Corruption::UnknownFormatBits(_)
         | Corruption::BadNanoseconds
-        | Corruption::SizeTooLarge => true,
+        | Corruption::SizeTooLarge
+        | Corruption::InlineDataTooLong => true,
         Corruption::BadDirentNameoff => size_cuts_dirents(image, *nid),
         _ => false,
     }

@@ -221,6 +221,16 @@ pub fn handmade_seeds() -> Vec<Seed> {
             image,
         });
     }
+    // A symlink with an empty target.
+    let mut image = write(KINDS, FormatVersion::V1, |_| {});
+    if let Some(pos) = compact_or_extended_inode(&image, b"link") {
+        let size = if image[pos] & 1 == 1 { 8 } else { 4 };
+        image[pos + 8..pos + 8 + size].fill(0);
+        seeds.push(Seed {
+            name: "hand-empty-symlink".into(),
+            image,
+        });
+    }
     // A directory whose dirents are out of order (one name's byte raised).
     let mut image = write(&wide_dump(150), FormatVersion::V1, |_| {});
     if let Some(at) = find(&image, b"name-0099") {

@@ -123,12 +123,13 @@ fn differential_replays() {
     );
     // ... and `i_format` bits the kernel refuses, which lazycfs refuses on purpose too.
     // ... and a directory size ending inside the dirents and inline data crossing a block,
-    // which the kernel refuses too, and a size over i64::MAX.
+    // which the kernel refuses too, a size over i64::MAX and an empty symlink target.
     for name in [
         "hand-format-bits",
         "hand-short-dir",
         "hand-huge-size",
         "hand-inline-cross",
+        "hand-empty-symlink",
     ] {
         let seed = seeds.iter().find(|s| s.name == name).expect("seed built");
         let outcome = differential::run(&seed.image);

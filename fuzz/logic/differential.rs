@@ -57,6 +57,8 @@ pub enum Outcome {
 ///   EFSCORRUPTED (`nameoff + namelen > maxsize`); composefs reads whole blocks;
 /// - inline (tail-packed) data crossing a block boundary: the kernel's `erofs_map_blocks`
 ///   answers EFSCORRUPTED; composefs reads the bytes;
+/// - an empty symlink target: lazycfs answers EIO for it (the kernel reads it as empty;
+///   composefs prints an empty target);
 /// - a size over `i64::MAX`: negative as the kernel's `loff_t`; composefs prints it (for
 ///   files whose content is a basedir object, it reads nothing that would be out of range).
 fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
@@ -73,6 +75,7 @@ fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
         | Corruption::SizeTooLarge
         | Corruption::InlineDataTooLong => true,
         Corruption::BadDirentNameoff => size_cuts_dirents(image, *nid),
+        Corruption::BadSymlink => image.inode(*nid).is_ok_and(|inode| inode.size() == 0),
         _ => false,
     }
 }

@@ -22,6 +22,21 @@ fn kinds_image(dir: &std::path::Path) -> std::path::PathBuf {
     image
 }
 
+/// For a test that mounts as root: a directory with the kinds image and an empty `mnt`, or
+/// `None` (the test skips) without root.
+fn kinds_mount_fixture(
+    test: &str,
+) -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
+    if !common::kernel::require_root(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = kinds_image(dir.path());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    Some((dir, image, mnt))
+}
+
 /// `lazycfs mount --foreground --mode direct IMAGE MNT [extra]`, once it reports ready.
 fn mount_foreground(
     image: &std::path::Path,
@@ -107,13 +122,11 @@ fn check_and_dump_succeed_on_a_good_image() {
 
 #[test]
 fn sigterm_unmounts_a_foreground_mount_cleanly() {
-    if !common::kernel::require_root("sigterm_unmounts_a_foreground_mount_cleanly") {
+    let Some((_dir, image, mnt)) =
+        kinds_mount_fixture("sigterm_unmounts_a_foreground_mount_cleanly")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = kinds_image(dir.path());
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    };
     let server = mount_foreground(&image, &mnt, &[]);
     assert_eq!(std::fs::read(mnt.join("dash")).unwrap(), b"-");
     assert!(sigterm(server).success());
@@ -520,13 +533,9 @@ fn mount_t_fuse_lazycfs_and_fstab_lines_mount_through_mount_fuse3() {
 
 #[test]
 fn readiness_is_notified_to_systemd() {
-    if !common::kernel::require_root("readiness_is_notified_to_systemd") {
+    let Some((dir, image, mnt)) = kinds_mount_fixture("readiness_is_notified_to_systemd") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = kinds_image(dir.path());
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    };
     let socket_path = dir.path().join("notify");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket

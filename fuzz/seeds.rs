@@ -231,6 +231,15 @@ pub fn handmade_seeds() -> Vec<Seed> {
             image,
         });
     }
+    // The same bits in the root inode: the image does not open.
+    let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
+    if let Some(pos) = root_inode(&image) {
+        image[pos + 1] |= 0x3f;
+        seeds.push(Seed {
+            name: "hand-root-format-bits".into(),
+            image,
+        });
+    }
     // A directory whose dirents are out of order (one name's byte raised).
     let mut image = write(&wide_dump(150), FormatVersion::V1, |_| {});
     if let Some(at) = find(&image, b"name-0099") {

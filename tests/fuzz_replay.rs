@@ -126,6 +126,7 @@ fn differential_replays() {
     // which the kernel refuses too, a size over i64::MAX and an empty symlink target.
     for name in [
         "hand-format-bits",
+        "hand-root-format-bits",
         "hand-short-dir",
         "hand-huge-size",
         "hand-inline-cross",

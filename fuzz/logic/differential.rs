@@ -61,21 +61,23 @@ pub enum Outcome {
 ///   composefs prints an empty target);
 /// - a size over `i64::MAX`: negative as the kernel's `loff_t`; composefs prints it (for
 ///   files whose content is a basedir object, it reads nothing that would be out of range).
-fn refused_on_purpose(image: &Image, error: &DumpError) -> bool {
-    let DumpError::Image {
-        source: Error::Corrupt { nid, what },
-        ..
-    } = error
-    else {
+/// `image` is `None` when the error came from opening it.
+fn refused_on_purpose(image: Option<&Image>, error: &Error) -> bool {
+    let Error::Corrupt { nid, what } = error else {
         return false;
     };
-    match what {
-        Corruption::UnknownFormatBits(_)
-        | Corruption::BadNanoseconds
-        | Corruption::SizeTooLarge
-        | Corruption::InlineDataTooLong => true,
-        Corruption::BadDirentNameoff => size_cuts_dirents(image, *nid),
-        Corruption::BadSymlink => image.inode(*nid).is_ok_and(|inode| inode.size() == 0),
+    match (what, image) {
+        (
+            Corruption::UnknownFormatBits(_)
+            | Corruption::BadNanoseconds
+            | Corruption::SizeTooLarge
+            | Corruption::InlineDataTooLong,
+            _,
+        ) => true,
+        (Corruption::BadDirentNameoff, Some(image)) => size_cuts_dirents(image, *nid),
+        (Corruption::BadSymlink, Some(image)) => {
+            image.inode(*nid).is_ok_and(|inode| inode.size() == 0)
+        }
         _ => false,
     }
 }
@@ -117,11 +119,18 @@ pub fn run(image: &[u8]) -> Outcome {
     };
     let parsed = match Image::from_bytes(image.to_vec()) {
         Ok(parsed) => parsed,
+        Err(e) if refused_on_purpose(None, &e) => {
+            return Outcome::RefusedOnPurpose(e.to_string());
+        }
         Err(e) => panic!("composefs reads the image, lazycfs refuses to open it: {e}"),
     };
     let mut ours = Vec::new();
     if let Err(e) = lazycfs::dump::dump(&parsed, &mut ours) {
-        if refused_on_purpose(&parsed, &e) {
+        let refused = match &e {
+            DumpError::Image { source, .. } => refused_on_purpose(Some(&parsed), source),
+            _ => false,
+        };
+        if refused {
             return Outcome::RefusedOnPurpose(e.to_string());
         }
         panic!("composefs reads the image, lazycfs dump fails: {e}\ncomposefs:\n{reference}");

@@ -221,15 +221,18 @@ pub fn handmade_seeds() -> Vec<Seed> {
             image,
         });
     }
-    // A symlink with an empty target.
-    let mut image = write(KINDS, FormatVersion::V1, |_| {});
-    if let Some(pos) = compact_or_extended_inode(&image, b"link") {
-        let size = if image[pos] & 1 == 1 { 8 } else { 4 };
-        image[pos + 8..pos + 8 + size].fill(0);
-        seeds.push(Seed {
-            name: "hand-empty-symlink".into(),
-            image,
-        });
+    // Symlinks with an empty target, and with a target longer than PATH_MAX.
+    for (what, len) in [("empty", 0u16), ("long", 5000)] {
+        let mut image = write(KINDS, FormatVersion::V1, |_| {});
+        if let Some(pos) = compact_or_extended_inode(&image, b"link") {
+            let size = if image[pos] & 1 == 1 { 8 } else { 4 };
+            image[pos + 8..pos + 8 + size].fill(0);
+            image[pos + 8..pos + 10].copy_from_slice(&len.to_le_bytes());
+            seeds.push(Seed {
+                name: format!("hand-{what}-symlink"),
+                image,
+            });
+        }
     }
     // The same bits in the root inode: the image does not open.
     let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});

@@ -121,9 +121,9 @@ fn differential_replays() {
         differential::run(&slash.expect("seed built").image),
         differential::Outcome::ReferenceInvalid
     );
-    // ... and `i_format` bits the kernel refuses, which lazycfs refuses on purpose too.
-    // ... and a directory size ending inside the dirents and inline data crossing a block,
-    // which the kernel refuses too, a size over i64::MAX and an empty symlink target.
+    // ... and what lazycfs refuses on purpose: `i_format` bits, a directory size ending
+    // inside the dirents and inline data crossing a block (which the kernel refuses too), a
+    // size over i64::MAX, an empty symlink target and one of PATH_MAX bytes or more.
     for name in [
         "hand-format-bits",
         "hand-root-format-bits",
@@ -131,6 +131,7 @@ fn differential_replays() {
         "hand-huge-size",
         "hand-inline-cross",
         "hand-empty-symlink",
+        "hand-long-symlink",
     ] {
         let seed = seeds.iter().find(|s| s.name == name).expect("seed built");
         let outcome = differential::run(&seed.image);

@@ -25,7 +25,7 @@ use composefs::erofs::reader::erofs_to_filesystem;
 use composefs::fsverity::Sha256HashValue;
 use composefs::tree::{Directory, Inode};
 use lazycfs::dump::DumpError;
-use lazycfs::erofs::format::inode_pos;
+use lazycfs::erofs::format::{SYMLINK_MAX, inode_pos};
 use lazycfs::erofs::{Corruption, Error, Extent, Image};
 
 /// What one input did.
@@ -57,8 +57,9 @@ pub enum Outcome {
 ///   EFSCORRUPTED (`nameoff + namelen > maxsize`); composefs reads whole blocks;
 /// - inline (tail-packed) data crossing a block boundary: the kernel's `erofs_map_blocks`
 ///   answers EFSCORRUPTED; composefs reads the bytes;
-/// - an empty symlink target: lazycfs answers EIO for it (the kernel reads it as empty;
-///   composefs prints an empty target);
+/// - an empty symlink target, or one of `PATH_MAX` bytes or more: lazycfs answers EIO for
+///   it (composefs prints it; the kernel reads an empty one as empty, a long one up to a
+///   page);
 /// - a size over `i64::MAX`: negative as the kernel's `loff_t`; composefs prints it (for
 ///   files whose content is a basedir object, it reads nothing that would be out of range).
 /// `image` is `None` when the error came from opening it.
@@ -76,7 +77,8 @@ fn refused_on_purpose(image: Option<&Image>, error: &Error) -> bool {
         ) => true,
         (Corruption::BadDirentNameoff, Some(image)) => size_cuts_dirents(image, *nid),
         (Corruption::BadSymlink, Some(image)) => {
-            image.inode(*nid).is_ok_and(|inode| inode.size() == 0)
+            let size = image.inode(*nid).map_or(1, |inode| inode.size());
+            size == 0 || size >= SYMLINK_MAX
         }
         _ => false,
     }

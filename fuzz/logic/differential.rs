@@ -62,6 +62,7 @@ pub enum Outcome {
 ///   page);
 /// - a size over `i64::MAX`: negative as the kernel's `loff_t`; composefs prints it (for
 ///   files whose content is a basedir object, it reads nothing that would be out of range).
+///
 /// `image` is `None` when the error came from opening it.
 fn refused_on_purpose(image: Option<&Image>, error: &Error) -> bool {
     let Error::Corrupt { nid, what } = error else {

@@ -234,6 +234,13 @@ pub fn handmade_seeds() -> Vec<Seed> {
             });
         }
     }
+    // Superblock nanoseconds (compact inodes' mtime) of 10^9: the image does not open.
+    let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
+    image[1024 + 32..1024 + 36].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+    seeds.push(Seed {
+        name: "hand-sb-nanoseconds".into(),
+        image,
+    });
     // The same bits in the root inode: the image does not open.
     let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
     if let Some(pos) = root_inode(&image) {

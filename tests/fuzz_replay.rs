@@ -123,10 +123,12 @@ fn differential_replays() {
     );
     // ... and what lazycfs refuses on purpose: `i_format` bits, a directory size ending
     // inside the dirents and inline data crossing a block (which the kernel refuses too), a
-    // size over i64::MAX, an empty symlink target and one of PATH_MAX bytes or more.
+    // size over i64::MAX, an empty symlink target and one of PATH_MAX bytes or more, and
+    // superblock nanoseconds of 10^9 or more.
     for name in [
         "hand-format-bits",
         "hand-root-format-bits",
+        "hand-sb-nanoseconds",
         "hand-short-dir",
         "hand-huge-size",
         "hand-inline-cross",

@@ -52,7 +52,8 @@ pub enum Outcome {
 /// - `i_format` bits no kernel defines: the kernel refuses them too (`erofs_read_inode`
 ///   answers EOPNOTSUPP);
 /// - mtime nanoseconds of 10^9 or more: not a time; the kernel passes them on to `stat`,
-///   lazycfs answers EIO for that inode;
+///   lazycfs answers EIO for that inode (in the superblock's, which compact inodes take, it
+///   refuses the image);
 /// - a directory whose size ends inside a block's dirent array: the kernel's readdir answers
 ///   EFSCORRUPTED (`nameoff + namelen > maxsize`); composefs reads whole blocks;
 /// - inline (tail-packed) data crossing a block boundary: the kernel's `erofs_map_blocks`
@@ -65,8 +66,10 @@ pub enum Outcome {
 ///
 /// `image` is `None` when the error came from opening it.
 fn refused_on_purpose(image: Option<&Image>, error: &Error) -> bool {
-    let Error::Corrupt { nid, what } = error else {
-        return false;
+    let (nid, what) = match error {
+        Error::Corrupt { nid, what } => (nid, what),
+        Error::CorruptSuperblock(why) => return *why == "nanoseconds out of range",
+        _ => return false,
     };
     match (what, image) {
         (

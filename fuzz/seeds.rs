@@ -241,6 +241,13 @@ pub fn handmade_seeds() -> Vec<Seed> {
         name: "hand-sb-nanoseconds".into(),
         image,
     });
+    // A superblock `dirblkbits` other than 0 (the kernel refuses it).
+    let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
+    image[1024 + 90] = 1;
+    seeds.push(Seed {
+        name: "hand-sb-dirblkbits".into(),
+        image,
+    });
     // The same bits in the root inode: the image does not open.
     let mut image = write(&wide_dump(3), FormatVersion::V1, |_| {});
     if let Some(pos) = root_inode(&image) {

@@ -33,9 +33,9 @@ use lazycfs::erofs::{Corruption, Error, Extent, Image};
 pub enum Outcome {
     /// The composefs reader refused the image (lazycfs is not asked).
     Rejected,
-    /// The composefs reader accepted file names the kernel refuses to list (empty, or with
-    /// `/` or NUL: the VFS answers EIO, and lazycfs refuses them as corrupt); lazycfs is not
-    /// asked.
+    /// The composefs reader accepted file names the kernel refuses to list (empty, over 255
+    /// bytes, or with `/` or NUL: the kernel answers EIO, and lazycfs refuses them as
+    /// corrupt); lazycfs is not asked.
     ReferenceInvalid,
     /// The composefs reader panicked, with this message and location.
     ReferencePanicked(String),
@@ -50,7 +50,7 @@ pub enum Outcome {
 /// does not look (e.g. in the whiteout stubs it hides from its dump without decoding them):
 ///
 /// - `i_format` bits no kernel defines: the kernel refuses them too (`erofs_read_inode`
-///   answers EOPNOTSUPP);
+///   answers EOPNOTSUPP); so does a superblock `dirblkbits` other than 0 (EINVAL);
 /// - mtime nanoseconds of 10^9 or more: not a time; the kernel passes them on to `stat`,
 ///   lazycfs answers EIO for that inode (in the superblock's, which compact inodes take, it
 ///   refuses the image);
@@ -68,7 +68,9 @@ pub enum Outcome {
 fn refused_on_purpose(image: Option<&Image>, error: &Error) -> bool {
     let (nid, what) = match error {
         Error::Corrupt { nid, what } => (nid, what),
-        Error::CorruptSuperblock(why) => return *why == "nanoseconds out of range",
+        Error::CorruptSuperblock(why) => {
+            return matches!(*why, "nanoseconds out of range" | "dirblkbits is not 0");
+        }
         _ => return false,
     };
     match (what, image) {
@@ -212,13 +214,14 @@ fn reference_dump(image: &[u8]) -> Option<Option<String>> {
 }
 
 /// Whether every name in the tree is one the kernel's readdir passes on (the VFS refuses
-/// empty names and names containing `/`; NUL would end the name).
+/// empty names and names containing `/`; NUL would end the name; EROFS refuses names over
+/// 255 bytes).
 fn names_listable(root: &Directory<Sha256HashValue>) -> bool {
     let mut pending = vec![root];
     while let Some(dir) = pending.pop() {
         for (name, inode) in dir.entries() {
             let name = name.as_bytes();
-            if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+            if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) {
                 return false;
             }
             if let Inode::Directory(child) = inode {

@@ -2,6 +2,7 @@
 //! the kernel (EROFS + overlay, and EROFS alone). See README.md.
 
 mod cleanup;
+mod floor;
 mod images;
 mod measure;
 mod report;
@@ -372,6 +373,12 @@ fn main() -> anyhow::Result<()> {
             .inspect_err(|e| eprintln!("bench: FUSE requests will not be counted: {e:#}"))
             .ok()
     };
+    // Measured before any server runs, on an otherwise idle machine.
+    let switch_pairs: Vec<f64> = (0..runs)
+        .map(|_| floor::switch_pair())
+        .collect::<anyhow::Result<_>>()
+        .context("timing context switches")?;
+    let switch_pair = report::median(&switch_pairs).unwrap_or(f64::NAN);
     let mut results = Results::default();
     for image in &images {
         let huge = image.entries >= 500_000;
@@ -398,8 +405,18 @@ fn main() -> anyhow::Result<()> {
     cleanup::restore_system();
 
     let tables = format!(
-        "\n## Summary\n{}\n## Every measurement\n{}",
+        "\n## Summary\n{}\n## Round-trip floor\n\nThe measured ratio to `{reference}`, and in \
+         parentheses what the workload's FUSE requests cost at the very least, whatever the \
+         server does, as a share of `{reference}`'s whole run: requests × {:.1} µs / \
+         `{reference}`. {:.1} µs is two context switches on one CPU (the median above), which \
+         every synchronous round trip costs the CPU that asked. A server can only approach \
+         `1 + share` where the FUSE client does about the kernel's work besides the round \
+         trips (warm workloads); where it does less than the kernel (cold walks), it can do \
+         better.\n{}\n## Every measurement\n{}",
         report::summary(&images, &servers, &results, reference),
+        switch_pair * 1e6,
+        switch_pair * 1e6,
+        report::floor(&images, &servers, &results, reference, switch_pair),
         report::markdown(&images, &servers, &results, reference)
     );
     let command: Vec<String> = std::env::args()
@@ -410,11 +427,22 @@ fn main() -> anyhow::Result<()> {
         "# lazycfs end-to-end benchmark\n\n`bench/run.sh {}`\n\nKernel {}, {} CPUs; medians \
          [min–max] of {runs} runs (500k+ entries: 1 run, no xattr walk), startup of {} cold \
          starts per run; ratios to `{reference}` (medians). FUSE requests from one more, \
-         untimed run with the `fuse_request_send` tracepoint on.\n",
+         untimed run with the `fuse_request_send` tracepoint on. Two context switches (a byte \
+         over pipes to a thread on the same CPU and back, before any server ran): {} µs median \
+         [{}–{}] of {runs} samples of {} round trips each.\n",
         command.join(" "),
         rustix::system::uname().release().to_string_lossy(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         startups + 1,
+        micros(switch_pair),
+        micros(switch_pairs.iter().copied().fold(f64::INFINITY, f64::min)),
+        micros(
+            switch_pairs
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max)
+        ),
+        floor::TRIPS,
     );
     std::fs::create_dir_all(&cli.out)?;
     std::fs::write(cli.out.join("results.md"), format!("{header}{tables}"))?;
@@ -430,4 +458,8 @@ fn main() -> anyhow::Result<()> {
     println!("{header}{tables}");
     eprintln!("bench: results in {}", cli.out.display());
     Ok(())
+}
+
+fn micros(seconds: f64) -> String {
+    format!("{:.1}", seconds * 1e6)
 }

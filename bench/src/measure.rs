@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::floor;
 use crate::images::Image;
 use crate::rng::Rng;
 use crate::servers::{Dirs, Mount, Server};
@@ -24,6 +25,9 @@ pub enum Metric {
     WalkWarm,
     /// `getfattr -R -h -d -m -` after the walks.
     XattrWalk,
+    /// One null request (`lgetxattr` of an absent name on the mount's root), median of many,
+    /// after the walks: a FUSE round trip, or the kernel's system call alone.
+    RoundTrip,
     /// `chroot MNT python3` importing a dozen stdlib modules, caches dropped, fresh mount.
     PythonCold,
     /// The same import again.
@@ -54,11 +58,12 @@ pub enum Unit {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 15] = [
         Metric::Startup,
         Metric::WalkCold,
         Metric::WalkWarm,
         Metric::XattrWalk,
+        Metric::RoundTrip,
         Metric::PythonCold,
         Metric::PythonWarm,
         Metric::LsCold,
@@ -77,6 +82,7 @@ impl Metric {
             Metric::WalkCold => "walk cold",
             Metric::WalkWarm => "walk warm",
             Metric::XattrWalk => "xattr walk",
+            Metric::RoundTrip => "round trip",
             Metric::PythonCold => "python cold",
             Metric::PythonWarm => "python warm",
             Metric::LsCold => "ls -lR cold",
@@ -305,6 +311,9 @@ fn walks(
         pass,
         results,
     );
+    if pass.timed() {
+        results.record(image, server, Metric::RoundTrip, floor::round_trip(mnt));
+    }
     if config.xattr_walk {
         let mut getfattr = Command::new("getfattr");
         getfattr.args(["-R", "-h", "-d", "-m", "-"]).arg(mnt);

@@ -20,6 +20,7 @@ pub fn median(samples: &[f64]) -> Option<f64> {
 /// `v` in the unit and precision of `scale` (the median), without the unit name; and that name.
 fn scaled(metric: Metric, scale: f64, v: f64) -> (String, &'static str) {
     match metric.unit() {
+        Unit::Seconds if scale < 1e-3 => (format!("{:.1}", v * 1e6), "µs"),
         Unit::Seconds if scale < 1.0 => (format!("{:.1}", v * 1e3), "ms"),
         Unit::Seconds => (format!("{v:.2}"), "s"),
         Unit::MegabytesPerSecond => (format!("{v:.0}"), "MB/s"),
@@ -446,4 +447,74 @@ fn seconds(v: f64) -> String {
         v if v >= 1e-3 => format!("{} ms", (v * 1e3).round()),
         v => format!("{} µs", (v * 1e6).round()),
     }
+}
+
+/// Per image, for each workload whose requests were counted: the measured ratio to `reference`
+/// and, in parentheses, the least its round trips cost whatever the server does, as a multiple
+/// of `reference`'s whole run: `requests × switch_pair / reference`, with `switch_pair` the two
+/// context switches every synchronous round trip costs the CPU that asked.
+pub fn floor(
+    images: &[Image],
+    servers: &[Server],
+    results: &Results,
+    reference: &str,
+    switch_pair: f64,
+) -> String {
+    let mut out = String::new();
+    for image in images {
+        let median_of = |server: &str, metric: Metric| {
+            results
+                .cells
+                .get(&(image.name.clone(), server, metric))
+                .and_then(|c| median(&c.samples))
+        };
+        let requests_of = |server: &str, metric: Metric| -> Option<u64> {
+            match results.requests.get(&(image.name.clone(), server, metric)) {
+                Some(Ok(requests)) => Some(requests.values().sum()),
+                _ => None,
+            }
+        };
+        let columns: Vec<&Server> = servers
+            .iter()
+            .filter(|s| {
+                Metric::ALL
+                    .iter()
+                    .any(|&m| requests_of(s.name, m).is_some())
+            })
+            .collect();
+        let rows: Vec<Metric> = Metric::ALL
+            .into_iter()
+            .filter(|&m| {
+                median_of(reference, m).is_some()
+                    && columns.iter().any(|s| requests_of(s.name, m).is_some())
+            })
+            .collect();
+        if columns.is_empty() || rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n### {} ({} entries)\n", image.name, image.entries);
+        let names: Vec<&str> = columns.iter().map(|s| s.name).collect();
+        let _ = writeln!(out, "| workload | {} |", names.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(columns.len()));
+        for metric in rows {
+            let kernel = median_of(reference, metric).unwrap_or(f64::NAN);
+            let mut row = format!("| {} |", metric.label());
+            for server in &columns {
+                let text = match (
+                    median_of(server.name, metric),
+                    requests_of(server.name, metric),
+                ) {
+                    (Some(measured), Some(requests)) => format!(
+                        "{:.2}× ({:.2}×)",
+                        measured / kernel,
+                        requests as f64 * switch_pair / kernel
+                    ),
+                    _ => "—".to_string(),
+                };
+                let _ = write!(row, " {text} |");
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    out
 }

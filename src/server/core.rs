@@ -27,6 +27,7 @@ mod replies;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use replies::fill_listing;
 pub use replies::{
     Attr, CacheFlags, DirEntry, DirEntryPlus, Entry, ImageRead, ObjectRead, Opened, Read, Statfs,
     Timestamp, XattrReply,

@@ -223,6 +223,28 @@ pub struct DirEntryPlus<'img> {
     pub ttl: Duration,
 }
 
+/// Hands a listing's `entries` to `add` until `add` says the reply is full (`true`). As
+/// getdents: an error after some entries ends the reply with them (the next request meets
+/// it again), an error before any is the reply's.
+pub(crate) fn fill_listing<T>(
+    entries: impl IntoIterator<Item = Result<T, Errno>>,
+    mut add: impl FnMut(T) -> bool,
+) -> Result<(), Errno> {
+    let mut added = false;
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(_) if added => break,
+            Err(e) => return Err(e),
+        };
+        if add(entry) {
+            break;
+        }
+        added = true;
+    }
+    Ok(())
+}
+
 /// What statfs reports (nothing is free: the filesystem is read-only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statfs {

@@ -14,6 +14,7 @@ use super::ImageFs;
 use crate::erofs::FileType;
 use crate::server::core::{
     Attr, CacheFlags, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, TTL, XattrReply,
+    fill_listing,
 };
 use crate::server::passthrough::Backing;
 
@@ -110,22 +111,12 @@ impl Answer<()> for ReplyEmpty {
 
 impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDirectory {
     fn answer(mut self, fs: &ImageFs, entries: I) {
-        let mut added = false;
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                // As getdents: the entries before the error, which comes on the next call.
-                Err(_) if added => break,
-                Err(e) => return self.fail(fuser_errno(fs.checked::<()>(Err(e)).unwrap_err())),
-            };
+        let listed = fill_listing(entries, |entry| {
             let name = OsStr::from_bytes(entry.name);
             let kind = fuse_type(entry.kind);
-            if self.add(INodeNo(entry.node), entry.next_offset, kind, name) {
-                break;
-            }
-            added = true;
-        }
-        match fs.checked(Ok(())) {
+            self.add(INodeNo(entry.node), entry.next_offset, kind, name)
+        });
+        match fs.checked(listed) {
             Ok(()) => self.ok(),
             Err(e) => self.fail(fuser_errno(e)),
         }
@@ -134,22 +125,12 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
 
 impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for ReplyDirectoryPlus {
     fn answer(mut self, fs: &ImageFs, entries: I) {
-        let mut added = false;
-        for entry in entries {
-            let DirEntryPlus { entry, attr, ttl } = match entry {
-                Ok(entry) => entry,
-                // As getdents: the entries before the error, which comes on the next call.
-                Err(_) if added => break,
-                Err(e) => return self.fail(fuser_errno(fs.checked::<()>(Err(e)).unwrap_err())),
-            };
+        let listed = fill_listing(entries, |DirEntryPlus { entry, attr, ttl }| {
             let (node, name) = (INodeNo(entry.node), OsStr::from_bytes(entry.name));
             let attr = file_attr(&attr);
-            if self.add(node, entry.next_offset, name, &ttl, &attr, Generation(0)) {
-                break;
-            }
-            added = true;
-        }
-        match fs.checked(Ok(())) {
+            self.add(node, entry.next_offset, name, &ttl, &attr, Generation(0))
+        });
+        match fs.checked(listed) {
             Ok(()) => self.ok(),
             Err(e) => self.fail(fuser_errno(e)),
         }

@@ -12,7 +12,7 @@ use super::abi::{
 };
 use crate::erofs::FileType;
 use crate::server::core::{
-    Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Statfs, TTL, XattrReply,
+    Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Statfs, TTL, XattrReply, fill_listing,
 };
 use crate::server::passthrough::Backing;
 
@@ -92,26 +92,17 @@ pub(super) fn xattr(out: &mut [u8], reply: XattrReply<'_>) -> Result<usize, Errn
     }
 }
 
-/// As many directory entries as fit in `out` (a listing resumes at the next one); an error
-/// anywhere fails the whole reply.
+/// As many directory entries as fit in `out` (a listing resumes at the next one), up to an
+/// error (as [`fill_listing`] hands them over).
 pub(super) fn dirents<'a>(
     out: &mut [u8],
     entries: impl Iterator<Item = Result<DirEntry<'a>, Errno>>,
 ) -> Result<usize, Errno> {
     let mut len = 0;
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            // As getdents: the entries before the error, which comes on the next call.
-            Err(_) if len > 0 => break,
-            Err(e) => return Err(e),
-        };
+    fill_listing(entries, |entry| {
         let head = dirent(entry.node, &entry);
-        match put_entry(&mut out[len..], head.as_bytes(), entry.name) {
-            Some(n) => len += n,
-            None => break,
-        }
-    }
+        !append_entry(out, &mut len, head.as_bytes(), entry.name)
+    })?;
     Ok(len)
 }
 
@@ -121,21 +112,13 @@ pub(super) fn direntplus<'a>(
     entries: impl Iterator<Item = Result<DirEntryPlus<'a>, Errno>>,
 ) -> Result<usize, Errno> {
     let mut len = 0;
-    for entry in entries {
-        let DirEntryPlus { entry, attr, ttl } = match entry {
-            Ok(entry) => entry,
-            Err(_) if len > 0 => break,
-            Err(e) => return Err(e),
-        };
+    fill_listing(entries, |DirEntryPlus { entry, attr, ttl }| {
         let head = fuse_direntplus {
             entry_out: entry_out(&attr, ttl),
             dirent: dirent(attr.ino, &entry),
         };
-        match put_entry(&mut out[len..], head.as_bytes(), entry.name) {
-            Some(n) => len += n,
-            None => break,
-        }
-    }
+        !append_entry(out, &mut len, head.as_bytes(), entry.name)
+    })?;
     Ok(len)
 }
 
@@ -205,14 +188,17 @@ fn put(out: &mut [u8], bytes: &[u8]) -> Result<usize, Errno> {
     Ok(bytes.len())
 }
 
-/// A directory entry: its header, its name and zeros up to the next multiple of 8; `None`
-/// if it does not fit.
-fn put_entry(out: &mut [u8], head: &[u8], name: &[u8]) -> Option<usize> {
+/// Writes a directory entry at `*end` in `out` (its header, its name and zeros up to the next
+/// multiple of 8) and moves `*end` past it; `false`, writing nothing, if it does not fit.
+fn append_entry(out: &mut [u8], end: &mut usize, head: &[u8], name: &[u8]) -> bool {
     let len = head.len() + name.len();
     let padded = len.next_multiple_of(8);
-    let dest = out.get_mut(..padded)?;
+    let Some(dest) = out.get_mut(*end..*end + padded) else {
+        return false;
+    };
     dest[..head.len()].copy_from_slice(head);
     dest[head.len()..len].copy_from_slice(name);
     dest[len..].fill(0);
-    Some(padded)
+    *end += padded;
+    true
 }

@@ -115,3 +115,25 @@ fn readdirplus_attributes_match_getattr_and_uncache_what_lookup_refuses() {
         }
     }
 }
+
+#[test]
+fn a_listing_fills_a_reply_up_to_an_error_or_until_full() {
+    let fill = |entries: Vec<Result<u32, Errno>>, room: usize| {
+        let mut added = Vec::new();
+        let listed = replies::fill_listing(entries, |entry| {
+            if added.len() == room {
+                return true;
+            }
+            added.push(entry);
+            false
+        });
+        (listed, added)
+    };
+    let io = Err(Errno::IO);
+    // An error after some entries ends the reply with them; before any, it is the reply.
+    assert_eq!(fill(vec![Ok(1), Ok(2), io, Ok(3)], 9), (Ok(()), vec![1, 2]));
+    assert_eq!(fill(vec![io, Ok(1)], 9), (Err(Errno::IO), vec![]));
+    // A full reply ends the listing, before the error that would have come next.
+    assert_eq!(fill(vec![Ok(1), Ok(2), io], 1), (Ok(()), vec![1]));
+    assert_eq!(fill(vec![], 9), (Ok(()), vec![]));
+}

@@ -9,13 +9,69 @@ use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::check::{CheckError, display_path, join_path};
 use crate::composefs::{Metacopy, Placement};
-use crate::erofs::{Corruption, Error, FileType, Image, Inode};
+use crate::erofs::{Corruption, Error, FileType, Image, Inode, OpenError};
+
+/// Why the objects of some images could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// An image could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// An image's walk met an inconsistency.
+    #[error("{}: {error}", image.display())]
+    Corrupt {
+        /// The image's path.
+        image: PathBuf,
+        /// The inconsistency.
+        #[source]
+        error: CheckError,
+    },
+}
+
+/// Of the objects some images reference, those a basedir lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// How many objects the images reference (each once).
+    pub referenced: usize,
+    /// The referenced objects the basedir lacks, sorted.
+    pub objects: Vec<Vec<u8>>,
+}
+
+/// The objects the image files `images` reference that `store` lacks: what `lazycfs missing`
+/// lists and a mount warns about.
+pub fn missing_from<P: AsRef<Path>>(
+    store: &ObjectStore,
+    images: impl IntoIterator<Item = P>,
+) -> Result<Missing, ListError> {
+    let referenced = referenced_by(images)?;
+    Ok(Missing {
+        referenced: referenced.len(),
+        objects: store.missing(referenced),
+    })
+}
+
+/// Every object the image files `images` reference, together: sorted, each once. Each image
+/// is walked before the next is opened; the first that fails ends the list.
+pub fn referenced_by<P: AsRef<Path>>(
+    images: impl IntoIterator<Item = P>,
+) -> Result<BTreeSet<Vec<u8>>, ListError> {
+    let mut all = BTreeSet::new();
+    for path in images {
+        let path = path.as_ref();
+        let objects = referenced(&Image::open(path)?).map_err(|error| ListError::Corrupt {
+            image: path.to_path_buf(),
+            error,
+        })?;
+        all.extend(objects);
+    }
+    Ok(all)
+}
 
 /// Every object `image` references, sorted, each once. Directories are visited once each (a
 /// cycle in a corrupt image ends the walk with an error rather than looping).
@@ -113,8 +169,11 @@ impl ObjectStore {
     }
 
     /// The objects of `objects` this store lacks, in their order.
-    pub fn missing<'a>(&self, objects: impl IntoIterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
-        objects.into_iter().filter(|o| !self.has(o)).collect()
+    pub fn missing<T: AsRef<[u8]>>(&self, objects: impl IntoIterator<Item = T>) -> Vec<T> {
+        objects
+            .into_iter()
+            .filter(|o| !self.has(o.as_ref()))
+            .collect()
     }
 }
 

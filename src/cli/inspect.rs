@@ -1,9 +1,10 @@
 //! `lazycfs dump`, `check`, `objects` and `missing`.
 
-use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use lazycfs::objects::ListError;
 
 use super::{USAGE_ERROR, open_image};
 
@@ -35,18 +36,14 @@ pub fn check(image: &Path) -> Result<ExitCode, ExitCode> {
     }
 }
 
-/// The objects every image references, together: sorted, each once.
-fn referenced(images: &[PathBuf], corrupt: u8) -> Result<BTreeSet<Vec<u8>>, ExitCode> {
-    let mut all = BTreeSet::new();
-    for path in images {
-        let image = open_image(path, USAGE_ERROR)?;
-        let objects = lazycfs::objects::referenced(&image).map_err(|e| {
-            eprintln!("lazycfs: {}: {e}", path.display());
-            ExitCode::from(corrupt)
-        })?;
-        all.extend(objects);
-    }
-    Ok(all)
+/// Prints why the images' objects could not be listed; exit status `corrupt` if one is
+/// inconsistent, [`USAGE_ERROR`] if one could not be opened.
+fn list_failed(error: ListError, corrupt: u8) -> ExitCode {
+    eprintln!("lazycfs: {error}");
+    ExitCode::from(match error {
+        ListError::Open(_) => USAGE_ERROR,
+        ListError::Corrupt { .. } => corrupt,
+    })
 }
 
 fn print_objects<'a>(objects: impl IntoIterator<Item = &'a [u8]>) -> Result<(), ExitCode> {
@@ -70,7 +67,7 @@ fn print_objects<'a>(objects: impl IntoIterator<Item = &'a [u8]>) -> Result<(), 
 
 /// Prints every object the images reference.
 pub fn objects(images: &[PathBuf]) -> Result<ExitCode, ExitCode> {
-    let objects = referenced(images, 1)?;
+    let objects = lazycfs::objects::referenced_by(images).map_err(|e| list_failed(e, 1))?;
     print_objects(objects.iter().map(Vec::as_slice))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -81,9 +78,10 @@ pub fn missing(images: &[PathBuf], basedir: &Path) -> Result<ExitCode, ExitCode>
         eprintln!("lazycfs: basedir {}: {e}", basedir.display());
         ExitCode::from(USAGE_ERROR)
     })?;
-    let objects = referenced(images, USAGE_ERROR)?;
-    let missing = store.missing(objects.iter().map(Vec::as_slice));
-    print_objects(missing.iter().copied())?;
+    let missing = lazycfs::objects::missing_from(&store, images)
+        .map_err(|e| list_failed(e, USAGE_ERROR))?
+        .objects;
+    print_objects(missing.iter().map(Vec::as_slice))?;
     Ok(if missing.is_empty() {
         ExitCode::SUCCESS
     } else {

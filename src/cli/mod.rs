@@ -43,21 +43,18 @@ pub fn check_basedir(basedir: Option<&Path>, failure: u8) -> Result<(), ExitCode
 pub fn warn_missing_objects(image: &Path, basedir: &Path) -> std::thread::JoinHandle<()> {
     let (image, basedir): (PathBuf, PathBuf) = (image.into(), basedir.into());
     std::thread::spawn(move || {
-        let Ok(opened) = Image::open(&image) else {
+        let Ok(store) = lazycfs::objects::ObjectStore::open(&basedir) else {
             return;
         };
-        let (Ok(objects), Ok(store)) = (
-            lazycfs::objects::referenced(&opened),
-            lazycfs::objects::ObjectStore::open(&basedir),
-        ) else {
+        let Ok(missing) = lazycfs::objects::missing_from(&store, [&image]) else {
             return;
         };
-        let missing = store.missing(objects.iter().map(Vec::as_slice)).len();
-        if missing > 0 {
+        if !missing.objects.is_empty() {
             eprintln!(
-                "lazycfs: warning: {missing} of the {} objects {} references are missing from {} \
+                "lazycfs: warning: {} of the {} objects {} references are missing from {} \
                  (`lazycfs missing` lists them)",
-                objects.len(),
+                missing.objects.len(),
+                missing.referenced,
                 image.display(),
                 basedir.display()
             );

@@ -16,8 +16,9 @@ use rustix::io::Errno;
 
 use crate::report::median;
 
-/// Round trips per sample: enough that one sample takes tens of milliseconds.
-pub const TRIPS: usize = 20_000;
+/// Round trips per sample: a second or so on a FUSE mount, so that the server's CPU time
+/// (counted in 10 ms ticks) over them is known within a few percent.
+pub const TRIPS: usize = 100_000;
 /// The name asked for: absent everywhere, so every filesystem answers ENODATA at once.
 const ABSENT: &str = "user.lazycfs-bench.absent";
 

@@ -416,7 +416,15 @@ fn main() -> anyhow::Result<()> {
         report::summary(&images, &servers, &results, reference),
         switch_pair * 1e6,
         switch_pair * 1e6,
-        report::floor(&images, &servers, &results, reference, switch_pair),
+        Some(report::floor(
+            &images,
+            &servers,
+            &results,
+            reference,
+            switch_pair
+        ))
+        .filter(|table| !table.is_empty())
+        .unwrap_or_else(|| "\n(No FUSE requests were counted.)\n".to_string()),
         report::markdown(&images, &servers, &results, reference)
     );
     let command: Vec<String> = std::env::args()

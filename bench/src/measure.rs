@@ -28,6 +28,12 @@ pub enum Metric {
     /// One null request (`lgetxattr` of an absent name on the mount's root), median of many,
     /// after the walks: a FUSE round trip, or the kernel's system call alone.
     RoundTrip,
+    /// The server's user CPU time during the round trips, per round trip (FUSE only): the part
+    /// of a round trip a faster server could save.
+    ServerUserPerTrip,
+    /// The server's system CPU time during the round trips, per round trip (FUSE only): the
+    /// kernel's work in the server's threads (taking the request, the answer, the switches).
+    ServerSystemPerTrip,
     /// `chroot MNT python3` importing a dozen stdlib modules, caches dropped, fresh mount.
     PythonCold,
     /// The same import again.
@@ -58,12 +64,14 @@ pub enum Unit {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Startup,
         Metric::WalkCold,
         Metric::WalkWarm,
         Metric::XattrWalk,
         Metric::RoundTrip,
+        Metric::ServerUserPerTrip,
+        Metric::ServerSystemPerTrip,
         Metric::PythonCold,
         Metric::PythonWarm,
         Metric::LsCold,
@@ -83,6 +91,8 @@ impl Metric {
             Metric::WalkWarm => "walk warm",
             Metric::XattrWalk => "xattr walk",
             Metric::RoundTrip => "round trip",
+            Metric::ServerUserPerTrip => "server user / trip",
+            Metric::ServerSystemPerTrip => "server system / trip",
             Metric::PythonCold => "python cold",
             Metric::PythonWarm => "python warm",
             Metric::LsCold => "ls -lR cold",
@@ -312,7 +322,14 @@ fn walks(
         results,
     );
     if pass.timed() {
+        let before = mount.user_and_system_time();
         results.record(image, server, Metric::RoundTrip, floor::round_trip(mnt));
+        if let (Some(before), Some(after)) = (before, mount.user_and_system_time()) {
+            let per_trip = |seconds: f64| Ok(seconds / floor::TRIPS as f64);
+            let (user, system) = (after.0 - before.0, after.1 - before.1);
+            results.record(image, server, Metric::ServerUserPerTrip, per_trip(user));
+            results.record(image, server, Metric::ServerSystemPerTrip, per_trip(system));
+        }
     }
     if config.xattr_walk {
         let mut getfattr = Command::new("getfattr");

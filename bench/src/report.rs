@@ -96,7 +96,13 @@ pub fn summary(images: &[Image], servers: &[Server], results: &Results, referenc
     for image in images {
         let metrics: Vec<Metric> = measured(image, servers, results)
             .into_iter()
-            .filter(|m| !matches!(m.unit(), Unit::Bytes) && *m != Metric::ServerCpu)
+            .filter(|m| {
+                !matches!(m.unit(), Unit::Bytes)
+                    && !matches!(
+                        m,
+                        Metric::ServerCpu | Metric::ServerUserPerTrip | Metric::ServerSystemPerTrip
+                    )
+            })
             .collect();
         let _ = writeln!(out, "\n### {} ({} entries)\n", image.name, image.entries);
         let names: Vec<&str> = servers.iter().map(|s| s.name).collect();

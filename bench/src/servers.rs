@@ -174,14 +174,19 @@ impl Mount {
 
     /// User plus system CPU seconds the server has used so far.
     pub fn cpu_time(&self) -> Option<f64> {
+        self.user_and_system_time()
+            .map(|(user, system)| user + system)
+    }
+
+    /// The user and the system CPU seconds the server has used so far (10 ms resolution).
+    pub fn user_and_system_time(&self) -> Option<(f64, f64)> {
         let pid = self.child.as_ref()?.id();
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The fields after the command name (which may hold spaces) start at `state`.
         let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
         // USER_HZ is 100 on Linux.
-        Some(ticks as f64 / 100.0)
+        Some((ticks(11)? as f64 / 100.0, ticks(12)? as f64 / 100.0))
     }
 
     /// Polls `stat(probe)` until it succeeds. A stat the server never answers is ended by a

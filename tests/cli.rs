@@ -411,6 +411,60 @@ fn objects_and_missing_list_the_referenced_objects_sorted_once() {
     }
 }
 
+/// An image whose root lists `broken`, a file inode with a data layout no EROFS writer knows.
+fn corrupt_image(dir: &std::path::Path) -> std::path::PathBuf {
+    use common::handmade::{Compact, FT_DIR, FT_REG, Img, S_IFREG};
+    let mut img = Img::new(2);
+    img.dir(
+        0,
+        0,
+        &[],
+        &[
+            (b".", 0, FT_DIR),
+            (b"..", 0, FT_DIR),
+            (b"broken", 4, FT_REG),
+        ],
+    );
+    let reserved_layout = 7 << 1;
+    img.compact(
+        4,
+        Compact {
+            format: reserved_layout,
+            mode: S_IFREG | 0o644,
+            nb: 1,
+            ..Compact::default()
+        },
+        &[],
+    );
+    let image = dir.join("corrupt.cfs");
+    img.write(&image);
+    image
+}
+
+#[test]
+fn objects_and_missing_name_the_corrupt_inode_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = corrupt_image(dir.path());
+    let image = image.to_str().unwrap();
+    let basedir = dir.path().to_str().unwrap();
+    // `objects` lists what it can read: corruption is its failure (1); for `missing`, 1 means
+    // "objects are missing", so an image it cannot read is an error (2).
+    for (args, status) in [
+        (vec!["objects", image], 1),
+        (vec!["missing", image, "--basedir", basedir], 2),
+    ] {
+        let out = lazycfs(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("lazycfs: {image}: /broken (nid 4): corrupt inode 4: reserved data layout 7\n"),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
 #[test]
 fn mounting_with_objects_missing_warns_with_the_count() {
     if !common::kernel::require_root("mounting_with_objects_missing_warns_with_the_count") {

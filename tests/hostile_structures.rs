@@ -890,18 +890,7 @@ fn ten_thousand_xattrs_with_maximum_values() {
         img.put(shared_block * BS + k * entry_len, &entry);
     }
     img.dir(0, 0, &[], &[(b".", 0, D), (b"..", 0, D), (b"x", 8, F)]);
-    img.compact(
-        8,
-        Compact {
-            format: LAYOUT_FLAT_PLAIN,
-            icount: icount(&area),
-            mode: S_IFREG | 0o644,
-            nb: 1,
-            u: u32::MAX,
-            ..Compact::default()
-        },
-        &area,
-    );
+    img.empty_file(8, &area);
     let probes = ["user.00000", "user.09999", "user.big", "user.s254"];
     let Some((direct, overlay, kernel)) = serve_everywhere(
         "ten_thousand_xattrs_with_maximum_values",
@@ -961,18 +950,7 @@ fn long_prefix_tables_at_their_limits() {
         ],
     );
     for (nid, area) in [(8, &each), (48, &short), (64, &flood)] {
-        img.compact(
-            nid,
-            Compact {
-                format: LAYOUT_FLAT_PLAIN,
-                icount: icount(area),
-                mode: S_IFREG | 0o644,
-                nb: 1,
-                u: u32::MAX,
-                ..Compact::default()
-            },
-            area,
-        );
+        img.empty_file(nid, area);
     }
     let probes = ["user.short.x", "user.plain"];
     let Some((direct, overlay, kernel)) =
@@ -1335,18 +1313,7 @@ fn check_refuses_an_inode_inside_another_inodes_xattrs() {
         &[],
         &[(b".", 0, D), (b"..", 0, D), (b"a", 8, F), (b"b", 12, F)],
     );
-    img.compact(
-        8,
-        Compact {
-            format: LAYOUT_FLAT_PLAIN,
-            icount: icount(&area),
-            mode: S_IFREG | 0o644,
-            nb: 1,
-            u: u32::MAX,
-            ..Compact::default()
-        },
-        &area,
-    );
+    img.empty_file(8, &area);
     // Inode 12 lies in the value of inode 8's xattr.
     img.file(12, 0, &[], b"inside a value");
     let e = lazycfs::check::check(&img.open()).unwrap_err();
@@ -1376,18 +1343,7 @@ fn many_names_for_an_inode_with_the_largest_xattr_area() {
     dir.extend(names.iter().map(|n| (n.as_slice(), 16, F)));
     // The xattr area spans blocks 1 to 65; the directory's dirents come after it.
     img.dir_blocks(8, 80, &dir);
-    img.compact(
-        16,
-        Compact {
-            format: LAYOUT_FLAT_PLAIN,
-            icount: icount(&area),
-            mode: S_IFREG | 0o644,
-            nb: 1,
-            u: u32::MAX,
-            ..Compact::default()
-        },
-        &area,
-    );
+    img.empty_file(16, &area);
     let Some((direct, overlay, _)) = serve_everywhere(
         "many_names_for_an_inode_with_the_largest_xattr_area",
         &img,

@@ -92,6 +92,18 @@ pub enum SizeRef {
     Max,
 }
 
+impl SizeRef {
+    /// The buffer size asked for, given the `full` size the core reported.
+    fn asked(self, full: u32) -> u32 {
+        match self {
+            SizeRef::Zero => 0,
+            SizeRef::Small(n) => u32::from(n),
+            SizeRef::ExactMinus(n) => full.saturating_sub(u32::from(n)),
+            SizeRef::Max => u32::MAX,
+        }
+    }
+}
+
 /// One request.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Op {
@@ -311,7 +323,7 @@ impl Session {
                 self.list_all(dir, reached);
             }
             Op::Getxattr { node, name, size } => {
-                let (node, reached) = self.node(*node);
+                let (node, _) = self.node(*node);
                 let name = match name {
                     NameRef::Listed(i) => match pick(&self.xattr_names, *i) {
                         Some((owner, name)) if *owner == node => name.clone(),
@@ -320,7 +332,7 @@ impl Session {
                     },
                     NameRef::Raw(bytes) => bytes.0.clone(),
                 };
-                self.getxattr(node, &name, *size, reached);
+                self.getxattr(node, &name, *size);
             }
             Op::Listxattr { node, size } => {
                 let (node, reached) = self.node(*node);
@@ -517,21 +529,15 @@ impl Session {
             .is_ok_and(|placement| !placement.is_external())
     }
 
-    fn getxattr(&mut self, node: u64, name: &[u8], size: SizeRef, reached: bool) {
+    fn getxattr(&mut self, node: u64, name: &[u8], size: SizeRef) {
         let full = match self.core.getxattr(node, name, 0) {
             Ok(XattrReply::Size(n)) => n,
             Ok(XattrReply::Data(_)) => panic!("getxattr of size 0 returned data"),
             Err(_) => return,
         };
-        let asked = match size {
-            SizeRef::Zero => 0,
-            SizeRef::Small(n) => u32::from(n),
-            SizeRef::ExactMinus(n) => full.saturating_sub(u32::from(n)),
-            SizeRef::Max => u32::MAX,
-        };
+        let asked = size.asked(full);
         let answer = self.core.getxattr(node, name, asked);
         check_sized(&answer, asked, full, "getxattr");
-        let _ = reached;
     }
 
     /// Lists `node`'s xattrs; every name listed reads back with getxattr.
@@ -541,12 +547,7 @@ impl Session {
             Ok(XattrReply::Data(_)) => panic!("listxattr of size 0 returned data"),
             Err(_) => return,
         };
-        let asked = match size {
-            SizeRef::Zero => 0,
-            SizeRef::Small(n) => u32::from(n),
-            SizeRef::ExactMinus(n) => full.saturating_sub(u32::from(n)),
-            SizeRef::Max => u32::MAX,
-        };
+        let asked = size.asked(full);
         let mut buf = std::mem::take(&mut self.buf);
         let answer = self.core.listxattr(node, asked, &mut buf);
         check_sized(&answer, asked, full, "listxattr");

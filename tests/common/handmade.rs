@@ -200,6 +200,23 @@ impl Img {
         );
     }
 
+    /// An empty regular file (no data block, as writers leave one) whose xattr area is `xattrs`:
+    /// FLAT_PLAIN, so the area may fill the rest of the metadata.
+    pub fn empty_file(&mut self, nid: u64, xattrs: &[u8]) {
+        self.compact(
+            nid,
+            Compact {
+                format: LAYOUT_FLAT_PLAIN,
+                icount: icount(xattrs),
+                mode: S_IFREG | 0o644,
+                nb: 1,
+                u: u32::MAX,
+                ..Compact::default()
+            },
+            xattrs,
+        );
+    }
+
     /// A symlink with its target inline.
     pub fn symlink(&mut self, nid: u64, target: &[u8]) {
         assert_inline_fits(nid, target.len());

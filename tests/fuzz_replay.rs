@@ -42,6 +42,16 @@ fn stored_inputs(dir: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     inputs
 }
 
+/// The node id of an absolute path, by lookups from the root (not by `check`).
+fn nid_of(image: &lazycfs::erofs::Image, path: &str) -> u64 {
+    let mut nid = image.root_nid();
+    for name in path.split('/').filter(|n| !n.is_empty()) {
+        let dir = image.inode(nid).unwrap().dir().unwrap();
+        nid = dir.lookup(name.as_bytes()).unwrap().expect(path).nid;
+    }
+    nid
+}
+
 /// Seed images (needs mkfs.erofs; a skip fails under CI).
 fn seed_images(test: &str) -> Vec<seeds::Seed> {
     let mut all = seeds::composefs_seeds();
@@ -180,25 +190,34 @@ fn requests_replay() {
     assert!(ops > 100, "only {ops} operations ran");
     // Found by the fuzzer: names listxattr lists but getxattr cannot find (as in the kernel):
     // `user.roo` for a stored `user.roo\0`, and a name the bloom filter says is absent.
-    // `check` refuses both.
-    for (name, what) in [
-        ("hand-xattr-nul", Corruption::BadXattrName),
-        ("hand-xattr-filter-v0", Corruption::XattrFilterMismatch),
-        ("hand-xattr-filter-v2", Corruption::XattrFilterMismatch),
-        // And a `..` typed as a block device: readdir and readdirplus disagreed on its type.
-        ("hand-dotdot-type", Corruption::BadDotEntry),
+    // `check` refuses both, naming the inode whose xattr was patched (`fuzz/seeds.rs`): the
+    // root's `user.root`; the first name containing `overlay.overlay.whiteout`, which is
+    // `/esc-wh`'s escaped whiteout in V2 and, in V0, the shared
+    // `trusted.overlay.overlay.whiteouts` that marks the directories holding whiteout stubs,
+    // the root first.
+    for (name, path, what) in [
+        ("hand-xattr-nul", "/", Corruption::BadXattrName),
+        ("hand-xattr-filter-v0", "/", Corruption::XattrFilterMismatch),
+        (
+            "hand-xattr-filter-v2",
+            "/esc-wh",
+            Corruption::XattrFilterMismatch,
+        ),
+        // And a `..` typed as a block device in `/a`: readdir and readdirplus disagreed on its
+        // type. The error names the directory holding the entry.
+        ("hand-dotdot-type", "/a/..", Corruption::BadDotEntry),
     ] {
         let seed = seeds.iter().find(|s| s.name == name).expect("seed built");
         let image = lazycfs::erofs::Image::from_bytes(seed.image.clone()).unwrap();
         let error = lazycfs::check::check(&image).unwrap_err();
+        assert_eq!(error.path, path, "{name}");
+        let nid = nid_of(&image, path.trim_end_matches("/.."));
         assert_eq!(
             error.error,
-            lazycfs::erofs::Error::Corrupt {
-                nid: error.nid,
-                what
-            },
+            lazycfs::erofs::Error::Corrupt { nid, what },
             "{name}"
         );
+        assert_eq!(error.nid, nid, "{name}");
     }
     let stored = replay_stored("requests", |bytes| {
         requests::run(bytes, None);

@@ -105,11 +105,29 @@ fn lookup_answers_the_entry_and_echoes_the_request_ids() {
     assert_eq!((reply.out.error, reply.out.unique), (0, COMMIT_ID));
     assert_eq!(reply.commit_id, COMMIT_ID);
     let entry = fuse_entry_out::read_from_bytes(&reply.payload).unwrap();
-    let attr = server.core().lookup(ROOT_ID, b"d").unwrap().attr.unwrap();
-    assert_eq!(entry.attr, encode::fuse_attr_of(&attr));
-    assert_eq!((entry.nodeid, entry.attr.mode), (attr.ino, 0o040750));
-    assert_eq!((entry.attr.uid, entry.attr.gid), (1000, 1001));
+    // The dumpfile's `/d`: 40750, 2 links, 1000:1001, mtime 1700000001.0 (EROFS keeps one
+    // time: ctime and atime are the mtime).
+    let a = entry.attr;
+    assert_eq!(a.ino, entry.nodeid);
+    assert_ne!(entry.nodeid, ROOT_ID);
+    assert_eq!(
+        (a.mode, a.nlink, a.uid, a.gid, a.rdev),
+        (0o040750, 2, 1000, 1001, 0)
+    );
+    assert_eq!((a.mtime, a.mtimensec), (1_700_000_001, 0));
+    assert_eq!(
+        (a.ctime, a.ctimensec, a.atime, a.atimensec),
+        (a.mtime, 0, a.mtime, 0)
+    );
     assert_eq!(entry.entry_valid, crate::server::core::TTL.as_secs());
+    assert_eq!(entry.attr_valid, crate::server::core::TTL.as_secs());
+    // And `/d/inline`: 11 bytes (one 4 KiB block: 8 sectors), 1 link, 7:8, mtime with
+    // nanoseconds.
+    let a = lookup(&server, entry.nodeid, b"inline").attr;
+    assert_eq!((a.mode, a.nlink, a.uid, a.gid), (0o100644, 1, 7, 8));
+    assert_eq!((a.size, a.blocks, a.blksize), (11, 8, 4096));
+    assert_eq!((a.mtime, a.mtimensec), (1_700_000_002, 7));
+    assert_eq!((a.ctime, a.ctimensec), (1_700_000_002, 7));
 }
 
 #[test]

@@ -145,6 +145,7 @@ fn every_kind_of_file_reads_back_through_dump_composefs_and_the_kernel() {
         let options = CompareOptions {
             ino: false,
             content: true,
+            both_unreadable: false,
         };
         if let Err(diff) = tree::compare_with(&expected, &mounted, options) {
             panic!("{format}: source vs kernel composefs mount: {diff}");

@@ -38,6 +38,7 @@ fn assert_same_as_composefs_mount(what: &str, image_path: &Path, basedir: &Path)
         let opts = CompareOptions {
             ino: false,
             content: true,
+            both_unreadable: false,
         };
         if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
             panic!("{what} over {transport:?}: kernel composefs vs lazycfs: {diff}");
@@ -52,7 +53,8 @@ fn check_dump(what: &str, dump: &str, versions: &[u32]) {
         std::fs::write(&path, cfs::write_image(dump, version)).unwrap();
         let basedir = dir.path().join(format!("objects-v{version}"));
         std::fs::create_dir(&basedir).unwrap();
-        objects::populate(&Image::open(&path).unwrap(), &basedir);
+        let objects = objects::populate(&Image::open(&path).unwrap(), &basedir);
+        eprintln!("{what} V{version}: {objects} objects");
         assert_same_as_composefs_mount(&format!("{what} V{version}"), &path, &basedir);
     }
 }
@@ -91,7 +93,8 @@ fn concurrent_walkers_see_the_same_tree() {
     std::fs::write(&path, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
     let basedir = dir.path().join("objects");
     std::fs::create_dir(&basedir).unwrap();
-    objects::populate(&Image::open(&path).unwrap(), &basedir);
+    let objects = objects::populate(&Image::open(&path).unwrap(), &basedir);
+    assert!(objects > 0, "kinds.dump names objects");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     for transport in common::transport::all("concurrent_walkers_see_the_same_tree") {
@@ -119,7 +122,8 @@ fn user_fixture() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let image = dir.path().join("kinds.erofs");
     std::fs::write(&image, cfs::write_image(include_str!("data/kinds.dump"), 1)).unwrap();
     let basedir = dir.path().join("objects");
-    objects::populate(&Image::open(&image).unwrap(), &basedir);
+    let objects = objects::populate(&Image::open(&image).unwrap(), &basedir);
+    assert!(objects > 0, "kinds.dump names objects");
     rootless::make_readable(dir.path());
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();

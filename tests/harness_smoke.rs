@@ -173,6 +173,7 @@ fn rich_image_roundtrips_through_kernel_for_every_variant() {
         let opts = CompareOptions {
             ino: false,
             content: true,
+            both_unreadable: false,
         };
         if let Err(e) = tree::compare_with(&src, &img_walk, opts) {
             panic!("variant {name} ({args:?}): source vs kernel EROFS: {e}");
@@ -218,6 +219,7 @@ fn compare_reports_first_difference() {
     let opts = CompareOptions {
         ino: false,
         content: false,
+        both_unreadable: false,
     };
     let err = tree::compare_with(&a, &b, opts).unwrap_err();
     assert!(err.contains("/b: present in a but missing in b"), "{err}");

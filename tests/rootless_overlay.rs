@@ -59,6 +59,7 @@ fn assert_rootless_matches_rootful(what: &str, image: &Path, basedir: &Path) {
         let opts = CompareOptions {
             ino: false,
             content: true,
+            both_unreadable: false,
         };
         if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
             panic!("{what}: rootful kernel composefs vs rootless lazycfs overlay: {diff}");
@@ -88,7 +89,8 @@ fn composefs_image(dir: &Path, name: &str, dump: &str, version: u32) -> (PathBuf
     std::fs::write(&path, cfs::write_image(dump, version)).unwrap();
     let basedir = dir.join(format!("{name}-v{version}-objects"));
     std::fs::create_dir(&basedir).unwrap();
-    objects::populate(&Image::open(&path).unwrap(), &basedir);
+    let objects = objects::populate(&Image::open(&path).unwrap(), &basedir);
+    eprintln!("{name} V{version}: {objects} objects");
     (path, basedir)
 }
 

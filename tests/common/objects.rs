@@ -1,13 +1,20 @@
 //! Basedirs (objects directories) for composefs images: one object per redirect, with
 //! deterministic content (sparse beyond 1 MiB so huge files cost nothing).
 
+use std::collections::BTreeSet;
 use std::path::Path;
+
+use composefs::erofs::reader::collect_objects;
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 
 use lazycfs::erofs::{FileType, Image};
 
-/// Creates every object the image's redirects name under `basedir`; returns how many.
+/// Creates every object the image's redirects name under `basedir` (those already there are
+/// kept); returns how many the image names. Panics unless they are the objects the composefs
+/// crate's reader collects from the image: a basedir that misses objects (an empty one
+/// included) would let a mount that answers EIO "agree" with one that does too.
 pub fn populate(image: &Image, basedir: &Path) -> usize {
-    let mut count = 0;
+    let mut named = BTreeSet::new();
     let mut stack = vec![image.root_nid()];
     let mut seen = std::collections::HashSet::new();
     while let Some(nid) = stack.pop() {
@@ -33,6 +40,7 @@ pub fn populate(image: &Image, basedir: &Path) -> usize {
                     .unwrap()
                     .trim_start_matches('/');
                 let path = basedir.join(rel);
+                named.insert(rel.to_owned());
                 if path.exists() {
                     continue;
                 }
@@ -46,10 +54,18 @@ pub fn populate(image: &Image, basedir: &Path) -> usize {
                     .unwrap()
                     .set_len(size)
                     .unwrap();
-                count += 1;
             }
             _ => {}
         }
     }
-    count
+    let reference: BTreeSet<String> = collect_objects::<Sha256HashValue>(image.bytes())
+        .expect("the composefs reader collects the image's objects")
+        .iter()
+        .map(|id| id.to_object_pathname())
+        .collect();
+    assert_eq!(
+        named, reference,
+        "objects named by redirects vs composefs' reader"
+    );
+    named.len()
 }

@@ -343,6 +343,9 @@ pub struct CompareOptions {
     pub ino: bool,
     /// Compare whole regular-file contents.
     pub content: bool,
+    /// Regular files that both sides refuse to read (EIO) agree. Otherwise that is a
+    /// difference: two mounts missing the same objects would agree on every file.
+    pub both_unreadable: bool,
 }
 
 impl Default for CompareOptions {
@@ -350,6 +353,7 @@ impl Default for CompareOptions {
         CompareOptions {
             ino: true,
             content: true,
+            both_unreadable: false,
         }
     }
 }
@@ -479,7 +483,8 @@ fn compare_entry(a: &Entry, b: &Entry, opts: CompareOptions) -> Result<(), Strin
     compare_xattrs(p, &a.xattrs, &b.xattrs)?;
     compare_children(p, &a.children, &b.children)?;
     if opts.content {
-        compare_content(p, &a.content, &b.content)?;
+        let unreadable_allowed = opts.both_unreadable || a.mode & S_IFMT != S_IFREG;
+        compare_content(p, &a.content, &b.content, unreadable_allowed)?;
     }
     if opts.ino {
         field(p, "ino", a.ino, b.ino)?;
@@ -560,9 +565,15 @@ fn compare_children(
     Ok(())
 }
 
-fn compare_content(p: &[u8], a: &Option<Vec<u8>>, b: &Option<Vec<u8>>) -> Result<(), String> {
+fn compare_content(
+    p: &[u8],
+    a: &Option<Vec<u8>>,
+    b: &Option<Vec<u8>>,
+    unreadable_allowed: bool,
+) -> Result<(), String> {
     match (a, b) {
-        (None, None) => Ok(()),
+        (None, None) if unreadable_allowed => Ok(()),
+        (None, None) => Err(format!("{}: unreadable (EIO) on both sides", esc(p))),
         (Some(x), Some(y)) if x == y => Ok(()),
         (Some(x), Some(y)) => Err(format!(
             "{}: field content differs: {}",

@@ -211,13 +211,19 @@ pub fn read_entry(abs: &Path, rel: Vec<u8>) -> io::Result<Entry> {
         None
     };
     let content = if ft == S_IFREG {
-        // A file whose data the filesystem refuses (EIO) is recorded as `None`, so two mounts
-        // agree when both refuse it.
+        // A file whose data the filesystem refuses (EIO, or ENOENT from an overlay whose
+        // object is missing) is recorded as `None`: the comparison decides whether both
+        // sides refusing it is expected. (Returned as an error, it would pass for an entry
+        // lstat refuses, which the walk records by path alone.)
         let mut buf = Vec::new();
-        let is_eio = |e: &io::Error| e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error());
+        let refused = |e: &io::Error| {
+            [rustix::io::Errno::IO, rustix::io::Errno::NOENT]
+                .iter()
+                .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
+        };
         match std::fs::File::open(abs).and_then(|f| f.take(CONTENT_LIMIT).read_to_end(&mut buf)) {
             Ok(_) => Some(buf),
-            Err(e) if is_eio(&e) => None,
+            Err(e) if refused(&e) => None,
             Err(e) => return Err(e),
         }
     } else {
@@ -343,7 +349,7 @@ pub struct CompareOptions {
     pub ino: bool,
     /// Compare whole regular-file contents.
     pub content: bool,
-    /// Regular files that both sides refuse to read (EIO) agree. Otherwise that is a
+    /// Regular files that both sides refuse to read (EIO, ENOENT) agree. Otherwise that is a
     /// difference: two mounts missing the same objects would agree on every file.
     pub both_unreadable: bool,
 }
@@ -573,7 +579,7 @@ fn compare_content(
 ) -> Result<(), String> {
     match (a, b) {
         (None, None) if unreadable_allowed => Ok(()),
-        (None, None) => Err(format!("{}: unreadable (EIO) on both sides", esc(p))),
+        (None, None) => Err(format!("{}: unreadable on both sides", esc(p))),
         (Some(x), Some(y)) if x == y => Ok(()),
         (Some(x), Some(y)) => Err(format!(
             "{}: field content differs: {}",

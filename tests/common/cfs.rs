@@ -72,6 +72,43 @@ pub const CORPUS: [&str; 13] = [
     "special.dump",
 ];
 
+/// The corpus dumpfiles the composefs crate's writer refuses whole: `no-newline.dump`'s root
+/// entry carries a device number (rdev 10). Every other file of [`CORPUS`] is written, less
+/// the entries listed in [`CorpusDump::dropped`].
+pub const CORPUS_REFUSED: [&str; 1] = ["no-newline.dump"];
+
+/// How many corpus files each fidelity test must compare.
+pub const CORPUS_WRITABLE: usize = CORPUS.len() - CORPUS_REFUSED.len();
+
+/// Every corpus dumpfile the writer accepts, in [`CORPUS`] order, with the dropped entries
+/// reported on stderr; `None` (a skip, a failure under CI) without a corpus. Panics if the
+/// files the writer refuses are not exactly [`CORPUS_REFUSED`]: no test passes by skipping
+/// more of the corpus than that.
+pub fn writable_corpus(test: &str) -> Option<Vec<(&'static str, CorpusDump)>> {
+    let dir = super::kernel::corpus_dir(test)?;
+    let mut writable = Vec::new();
+    let mut refused = Vec::new();
+    for name in CORPUS {
+        match corpus_dump(&dir, name) {
+            Ok(dump) => {
+                for line in &dump.dropped {
+                    eprintln!("{name}: dropped an entry the writer refuses: {line}");
+                }
+                writable.push((name, dump));
+            }
+            Err(why) => {
+                eprintln!("{name}: not writable by the composefs crate: {why}");
+                refused.push(name);
+            }
+        }
+    }
+    assert_eq!(
+        refused, CORPUS_REFUSED,
+        "corpus files the writer refuses whole"
+    );
+    Some(writable)
+}
+
 /// A corpus dumpfile prepared for the Rust writer.
 pub struct CorpusDump {
     /// The dumpfile text the writer accepts.

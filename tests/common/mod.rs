@@ -25,3 +25,19 @@ pub fn skip(test: &str, reason: &str) {
     }
     eprintln!("SKIP {test}: {reason}");
 }
+
+/// Reports a test (or the part of it that needs `feature`) as skipped because the running
+/// kernel lacks that feature. Under `CI` this is allowed only when the CI script declares the
+/// feature missing in `LAZYCFS_KERNEL_LACKS` (space-separated names), so the log says so and
+/// a CI machine that should have it fails instead.
+pub fn skip_kernel_lacks(test: &str, feature: &str, reason: &str) {
+    let declared = std::env::var("LAZYCFS_KERNEL_LACKS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|f| f == feature);
+    if declared {
+        eprintln!("SKIP {test}: the kernel lacks {feature} (LAZYCFS_KERNEL_LACKS): {reason}");
+    } else {
+        skip(test, &format!("the kernel lacks {feature}: {reason}"));
+    }
+}

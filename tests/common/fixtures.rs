@@ -321,22 +321,9 @@ pub fn rich_tree(dir: &Path) {
     let long = vec![b'N'; MKFS_MAX_NAME_LEN];
     let mut long_dir = vec![b'D'; MKFS_MAX_NAME_LEN - 1];
     long_dir.push(b'd');
-    let odd: &[&[u8]] = &[
-        b"with space",
-        b"trailing space ",
-        b"a=b",
-        b"new\nline",
-        b"tab\tname",
-        b"back\\slash",
-        b"\xffbyte",
-        "ünïcödé".as_bytes(),
-        b"-dash",
-        b".hidden",
-        &long,
-    ];
-    for name in odd {
-        let f = dir.join("names").join(OsStr::from_bytes(name));
-        write(&f, name);
+    for name in odd_names() {
+        let f = dir.join("names").join(OsStr::from_bytes(&name));
+        write(&f, &name);
     }
     let ld = dir.join("names").join(OsStr::from_bytes(&long_dir));
     mkdir(&ld);
@@ -616,6 +603,26 @@ pub fn mkfs_compressed_variants() -> Vec<(&'static str, Vec<&'static str>)> {
         ("lz4hc-ztailpacking", vec!["-zlz4hc", "-Eztailpacking"]),
         ("lz4-legacy", vec!["-zlz4", "-Elegacy-compress"]),
     ]
+}
+
+/// The files of the rich tree's `names/` (beside them, one directory with a long name).
+pub fn odd_names() -> Vec<Vec<u8>> {
+    let long = vec![b'N'; MKFS_MAX_NAME_LEN];
+    [
+        &b"with space"[..],
+        b"trailing space ",
+        b"a=b",
+        b"new\nline",
+        b"tab\tname",
+        b"back\\slash",
+        b"\xffbyte",
+        "ünïcödé".as_bytes(),
+        b"-dash",
+        b".hidden",
+        &long,
+    ]
+    .map(<[u8]>::to_vec)
+    .to_vec()
 }
 
 /// Builds [`rich_tree`] in `<tempdir>/src` and the image

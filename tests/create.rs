@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::guard::Guard;
 use common::tree::{self, CompareOptions, Entry};
 use common::{cfs, fixtures, kernel, rootless};
 use composefs::fsverity::{Sha256HashValue, compute_verity};
@@ -338,8 +339,11 @@ fn source_not_a_directory_is_exit_3() {
     assert_fails(&out, 3, "not a directory", &image, None);
 }
 
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
+/// A tmpfs mounted for one test, detached on drop (fields drop in order).
+struct Tmpfs {
+    _unmount: Guard,
+    dir: tempfile::TempDir,
+}
 
 impl Tmpfs {
     fn mount(options: &str) -> Tmpfs {
@@ -350,17 +354,14 @@ impl Tmpfs {
             .status()
             .unwrap();
         assert!(status.success(), "mount tmpfs -o {options}");
-        Tmpfs(dir)
+        Tmpfs {
+            _unmount: Guard::mount(dir.path()),
+            dir,
+        }
     }
 
     fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(self.0.path(), rustix::mount::UnmountFlags::DETACH);
+        self.dir.path()
     }
 }
 
@@ -454,20 +455,19 @@ fn sigint_stops_without_an_image_or_a_partial_object() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = Guard::process(child);
+    // Signalled once it is storing objects (the deadline bounds a stuck test), it stops
+    // with the interrupted status rather than finishing: no wall-clock figure is needed.
     let started = std::time::Instant::now();
     while assert_objects_complete(&objects) < 10 {
-        assert!(started.elapsed().as_secs() < 60, "no objects stored");
+        assert!(started.elapsed().as_secs() < 120, "no objects stored");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let child = child.take();
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_fails(&out, 130, "interrupted", &image, Some(&objects));
-    assert!(
-        started.elapsed().as_secs() < 30,
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 /// The README's quick start, as an unprivileged user.

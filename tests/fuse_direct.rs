@@ -6,6 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use common::guard::Guard;
 use common::tree::{self, CompareOptions};
 use common::{cfs, kernel, objects, rootless};
 use lazycfs::erofs::Image;
@@ -227,6 +228,9 @@ fn a_new_mount_on_the_same_path_survives_the_last_server() {
         ("root", &root as &dyn Fn(&Path) -> std::process::Command),
         ("user", &rootless::as_user),
     ] {
+        // The servers of the previous round's mount, perhaps still exiting.
+        let mut exiting = Vec::new();
+        let _unmount = Guard::mount(&mnt);
         for round in 0..5 {
             let mount = launch(bin)
                 .args(["mount", "--mode", "direct"])
@@ -241,9 +245,15 @@ fn a_new_mount_on_the_same_path_survives_the_last_server() {
                 "{who} round {round}: mount: {}",
                 String::from_utf8_lossy(&mount.stderr)
             );
-            if round > 0 {
-                // Give the previous server time to finish exiting.
-                std::thread::sleep(std::time::Duration::from_millis(300));
+            // The previous server finishes exiting after the new mount is made.
+            let gone = |pid: &u32| !Path::new(&format!("/proc/{pid}")).exists();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !exiting.iter().all(gone) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{who} round {round}: the previous server does not exit"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
             let listed = launch(Path::new("cat"))
                 .arg(mnt.join("dash"))
@@ -255,6 +265,8 @@ fn a_new_mount_on_the_same_path_survives_the_last_server() {
                 "{who} round {round}: the new mount is gone: {}",
                 String::from_utf8_lossy(&listed.stderr)
             );
+            exiting = servers_of(&mnt);
+            assert!(!exiting.is_empty(), "{who} round {round}: no server");
             let umount = launch(bin).arg("umount").arg(&mnt).output().unwrap();
             assert!(
                 umount.status.success(),
@@ -263,4 +275,21 @@ fn a_new_mount_on_the_same_path_survives_the_last_server() {
             );
         }
     }
+}
+
+/// The lazycfs processes whose command line names `mnt`.
+fn servers_of(mnt: &Path) -> Vec<u32> {
+    let mnt = mnt.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let mut args = cmdline.split(|&b| b == 0);
+            args.next().is_some_and(|argv0| argv0.ends_with(b"lazycfs"))
+                && args.any(|arg| arg == mnt)
+        })
+        .collect()
 }

@@ -9,12 +9,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::guard::{Guard, Session};
 use common::{fixtures, kernel};
 use lazycfs::erofs::Image;
 use lazycfs::mount::ServeOptions;
 
 /// A loop-mounted ext4 filesystem with the verity feature, unmounted on drop.
 struct VerityFs {
+    /// Detaches the loop mount and whatever a failed test left mounted inside it.
+    _unmount: Guard,
     _dir: tempfile::TempDir,
     mnt: PathBuf,
 }
@@ -40,13 +43,11 @@ impl VerityFs {
             .arg(&mnt)
             .status()
             .ok()?;
-        (mkfs.success() && mount.success()).then_some(VerityFs { _dir: dir, mnt })
-    }
-}
-
-impl Drop for VerityFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
+        (mkfs.success() && mount.success()).then_some(VerityFs {
+            _unmount: Guard::mount(&mnt),
+            _dir: dir,
+            mnt,
+        })
     }
 }
 
@@ -199,6 +200,8 @@ fn verity_require_refuses_tampered_objects() {
 
     let mnt = fs.mnt.join("lazy");
     std::fs::create_dir(&mnt).unwrap();
+
+    let _unmount = Guard::mount(&mnt);
     let serve = |verity: bool| {
         let options = ServeOptions::new()
             .basedir(&objects)
@@ -236,6 +239,7 @@ fn fails_closed_without_kernel_verity(dir: &Path) {
     fixtures::mkfs_erofs(&src, &image, &[]).unwrap();
     let mnt = dir.join("lazy");
     std::fs::create_dir(&mnt).unwrap();
+    let _unmount = Guard::mount(&mnt);
     for require in [true, false] {
         let options = ServeOptions::new()
             .basedir(&objects)
@@ -293,16 +297,15 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
     ]);
     let mut config = fuser::Config::default();
     config.mount_options.push(fuser::MountOption::RO);
-    let _store = UnmountedOnDrop {
-        _session: fuser::spawn_mount(fs, &store, &config).unwrap(),
-        mountpoint: store.clone(),
-    };
+    let _store = Session::new(fuser::spawn_mount(fs, &store, &config).unwrap(), &store);
     // The store is the basedir, and holds the image too.
     let (objects, image) = (store.clone(), store.join("image.erofs"));
     assert_eq!(std::fs::read(store.join("ab/good")).unwrap(), good);
 
     let mnt = dir.path().join("lazy");
     std::fs::create_dir(&mnt).unwrap();
+
+    let _unmount = Guard::mount(&mnt);
     let options = ServeOptions::new()
         .basedir(&objects)
         .threads(2)
@@ -331,16 +334,6 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
 
 /// A test FUSE mount that is unmounted, then its server stopped, when dropped (a panicking
 /// assertion included): dropping fuser's session alone leaves a dead mount behind.
-struct UnmountedOnDrop {
-    _session: fuser::BackgroundSession,
-    mountpoint: PathBuf,
-}
-
-impl Drop for UnmountedOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mountpoint).status();
-    }
-}
 
 /// The fs-verity SHA-256 digest of `data`, computed as the kernel does (composefs-rs).
 fn verity_digest(data: &[u8]) -> [u8; 32] {

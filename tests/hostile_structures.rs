@@ -24,11 +24,12 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::guard::Guard;
 use common::handmade::*;
 use common::{kernel, transport};
 use lazycfs::mount::Transport;
@@ -461,27 +462,6 @@ fn run_walker(root: &Path, probes: &[&str]) -> Result<Walk, String> {
 // Serving an image with the real binary, under watch
 // ---------------------------------------------------------------------------------------------
 
-/// A `lazycfs mount --foreground` process; killed, and its mount detached, if a test fails
-/// before it is unmounted.
-struct Server {
-    child: Child,
-    mnt: PathBuf,
-    log: PathBuf,
-    unmounted: bool,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if !self.unmounted {
-            let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
-        }
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// The server's RssAnon in KiB.
 fn rss_anon_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -523,25 +503,19 @@ fn serve_and_walk(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut server = Server {
-        child,
-        mnt: mnt.clone(),
-        log: log.clone(),
-        unmounted: false,
-    };
+    // Killed, its mount detached and the sampler below stopped, if the test fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut server = Guard::process(child).and_mount(&mnt).and_stop(&stop);
     let mut ready = String::new();
-    let stdout = server.child.stdout.take().unwrap();
+    let stdout = server.child().stdout.take().unwrap();
     let _ = BufReader::new(stdout).read_line(&mut ready);
     if ready.trim_end() != "lazycfs: ready" {
-        server.unmounted = true;
-        let _ = server.child.wait();
         panic!(
             "{what}: server did not start: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
-    let pid = server.child.id();
-    let stop = Arc::new(AtomicBool::new(false));
+    let pid = server.id();
     let max_rss = Arc::new(AtomicU64::new(0));
     let sampler = {
         let (stop, max_rss) = (stop.clone(), max_rss.clone());
@@ -555,14 +529,14 @@ fn serve_and_walk(
         })
     };
     let walk = run_walker(&mnt, probes);
-    let alive = server.child.try_wait().unwrap().is_none();
+    let alive = server.child().try_wait().unwrap().is_none();
     if let Some(kb) = rss_anon_kb(pid) {
         max_rss.fetch_max(kb, Ordering::Relaxed);
     }
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let max_rss_kb = max_rss.load(Ordering::Relaxed);
-    let log_text = || std::fs::read_to_string(&server.log).unwrap_or_default();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         alive,
         "{what}: the server died during the walk:\n{}",
@@ -579,10 +553,9 @@ fn serve_and_walk(
         "{what}: umount: {}",
         String::from_utf8_lossy(&umount.stderr)
     );
-    server.unmounted = true;
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.child().try_wait().unwrap() {
             break status;
         }
         assert!(

@@ -15,12 +15,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::guard::{Guard, Session};
 use common::{cfs, kernel};
 use lazycfs::mount::Transport;
 
@@ -88,9 +89,8 @@ enum Writer {
 /// The server and its mount; dropping it (a failed test) kills the server and detaches the
 /// mount, so that nothing is left behind.
 struct Server {
-    child: Child,
+    guard: Guard,
     mnt: PathBuf,
-    clean: bool,
     /// The server's stderr, read until it ends.
     log: Option<std::thread::JoinHandle<String>>,
     /// Whether the server has logged the change.
@@ -143,9 +143,8 @@ impl Server {
             })
         };
         let mut server = Server {
-            child,
+            guard: Guard::process(child).and_mount(mnt),
             mnt: mnt.to_path_buf(),
-            clean: false,
             log: Some(log),
             noticed,
         };
@@ -156,14 +155,14 @@ impl Server {
     }
 
     fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.guard.child().try_wait().unwrap().is_none()
     }
 
-    /// `lazycfs umount`, then the server's exit status and stderr. EBUSY is retried for a
-    /// moment: a child another test forks holds copies of the walker's descriptors until it
-    /// execs.
+    /// `lazycfs umount`, then the server's exit status and stderr. EBUSY is retried (up to
+    /// [`PATIENCE`]): a child another test forks holds copies of the walker's descriptors
+    /// until it execs.
     fn unmount(mut self) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let out = Command::new(LAZYCFS)
                 .arg("umount")
@@ -182,34 +181,23 @@ impl Server {
         }
         let deadline = Instant::now() + PATIENCE;
         let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.guard.child().try_wait().unwrap() {
                 break status;
             }
             assert!(Instant::now() < deadline, "the server outlived its mount");
             std::thread::sleep(Duration::from_millis(20));
         };
-        self.clean = true;
         (status, self.stderr())
     }
 
     /// The server's stderr: all of it once it has exited, else what it wrote (ending it).
     fn stderr(&mut self) -> String {
         if self.alive() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = self.guard.child().kill();
+            let _ = self.guard.child().wait();
         }
         let log = self.log.take().map(|log| log.join().unwrap_or_default());
         log.unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if !self.clean {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
     }
 }
 
@@ -410,7 +398,7 @@ fn run_walker_through(what: &str, server: &mut Server, change: impl FnOnce()) ->
     );
     let before = passes();
     change();
-    let pid = server.child.id();
+    let pid = server.guard.id();
     wait_for(
         || passes() >= before + 2,
         || {
@@ -563,18 +551,6 @@ impl fuser::Filesystem for FailingImage {
     }
 }
 
-/// The FUSE mount of a [`FailingImage`]: unmounted, then its server stopped, when dropped.
-struct FailingMount {
-    _session: fuser::BackgroundSession,
-    mountpoint: PathBuf,
-}
-
-impl Drop for FailingMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mountpoint).status();
-    }
-}
-
 /// Reads of the image that fail (an I/O error under it) fault in the server's mapping as a
 /// truncation does: the server answers EIO and stays up.
 #[test]
@@ -600,10 +576,7 @@ fn an_image_whose_reads_fail() {
             };
             let mut config = fuser::Config::default();
             config.mount_options.push(fuser::MountOption::RO);
-            let _store = FailingMount {
-                _session: fuser::spawn_mount(fs, &store, &config).unwrap(),
-                mountpoint: store.clone(),
-            };
+            let _store = Session::new(fuser::spawn_mount(fs, &store, &config).unwrap(), &store);
             let image = store.join("image.erofs");
             let mut server = Server::start(&image, &basedir, &mnt, mode, transport);
             // One pass: the walker stops after it (`stop` is checked between passes).

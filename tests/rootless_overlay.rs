@@ -10,6 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::guard::Guard;
 use common::tree::{self, CompareOptions};
 use common::{cfs, fixtures, kernel, objects, rootless};
 use lazycfs::erofs::Image;
@@ -431,6 +432,7 @@ fn auto_mode_picks_by_privilege() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     // Root in the initial namespace: the kernel composefs mount.
+    let _unmount = Guard::mount(&mnt);
     let stderr = mount(&mut Command::new(LAZYCFS));
     assert!(stderr.contains("mode kernel"), "{stderr}");
     assert_eq!(std::fs::read(mnt.join("dash")).unwrap(), b"-");

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::guard::Guard;
 use common::tree::{self, CompareOptions};
 use common::{cfs, kernel, objects, rootless};
 use lazycfs::erofs::Image;
@@ -283,7 +284,8 @@ fn walk_once(mnt: &Path, wrong: &AtomicU64) -> Result<(), std::io::Error> {
     Ok(())
 }
 
-fn mount_foreground(image: &Path, mnt: &Path) -> Child {
+/// A foreground server, guarded (killed, its mount detached) should the test fail.
+fn mount_foreground(image: &Path, mnt: &Path) -> Guard {
     use std::io::BufRead;
     let mut server = Command::new(LAZYCFS)
         .args(["-v", "mount", "--foreground", "--mode", "direct"])
@@ -294,16 +296,18 @@ fn mount_foreground(image: &Path, mnt: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let guard = Guard::process(server).and_mount(mnt);
     let mut ready = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
+    std::io::BufReader::new(stdout)
         .read_line(&mut ready)
         .unwrap();
     assert_eq!(ready.trim(), "lazycfs: ready");
-    server
+    guard
 }
 
 /// The burst image, mounted over io_uring by a foreground `lazycfs mount` under `dir`.
-fn mount_burst(dir: &Path) -> (PathBuf, Child) {
+fn mount_burst(dir: &Path) -> (PathBuf, Guard) {
     let image = dir.join("burst.erofs");
     std::fs::write(&image, cfs::write_image(&burst_dump(), 1)).unwrap();
     let mnt = dir.join("mnt");
@@ -319,9 +323,10 @@ fn sigterm_mid_burst_on_every_queue_ends_cleanly() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (mnt, mut server) = mount_burst(dir.path());
+    let (mnt, server) = mount_burst(dir.path());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let stop = Arc::new(AtomicBool::new(false));
+    let mut server = server.and_stop(&stop);
     let wrong = Arc::new(AtomicU64::new(0));
     let passes = Arc::new(AtomicU64::new(0));
     let (done, finished) = std::sync::mpsc::channel();
@@ -358,11 +363,11 @@ fn sigterm_mid_burst_on_every_queue_ends_cleanly() {
         "the walkers make progress"
     );
     rustix::process::kill_process(
-        rustix::process::Pid::from_child(&server),
+        rustix::process::Pid::from_child(server.child()),
         rustix::process::Signal::TERM,
     )
     .unwrap();
-    let status = wait_timeout(&mut server, Duration::from_secs(30));
+    let status = wait_timeout(server.child(), Duration::from_secs(30));
     stop.store(true, Ordering::Relaxed);
     for _ in 0..8 {
         finished
@@ -371,7 +376,7 @@ fn sigterm_mid_burst_on_every_queue_ends_cleanly() {
     }
     let status = status.expect("the server exits after SIGTERM");
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut server.child().stderr.take().unwrap(), &mut stderr).unwrap();
     eprintln!(
         "{} passes; server:\n{stderr}",
         passes.load(Ordering::Relaxed)
@@ -408,7 +413,7 @@ fn sigterm_detaches_a_busy_mount_and_serves_its_last_user() {
     let (mnt, mut server) = mount_burst(dir.path());
     let user = std::fs::File::open(mnt.join("d1")).unwrap();
     rustix::process::kill_process(
-        rustix::process::Pid::from_child(&server),
+        rustix::process::Pid::from_child(server.child()),
         rustix::process::Signal::TERM,
     )
     .unwrap();
@@ -423,11 +428,14 @@ fn sigterm_detaches_a_busy_mount_and_serves_its_last_user() {
     let mut content = String::new();
     std::io::Read::read_to_string(&mut std::fs::File::from(file), &mut content).unwrap();
     assert_eq!(content, expected_content(1, 3));
-    assert!(server.try_wait().unwrap().is_none(), "serving while in use");
+    assert!(
+        server.child().try_wait().unwrap().is_none(),
+        "serving while in use"
+    );
     drop(user);
-    let status = wait_timeout(&mut server, Duration::from_secs(10)).expect("exits once unused");
+    let status = wait_timeout(server.child(), Duration::from_secs(10)).expect("exits once unused");
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut server.child().stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.contains("mount busy: detached"), "{stderr}");
 }

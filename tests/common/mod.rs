@@ -8,6 +8,7 @@
 pub mod cfs;
 pub mod decoded;
 pub mod fixtures;
+pub mod guard;
 pub mod handmade;
 pub mod kernel;
 pub mod objects;

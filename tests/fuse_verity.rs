@@ -332,9 +332,6 @@ fn verity_require_serves_objects_whose_reported_digest_matches() {
     lazycfs::mount::unmount(&mnt).unwrap();
 }
 
-/// A test FUSE mount that is unmounted, then its server stopped, when dropped (a panicking
-/// assertion included): dropping fuser's session alone leaves a dead mount behind.
-
 /// The fs-verity SHA-256 digest of `data`, computed as the kernel does (composefs-rs).
 fn verity_digest(data: &[u8]) -> [u8; 32] {
     let digest: composefs::fsverity::Sha256HashValue = composefs::fsverity::compute_verity(data);

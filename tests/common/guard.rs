@@ -92,7 +92,8 @@ pub fn is_mount_point(path: &Path) -> bool {
 }
 
 /// A FUSE filesystem this test process serves itself (`fuser::spawn_mount`): its mount is
-/// detached before the session ends, even while a failed test unwinds.
+/// detached before the session ends, even while a failed test unwinds (dropping fuser's
+/// session alone leaves a dead mount behind).
 pub struct Session {
     // Fields drop in order: the mount first, then the session's thread.
     _unmount: Guard,

@@ -950,8 +950,15 @@ fn long_prefix_tables_at_their_limits() {
         assert_eq!(walk.count("xattrs"), 2, "{walk}");
         assert_eq!(walk.probes.get("user.short.x"), Some(&(1, 3)), "{walk}");
     }
-    let kernel = kernel.expect("the kernel mounts the image");
-    assert_eq!(kernel.probes.get("user.short.x"), Some(&(1, 3)), "{kernel}");
+    // Prefixes of 64 KiB are beyond what some kernels take (6.18 refuses the table at mount):
+    // a kernel that mounts the image must read the short one as lazycfs does, and one that
+    // does not must say the image is corrupt, nothing else.
+    match kernel {
+        Ok(kernel) => {
+            assert_eq!(kernel.probes.get("user.short.x"), Some(&(1, 3)), "{kernel}");
+        }
+        Err(refused) => assert!(refused.contains("Structure needs cleaning"), "{refused}"),
+    }
 }
 
 #[test]

@@ -31,15 +31,17 @@ use tree::FileJob;
 pub use tree::INLINE_MAX;
 use verity::FsVerityHasher;
 
-/// The composefs image format versions (`mkcomposefs --min-version`, composefs-rs'
-/// `FormatVersion`). They read back the same; they differ in layout details.
+/// The composefs image format versions (composefs-rs' `FormatVersion`, `mkcomposefs
+/// --min-version`). They read back the same; they differ in layout details. Each gives the
+/// bytes composefs-rs 0.9.4 writes for the same tree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// `mkcomposefs`'s default: compact inodes where they fit, breadth-first inode order, the
-    /// `00`..`ff` whiteout stubs in the root; header composefs version 0 (1 if the source
-    /// has whiteouts).
+    /// `00`..`ff` whiteout stubs in the root; header composefs version 0. (On a tree with
+    /// whiteouts `mkcomposefs` writes version 1 instead, which is [`Format::V1`].)
     V0,
-    /// V0 with header composefs version 1 (`mkcomposefs --min-version=1`).
+    /// V0's layout with header composefs version 1 and escaped whiteouts' directories marked
+    /// opaque (`mkcomposefs --min-version=1`, composefs-rs' default).
     #[default]
     V1,
     /// composefs-rs's earlier format: extended inodes, depth-first order, no stubs, no

@@ -11,6 +11,7 @@
 //! [`crate::erofs`] already describes. Tests read the images back with the composefs crate,
 //! `lazycfs dump` and the kernel.
 
+mod dumpfile;
 mod erofs;
 mod inodes;
 mod store;
@@ -98,6 +99,16 @@ pub enum CreateError {
         /// Why.
         source: io::Error,
     },
+    /// A dumpfile line is not a valid entry.
+    #[error("{file}, line {line}: {what}")]
+    Dumpfile {
+        /// The dumpfile (`stdin` for `-`).
+        file: String,
+        /// Its line number, from 1.
+        line: usize,
+        /// What is wrong.
+        what: String,
+    },
     /// A signal asked to stop.
     #[error("interrupted by signal {0}; no image written (objects stored so far are complete)")]
     Interrupted(i32),
@@ -119,12 +130,14 @@ impl CreateError {
     }
 
     /// The exit status `lazycfs create` reports it with: 3 source not a directory, 4 source
-    /// unreadable or unstorable, 5 objects or image not writable, 6 no space left (or quota),
+    /// unreadable or unstorable (or a bad dumpfile line), 5 objects or image not writable, 6 no space left (or quota),
     /// 128+N killed by signal N.
     pub fn exit_status(&self) -> u8 {
         match self {
             CreateError::NotADirectory(_) => 3,
-            CreateError::Source { .. } | CreateError::Unsupported(_) => 4,
+            CreateError::Source { .. }
+            | CreateError::Unsupported(_)
+            | CreateError::Dumpfile { .. } => 4,
             CreateError::Target { source, .. } if is_full(source) => 6,
             CreateError::Target { .. } => 5,
             CreateError::Interrupted(signal) => 128u8.saturating_add(*signal as u8),
@@ -267,6 +280,53 @@ pub fn create(
         objects_present: store
             .as_ref()
             .map_or(0, |s| s.present.load(Ordering::Relaxed)),
+    })
+}
+
+/// Writes the composefs image of the dumpfile `source` (composefs-dump(5); `-` reads stdin)
+/// to `image`, as `mkcomposefs --from-file` does. The dumpfile names the objects: none is
+/// read or stored. A bad line leaves no image.
+pub fn create_from_dump(
+    source: &Path,
+    image: &Path,
+    options: &CreateOptions,
+    stop: &AtomicUsize,
+) -> Result<Created, CreateError> {
+    let mut output = PendingImage::new(image)?;
+    let (text, name) = if source == Path::new("-") {
+        let mut text = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut text)
+            .map_err(|e| CreateError::source(source, e))?;
+        (text, "stdin".to_string())
+    } else {
+        let text = std::fs::read(source).map_err(|e| CreateError::source(source, e))?;
+        (text, source.display().to_string())
+    };
+    let tree = dumpfile::parse(&text, &name)?;
+    drop(text);
+    let signal = stop.load(Ordering::Relaxed);
+    if signal != 0 {
+        return Err(CreateError::Interrupted(signal as i32));
+    }
+    let (files, bytes) = tree
+        .nodes
+        .iter()
+        .filter_map(|node| match node.kind {
+            tree::Kind::Object { size, .. } => Some(size),
+            _ => None,
+        })
+        .fold((0, 0), |(files, bytes), size| (files + 1, bytes + size));
+    let inodes = inodes::collect(&tree, &[], options.format)?;
+    let bytes_out = erofs::write(&inodes, options.format)?;
+    output.finish(&bytes_out, stop)?;
+    Ok(Created {
+        digest: FsVerityHasher::digest(&bytes_out),
+        files,
+        bytes,
+        objects_written: 0,
+        objects_present: 0,
     })
 }
 

@@ -105,7 +105,11 @@ fn check_dump(dump: &str, what: &str, round_trip: bool) {
             &with_digests,
             &format!("{what} --format {format}, dump | create --from-dump"),
         );
-        assert_eq!(cfs::lazycfs_dump(&again), dumped, "{what} --format {format}: dump again");
+        assert_eq!(
+            cfs::lazycfs_dump(&again),
+            dumped,
+            "{what} --format {format}: dump again"
+        );
     }
 }
 
@@ -124,7 +128,10 @@ fn every_corpus_dumpfile_gives_the_crates_bytes_and_round_trips() {
         check_dump(&dump.text, name, true);
         checked += 1;
     }
-    assert!(checked >= 10, "only {checked} corpus dumpfiles were compared");
+    assert!(
+        checked >= 10,
+        "only {checked} corpus dumpfiles were compared"
+    );
 }
 
 /// A dumpfile line: path, size, mode, uid/gid, rdev, mtime, payload, content, digest, xattrs.
@@ -153,23 +160,61 @@ fn line(
 }
 
 fn dir(out: &mut String, path: &str, mtime: (u64, u32), xattrs: &[(&str, &str)]) {
-    line(out, path, 0, 0o40755, (0, 0), 0, mtime, ("-", "-", "-"), xattrs);
+    line(
+        out,
+        path,
+        0,
+        0o40755,
+        (0, 0),
+        0,
+        mtime,
+        ("-", "-", "-"),
+        xattrs,
+    );
 }
 
-fn inline(out: &mut String, path: &str, content: &[u8], mtime: (u64, u32), xattrs: &[(&str, &str)]) {
+fn inline(
+    out: &mut String,
+    path: &str,
+    content: &[u8],
+    mtime: (u64, u32),
+    xattrs: &[(&str, &str)],
+) {
     let escaped = if content.is_empty() {
         "-".to_string()
     } else {
         content.iter().map(|b| format!("\\x{b:02x}")).collect()
     };
     let size = content.len() as u64;
-    line(out, path, size, 0o100644, (0, 0), 0, mtime, ("-", &escaped, "-"), xattrs);
+    line(
+        out,
+        path,
+        size,
+        0o100644,
+        (0, 0),
+        0,
+        mtime,
+        ("-", &escaped, "-"),
+        xattrs,
+    );
 }
 
 fn external(out: &mut String, path: &str, size: u64, seed: u8, xattrs: &[(&str, &str)]) {
-    let digest: String = (0..32u8).map(|i| format!("{:02x}", i.wrapping_mul(7) ^ seed)).collect();
+    let digest: String = (0..32u8)
+        .map(|i| format!("{:02x}", i.wrapping_mul(7) ^ seed))
+        .collect();
     let payload = format!("{}/{}", &digest[..2], &digest[2..]);
-    line(out, path, size, 0o100644, (0, 0), 0, (1000, 0), (&payload, "-", &digest), xattrs);
+    line(
+        out,
+        path,
+        size,
+        0o100644,
+        (0, 0),
+        0,
+        (1000, 0),
+        (&payload, "-", &digest),
+        xattrs,
+    );
 }
 
 fn hardlink(out: &mut String, path: &str, target: &str) {
@@ -186,14 +231,30 @@ fn hard_links() -> String {
     dir(&mut d, "/", (1000, 0), &[]);
     dir(&mut d, "/a", (1000, 0), &[]);
     dir(&mut d, "/a/deep", (1000, 0), &[]);
-    inline(&mut d, "/a/deep/original", b"shared content", (1000, 0), &[("user.k", "v")]);
+    inline(
+        &mut d,
+        "/a/deep/original",
+        b"shared content",
+        (1000, 0),
+        &[("user.k", "v")],
+    );
     hardlink(&mut d, "/a/deep/same_dir", "/a/deep/original");
     external(&mut d, "/a/external", 10000, 1, &[]);
     hardlink(&mut d, "/a/link_to_external", "/a/external");
     dir(&mut d, "/b", (1000, 0), &[]);
     hardlink(&mut d, "/b/shallow", "/a/deep/original");
     hardlink(&mut d, "/root_link", "/a/deep/original");
-    line(&mut d, "/sym", 6, 0o120777, (0, 0), 0, (1000, 0), ("/a/b/c", "-", "-"), &[]);
+    line(
+        &mut d,
+        "/sym",
+        6,
+        0o120777,
+        (0, 0),
+        0,
+        (1000, 0),
+        ("/a/b/c", "-", "-"),
+        &[],
+    );
     writeln!(d, "/sym_link 0 @120777 - - - - 0.0 /sym - -").unwrap();
     d
 }
@@ -202,11 +263,46 @@ fn hard_links() -> String {
 /// with xattrs.
 fn whiteouts() -> String {
     let mut d = String::new();
-    dir(&mut d, "/", (1000, 5), &[("security.selinux", "system_u:object_r:root_t:s0")]);
+    dir(
+        &mut d,
+        "/",
+        (1000, 5),
+        &[("security.selinux", "system_u:object_r:root_t:s0")],
+    );
     dir(&mut d, "/sub", (1000, 0), &[]);
-    line(&mut d, "/sub/gone", 0, 0o20000, (0, 0), 0, (999, 0), ("-", "-", "-"), &[("user.a", "b")]);
-    line(&mut d, "/sub/not_a_whiteout", 0, 0o20000, (0, 0), 0x0103, (1000, 0), ("-", "-", "-"), &[]);
-    line(&mut d, "/wh", 0, 0o20000, (5, 5), 0, (1000, 0), ("-", "-", "-"), &[]);
+    line(
+        &mut d,
+        "/sub/gone",
+        0,
+        0o20000,
+        (0, 0),
+        0,
+        (999, 0),
+        ("-", "-", "-"),
+        &[("user.a", "b")],
+    );
+    line(
+        &mut d,
+        "/sub/not_a_whiteout",
+        0,
+        0o20000,
+        (0, 0),
+        0x0103,
+        (1000, 0),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/wh",
+        0,
+        0o20000,
+        (5, 5),
+        0,
+        (1000, 0),
+        ("-", "-", "-"),
+        &[],
+    );
     d
 }
 
@@ -216,7 +312,12 @@ fn xattrs() -> String {
     let long_value = x(3000, 'v');
     let longest_name = format!("user.{}", x(250, 'n'));
     let mut d = String::new();
-    dir(&mut d, "/", (1000, 0), &[("trusted.overlay.opaque", "y"), ("user.shared", "1")]);
+    dir(
+        &mut d,
+        "/",
+        (1000, 0),
+        &[("trusted.overlay.origin", "y"), ("user.shared", "1")],
+    );
     let acl = "\\x02\\x00\\x00\\x00\\x01\\x00\\x06\\x00\\xff\\xff\\xff\\xff\\x04\\x00\\x04\\x00\\xff\\xff\\xff\\xff\\x20\\x00\\x04\\x00\\xff\\xff\\xff\\xff";
     for i in 0..6 {
         let path = format!("/f{i}");
@@ -230,19 +331,29 @@ fn xattrs() -> String {
         if i % 2 == 0 {
             xs.push(("system.posix_acl_access", acl));
             xs.push(("lustre.thing", "l"));
-            xs.push(("user.overlay.whiteout", ""));
+            xs.push(("trusted.overlay.upper", ""));
         }
         if i == 3 {
             xs.push(("user.big", &long_value));
             xs.push((&longest_name, "z"));
             xs.push(("trusted.overlay.metacopy", ""));
             xs.push(("system.posix_acl_default", acl));
-            xs.push(("other.namespace", "kept whole"));
+            xs.push(("other.namespace", "kept\\x20whole"));
         }
         inline(&mut d, &path, b"x", (1000, 0), &xs);
     }
-    dir(&mut d, "/d", (1000, 0), &[("user.shared", "\\x00\\x00"), ("user.big", &long_value)]);
-    dir(&mut d, "/e", (1000, 0), &[("user.shared", "\\xee"), ("user.big", &long_value)]);
+    dir(
+        &mut d,
+        "/d",
+        (1000, 0),
+        &[("user.shared", "\\x00\\x00"), ("user.big", &long_value)],
+    );
+    dir(
+        &mut d,
+        "/e",
+        (1000, 0),
+        &[("user.shared", "\\xee"), ("user.big", &long_value)],
+    );
     external(&mut d, "/d/ext", 1 << 20, 2, &[("user.shared", "1")]);
     d
 }
@@ -252,24 +363,146 @@ fn xattrs() -> String {
 fn file_types_and_sizes() -> String {
     let mut d = String::new();
     dir(&mut d, "/", (1000, 123), &[]);
-    line(&mut d, "/blk", 0, 0o60640, (0, 6), 0x0801, (1000, 123), ("-", "-", "-"), &[]);
-    line(&mut d, "/chr", 0, 0o20666, (0, 0), 0x0103, (2000, 1), ("-", "-", "-"), &[]);
-    line(&mut d, "/chr_big", 0, 0o20666, (0, 0), 0xfff0_0fff, (1000, 123), ("-", "-", "-"), &[]);
-    line(&mut d, "/fifo", 0, 0o10600, (70000, 0), 0, (1000, 123), ("-", "-", "-"), &[]);
-    line(&mut d, "/sock", 0, 0o140755, (0, 70000), 0, (1000, 999_999_999), ("-", "-", "-"), &[]);
-    line(&mut d, "/old", 0, 0o100000, (0, 0), 0, (999, 0), ("-", "-", "-"), &[]);
-    line(&mut d, "/odd_mode", 0, 0o107777, (1, 2), 0, (1000, 123), ("-", "-", "-"), &[]);
-    line(&mut d, "/sparse", 123456, 0o100644, (0, 0), 0, (1000, 123), ("-", "-", "-"), &[]);
-    line(&mut d, "/noverity", 5000, 0o100644, (0, 0), 0, (1000, 123), ("ab/cdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789", "-", "-"), &[]);
-    for size in [0u64, 1, 4095, 4096, 4097, 8192, 1 << 20, (1 << 20) + 1, 1 << 32, (1 << 32) + 1, 1 << 44] {
+    line(
+        &mut d,
+        "/blk",
+        0,
+        0o60640,
+        (0, 6),
+        0x0801,
+        (1000, 123),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/chr",
+        0,
+        0o20666,
+        (0, 0),
+        0x0103,
+        (2000, 1),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/chr_big",
+        0,
+        0o20666,
+        (0, 0),
+        0xfff0_0fff,
+        (1000, 123),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/fifo",
+        0,
+        0o10600,
+        (70000, 0),
+        0,
+        (1000, 123),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/sock",
+        0,
+        0o140755,
+        (0, 70000),
+        0,
+        (1000, 999_999_999),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/old",
+        0,
+        0o100000,
+        (0, 0),
+        0,
+        (999, 0),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/odd_mode",
+        0,
+        0o107777,
+        (1, 2),
+        0,
+        (1000, 123),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/sparse",
+        123456,
+        0o100644,
+        (0, 0),
+        0,
+        (1000, 123),
+        ("-", "-", "-"),
+        &[],
+    );
+    line(
+        &mut d,
+        "/noverity",
+        5000,
+        0o100644,
+        (0, 0),
+        0,
+        (1000, 123),
+        (
+            "ab/cdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789",
+            "-",
+            "-",
+        ),
+        &[],
+    );
+    for size in [
+        0u64,
+        1,
+        4095,
+        4096,
+        4097,
+        8192,
+        1 << 20,
+        (1 << 20) + 1,
+        1 << 32,
+        (1 << 32) + 1,
+        1 << 44,
+    ] {
         external(&mut d, &format!("/ext_{size}"), size, size as u8, &[]);
     }
     for size in [1usize, 63, 64, 65, 500, 512] {
-        inline(&mut d, &format!("/inline_{size}"), &vec![b'i'; size], (1000, 123), &[]);
+        inline(
+            &mut d,
+            &format!("/inline_{size}"),
+            &vec![b'i'; size],
+            (1000, 123),
+            &[],
+        );
     }
     for len in [1usize, 100, 1000, 1024] {
         let target = x(len, 't');
-        line(&mut d, &format!("/sym_{len}"), len as u64, 0o120777, (0, 0), 0, (1000, 123), (&target, "-", "-"), &[]);
+        line(
+            &mut d,
+            &format!("/sym_{len}"),
+            len as u64,
+            0o120777,
+            (0, 0),
+            0,
+            (1000, 123),
+            (&target, "-", "-"),
+            &[],
+        );
     }
     d
 }
@@ -281,11 +514,16 @@ fn directories() -> String {
     dir(&mut d, "/", (1000, 0), &[]);
     dir(&mut d, "/one", (1000, 0), &[]);
     inline(&mut d, "/one/only", b"", (1000, 0), &[]);
-    for (name, count, len) in [("many", 700, 20), ("half", 120, 5), ("long", 40, 255), ("fits", 340, 0)] {
+    for (name, count, len) in [
+        ("many", 700, 20),
+        ("half", 120, 5),
+        ("long", 40, 255),
+        ("fits", 340, 0),
+    ] {
         let dir_path = format!("/{name}");
         dir(&mut d, &dir_path, (1000, 0), &[]);
         for i in 0..count {
-            let entry = format!("{dir_path}/{i:04}{}", x(len.max(1) - 1, 'n'));
+            let entry = format!("{dir_path}/{i:04}{}", x(len.max(5) - 4, 'n'));
             if i % 3 == 0 {
                 dir(&mut d, &entry, (1000, 0), &[]);
             } else {
@@ -314,13 +552,53 @@ fn generated_dumpfiles_give_the_crates_bytes_and_round_trip() {
         check_dump(&dump, what, true);
     }
     // Source whiteouts in the root with names of the stubs' form: one with a stub's metadata
-    // (V0/V1 take it for the stub), one escaped. Composefs' readers take both for stubs and
-    // do not show them: no round trip.
+    // (V0/V1 take it for the stub), one escaped; the source's own overlay markers on the root
+    // and `user.overlay.*` xattrs. Composefs' readers take both whiteouts for stubs and do
+    // not show the markers: no round trip.
     let mut d = String::new();
     let label = ("security.selinux", "system_u:object_r:root_t:s0");
-    dir(&mut d, "/", (1000, 5), &[label]);
-    line(&mut d, "/0a", 0, 0o20644, (0, 0), 0, (1000, 5), ("-", "-", "-"), &[label]);
-    line(&mut d, "/0b", 0, 0o20600, (0, 0), 0, (1000, 0), ("-", "-", "-"), &[]);
+    dir(
+        &mut d,
+        "/",
+        (1000, 5),
+        &[
+            label,
+            ("trusted.overlay.opaque", "y"),
+            ("user.overlay.opaque", "x"),
+        ],
+    );
+    inline(
+        &mut d,
+        "/marked",
+        b"m",
+        (1000, 5),
+        &[
+            ("user.overlay.whiteout", ""),
+            ("trusted.overlay.whiteout", ""),
+        ],
+    );
+    line(
+        &mut d,
+        "/0a",
+        0,
+        0o20644,
+        (0, 0),
+        0,
+        (1000, 5),
+        ("-", "-", "-"),
+        &[label],
+    );
+    line(
+        &mut d,
+        "/0b",
+        0,
+        0o20600,
+        (0, 0),
+        0,
+        (1000, 0),
+        ("-", "-", "-"),
+        &[],
+    );
     check_dump(&d, "a whiteout named like a stub", false);
 }
 
@@ -335,16 +613,48 @@ fn inodes_at_every_offset_give_the_crates_bytes() {
         let xattrs = [("user.v", value.as_str())];
         let path = format!("/n{i:03}");
         match i % 5 {
-            0 => line(&mut d, &path, ((i * 37) % 1000 + 1) as u64, 0o120777, (0, 0), 0, (1000, 0), (&x((i * 37) % 1000 + 1, 's'), "-", "-"), &xattrs),
-            1 => inline(&mut d, &path, &vec![b'c'; i % 64 + 1], (1000, (i % 2) as u32), &xattrs),
+            0 => line(
+                &mut d,
+                &path,
+                ((i * 37) % 1000 + 1) as u64,
+                0o120777,
+                (0, 0),
+                0,
+                (1000, 0),
+                (&x((i * 37) % 1000 + 1, 's'), "-", "-"),
+                &xattrs,
+            ),
+            1 => inline(
+                &mut d,
+                &path,
+                &vec![b'c'; i % 64 + 1],
+                (1000, (i % 2) as u32),
+                &xattrs,
+            ),
             2 => external(&mut d, &path, (i as u64) << 30, i as u8, &xattrs),
             3 => {
                 dir(&mut d, &path, (1000, 0), &xattrs);
                 for j in 0..(i % 90) {
-                    inline(&mut d, &format!("{path}/{j:02}{}", x(i % 50, 'e')), b"", (1000, 0), &[]);
+                    inline(
+                        &mut d,
+                        &format!("{path}/{j:02}{}", x(i % 50, 'e')),
+                        b"",
+                        (1000, 0),
+                        &[],
+                    );
                 }
             }
-            _ => line(&mut d, &path, 0, 0o10644, (0, 0), 0, (1000, 0), ("-", "-", "-"), &xattrs),
+            _ => line(
+                &mut d,
+                &path,
+                0,
+                0o10644,
+                (0, 0),
+                0,
+                (1000, 0),
+                ("-", "-", "-"),
+                &xattrs,
+            ),
         }
     }
     check_dump(&d, "inodes at every offset", true);
@@ -396,12 +706,22 @@ fn dumpfile_of(root: &Path) -> String {
                     let payload = format!("{}/{}", &hex[..2], &hex[2..]);
                     (content.len() as u64, payload, "-".into(), hex)
                 } else {
-                    (content.len() as u64, "-".into(), esc(&content, true, false), "-".into())
+                    (
+                        content.len() as u64,
+                        "-".into(),
+                        esc(&content, true, false),
+                        "-".into(),
+                    )
                 }
             }
             tree::S_IFLNK => {
                 let target = entry.symlink.clone().unwrap();
-                (target.len() as u64, esc(&target, true, false), "-".into(), "-".into())
+                (
+                    target.len() as u64,
+                    esc(&target, true, false),
+                    "-".into(),
+                    "-".into(),
+                )
             }
             _ => (0, "-".into(), "-".into(), "-".into()),
         };
@@ -409,11 +729,23 @@ fn dumpfile_of(root: &Path) -> String {
         write!(
             out,
             "{path} {size} {:o} {} {} {} {rdev} {}.{} {payload} {content} {digest}",
-            entry.mode, entry.nlink, entry.uid, entry.gid, entry.mtime, entry.mtime_nsec
+            entry.mode,
+            entry.nlink,
+            entry.uid,
+            entry.gid,
+            // The crate's reader takes unsigned seconds, and stores their 64 bits.
+            entry.mtime as u64,
+            entry.mtime_nsec
         )
         .unwrap();
         for (name, value) in &entry.xattrs {
-            write!(out, " {}={}", esc(name, false, true), esc(value, false, false)).unwrap();
+            write!(
+                out,
+                " {}={}",
+                esc(name, false, true),
+                esc(value, false, false)
+            )
+            .unwrap();
         }
         out.push('\n');
     }
@@ -457,7 +789,11 @@ fn create_dir_gives_the_crates_bytes_for_the_tree_it_read() {
             .args(["--digest-only", "--format", format])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ours = std::fs::read(&image).unwrap();
         assert_same_image(
             &ours,
@@ -474,33 +810,111 @@ fn bad_dumpfile_lines_are_one_error_naming_the_line() {
     let root = "/ 0 40755 2 0 0 0 1000.0 - - -\n";
     let file = "/f 5 100644 1 0 0 0 1000.0 - hello -\n";
     let cases: &[(String, &str)] = &[
-        (format!("{root}/a 0 100644 1 0 0\n"), "line 2: the line ends before its rdev field"),
-        (format!("{root}/a 0 100644 1 0 0 0 1000 - - -\n"), "line 2: mtime 1000: not SECONDS.NANOSECONDS"),
-        (format!("{root}/a 0 100644 1 0 0 0 1000.1000000000 - - -\n"), "line 2: mtime 1000.1000000000: nanoseconds over 999999999"),
-        (format!("{root}/a 0 10064x 1 0 0 0 1000.0 - - -\n"), "line 2: mode 10064x: not an octal mode"),
-        (format!("{root}/a\\x2fb 0 100644 1 0 0 0 1000.0 - - -\n"), "line 2: path /a\\x2fb: a name containing /"),
-        (format!("{root}/a\\x00b 0 100644 1 0 0 0 1000.0 - - -\n"), "line 2: path /a\\x00b: a name containing a NUL byte"),
-        (format!("{root}/a//b 0 100644 1 0 0 0 1000.0 - - -\n"), "line 2: path /a//b: an empty name (// or a trailing /)"),
-        (format!("{root}/../b 0 100644 1 0 0 0 1000.0 - - -\n"), "line 2: path /../b: a . or .. name"),
-        (format!("{root}/a 18446744073709551616 100644 1 0 0 0 1000.0 - - -\n"), "line 2: size 18446744073709551616: not a number that fits"),
-        (format!("{root}/a 0 100644 1 4294967296 0 0 1000.0 - - -\n"), "line 2: uid 4294967296: not a number that fits"),
-        (format!("{root}/a 4 100644 1 0 0 0 1000.0 - hello -\n"), "line 2: /a: size 4 does not match its 5 bytes of content"),
-        (format!("{root}/a 0 20644 1 0 0 4294967296 1000.0 - - -\n"), "line 2: /a: device number 4294967296 does not fit in 32 bits"),
-        (format!("{root}/a 0 170644 1 0 0 0 1000.0 - - -\n"), "line 2: /a: unknown file type in mode 170644"),
-        (format!("{root}/a 0 644 1 0 0 0 1000.0 - - -\n"), "line 2: /a: unknown file type in mode 644"),
+        (
+            format!("{root}/a 0 100644 1 0 0\n"),
+            "line 2: the line ends before its rdev field",
+        ),
+        (
+            format!("{root}/a 0 100644 1 0 0 0 1000 - - -\n"),
+            "line 2: mtime 1000: not SECONDS.NANOSECONDS",
+        ),
+        (
+            format!("{root}/a 0 100644 1 0 0 0 1000.1000000000 - - -\n"),
+            "line 2: mtime 1000.1000000000: nanoseconds over 999999999",
+        ),
+        (
+            format!("{root}/a 0 10064x 1 0 0 0 1000.0 - - -\n"),
+            "line 2: mode 10064x: not an octal mode",
+        ),
+        (
+            format!("{root}/a\\x2fb 0 100644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: path /a\\x2fb: a name containing /",
+        ),
+        (
+            format!("{root}/a\\x00b 0 100644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: path /a\\x00b: a name containing a NUL byte",
+        ),
+        (
+            format!("{root}/a//b 0 100644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: path /a//b: an empty name (// or a trailing /)",
+        ),
+        (
+            format!("{root}/../b 0 100644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: path /../b: a . or .. name",
+        ),
+        (
+            format!("{root}/a 18446744073709551616 100644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: size 18446744073709551616: not a number that fits",
+        ),
+        (
+            format!("{root}/a 0 100644 1 4294967296 0 0 1000.0 - - -\n"),
+            "line 2: uid 4294967296: not a number that fits",
+        ),
+        (
+            format!("{root}/a 4 100644 1 0 0 0 1000.0 - hello -\n"),
+            "line 2: /a: size 4 does not match its 5 bytes of content",
+        ),
+        (
+            format!("{root}/a 0 20644 1 0 0 4294967296 1000.0 - - -\n"),
+            "line 2: /a: device number 4294967296 does not fit in 32 bits",
+        ),
+        (
+            format!("{root}/a 0 170644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: /a: unknown file type in mode 170644",
+        ),
+        (
+            format!("{root}/a 0 644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: /a: unknown file type in mode 644",
+        ),
         (format!("{root}{file}{file}"), "line 3: /f is listed twice"),
-        (format!("{root}/l 0 @100644 - - - - 0.0 /f - -\n{file}"), "line 2: /l is a hard link to /f, which no earlier line lists"),
-        (format!("{root}/l 0 @100644 - - - - 0.0 /missing - -\n"), "line 2: /l is a hard link to /missing, which no earlier line lists"),
-        (format!("{root}/d 0 40755 2 0 0 0 1000.0 - - -\n/l 0 @100644 - - - - 0.0 /d - -\n"), "line 3: /l is a hard link to the directory /d"),
-        (format!("{root}/w 0 20000 1 0 0 0 1000.0 - - -\n/l 0 @20000 - - - - 0.0 /w - -\n"), "line 3: /l is a hard link to the whiteout /w: a whiteout cannot have several links"),
-        (format!("{root}/x/y 0 100644 1 0 0 0 1000.0 - - -\n"), "line 2: /x/y: its directory /x is not listed before it"),
-        (format!("{root}{file}/f/y 0 100644 1 0 0 0 1000.0 - - -\n"), "line 3: /f/y: /f is not a directory"),
-        (format!("{root}/a 0 100644 1 0 0 0 1000.0 - - - user.a\n"), "line 2: xattr user.a: no ="),
-        (format!("{root}/a 0 100644 1 0 0 0 1000.0 - - - user.a=1 user.a=2\n"), "line 2: /a: xattr user.a is given twice"),
-        (format!("{root}/a 0 100644 1 0 0 0 1000.0 - \\q -\n"), "line 2: content: \\q: unknown escape \\q"),
-        (format!("{root}/a 70 100644 1 0 0 0 1000.0 ab/cd - -\n"), "line 2: /a: payload ab/cd is not an object name (xx/<62 hex>) and no digest is given"),
-        ("/a 0 100644 1 0 0 0 1000.0 - - -\n".to_string(), "line 1: the first entry must be the root, /, not /a"),
-        (String::new(), "line 1: no root entry: the dumpfile is empty"),
+        (
+            format!("{root}/l 0 @100644 - - - - 0.0 /f - -\n{file}"),
+            "line 2: /l is a hard link to /f, which no earlier line lists",
+        ),
+        (
+            format!("{root}/l 0 @100644 - - - - 0.0 /missing - -\n"),
+            "line 2: /l is a hard link to /missing, which no earlier line lists",
+        ),
+        (
+            format!("{root}/d 0 40755 2 0 0 0 1000.0 - - -\n/l 0 @100644 - - - - 0.0 /d - -\n"),
+            "line 3: /l is a hard link to the directory /d",
+        ),
+        (
+            format!("{root}/w 0 20000 1 0 0 0 1000.0 - - -\n/l 0 @20000 - - - - 0.0 /w - -\n"),
+            "line 3: /l is a hard link to the whiteout /w: a whiteout cannot have several links",
+        ),
+        (
+            format!("{root}/x/y 0 100644 1 0 0 0 1000.0 - - -\n"),
+            "line 2: /x/y: its directory /x is not listed before it",
+        ),
+        (
+            format!("{root}{file}/f/y 0 100644 1 0 0 0 1000.0 - - -\n"),
+            "line 3: /f/y: /f is not a directory",
+        ),
+        (
+            format!("{root}/a 0 100644 1 0 0 0 1000.0 - - - user.a\n"),
+            "line 2: xattr user.a: no =",
+        ),
+        (
+            format!("{root}/a 0 100644 1 0 0 0 1000.0 - - - user.a=1 user.a=2\n"),
+            "line 2: /a: xattr user.a is given twice",
+        ),
+        (
+            format!("{root}/a 0 100644 1 0 0 0 1000.0 - \\q -\n"),
+            "line 2: content: \\q: unknown escape \\q",
+        ),
+        (
+            format!("{root}/a 70 100644 1 0 0 0 1000.0 ab/cd - -\n"),
+            "line 2: /a: payload ab/cd is not an object name (xx/<62 hex>) and no digest is given",
+        ),
+        (
+            "/a 0 100644 1 0 0 0 1000.0 - - -\n".to_string(),
+            "line 1: the first entry must be the root, /, not /a",
+        ),
+        (
+            String::new(),
+            "line 1: no root entry: the dumpfile is empty",
+        ),
     ];
     let td = tempfile::tempdir().unwrap();
     let image = td.path().join("image.cfs");
@@ -514,8 +928,15 @@ fn bad_dumpfile_lines_are_one_error_naming_the_line() {
             format!("lazycfs create: stdin, {says}\n"),
             "the message for {dump:?}"
         );
-        assert_eq!(std::fs::read(&image).unwrap(), b"the previous image", "{dump:?}");
-        let names: Vec<_> = std::fs::read_dir(td.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            std::fs::read(&image).unwrap(),
+            b"the previous image",
+            "{dump:?}"
+        );
+        let names: Vec<_> = std::fs::read_dir(td.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{dump:?}: left {names:?}");
     }
     // A dumpfile that cannot be read is exit 4 too, named by its path.

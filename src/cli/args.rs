@@ -139,9 +139,11 @@ const CREATE_EXIT_STATUS: &str = "Exit status: 0 done; 2 bad command line; 3 SOU
     the image is left as it was, and no partial object exists.";
 
 #[derive(Debug, Args)]
-#[command(override_usage = "lazycfs create SOURCE IMAGE --objects DIR [OPTIONS]\n       \
+#[command(
+    override_usage = "lazycfs create SOURCE IMAGE --objects DIR [OPTIONS]\n       \
                             lazycfs create SOURCE IMAGE --digest-only [OPTIONS]\n       \
-                            lazycfs create --from-dump FILE|- IMAGE [OPTIONS]")]
+                            lazycfs create --from-dump FILE|- IMAGE [OPTIONS]"
+)]
 pub struct CreateArgs {
     /// The directory tree to make an image of (with `--from-dump`: only IMAGE is given)
     #[arg(value_name = "SOURCE")]

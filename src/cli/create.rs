@@ -19,7 +19,9 @@ pub fn create(args: CreateArgs) -> Result<ExitCode, ExitCode> {
         (Some(dump), None) => (dump.clone(), args.source.clone()),
         (None, Some(image)) => (args.source.clone(), image.clone()),
         (Some(_), Some(_)) => {
-            eprintln!("lazycfs create: with --from-dump, give only IMAGE (the dumpfile is the source)");
+            eprintln!(
+                "lazycfs create: with --from-dump, give only IMAGE (the dumpfile is the source)"
+            );
             return Err(ExitCode::from(2));
         }
         (None, None) => {

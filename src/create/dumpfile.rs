@@ -28,13 +28,11 @@ pub fn parse(text: &[u8], file: &str) -> Result<Tree, CreateError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        parser
-            .line(line)
-            .map_err(|what| CreateError::Dumpfile {
-                file: file.to_string(),
-                line: number + 1,
-                what,
-            })?;
+        parser.line(line).map_err(|what| CreateError::Dumpfile {
+            file: file.to_string(),
+            line: number + 1,
+            what,
+        })?;
     }
     if parser.nodes.is_empty() {
         return Err(CreateError::Dumpfile {
@@ -90,7 +88,9 @@ impl Parser {
         }
         if self.nodes.is_empty() {
             if !names.is_empty() {
-                return Err(format!("the first entry must be the root, /, not {display}"));
+                return Err(format!(
+                    "the first entry must be the root, /, not {display}"
+                ));
             }
             if mode & S_IFMT != S_IFDIR || hardlink {
                 return Err("the root, /, must be a directory".into());
@@ -174,18 +174,23 @@ impl Parser {
                 return Err(format!("{display}: a {what} has no content or digest"));
             }
             if rdev != 0 && what != "device" {
-                return Err(format!("{display}: a {what} has no device number (rdev {rdev})"));
+                return Err(format!(
+                    "{display}: a {what} has no device number (rdev {rdev})"
+                ));
             }
             Ok(())
         };
-        let kind = match file_type {
-            S_IFREG => {
-                if rdev != 0 {
-                    return Err(format!("{display}: a regular file has no device number (rdev {rdev})"));
-                }
-                match (payload, digest) {
-                    (Some(payload), digest) => {
-                        let (digest, verity) = match digest {
+        let kind =
+            match file_type {
+                S_IFREG => {
+                    if rdev != 0 {
+                        return Err(format!(
+                            "{display}: a regular file has no device number (rdev {rdev})"
+                        ));
+                    }
+                    match (payload, digest) {
+                        (Some(payload), digest) => {
+                            let (digest, verity) = match digest {
                             Some(digest) => (hex_digest(&digest).ok_or_else(|| {
                                 format!("{display}: digest {}: not 64 hex digits", show(&digest))
                             })?, true),
@@ -197,66 +202,68 @@ impl Parser {
                                 )
                             })?, false),
                         };
-                        Kind::Object {
-                            digest,
-                            verity,
-                            size,
+                            Kind::Object {
+                                digest,
+                                verity,
+                                size,
+                            }
                         }
-                    }
-                    (None, Some(_)) => {
-                        return Err(format!("{display}: a digest without a payload"));
-                    }
-                    (None, None) => match content {
-                        Some(content) if content.len() as u64 != size => {
-                            return Err(format!(
-                                "{display}: size {size} does not match its {} bytes of content",
-                                content.len()
-                            ));
+                        (None, Some(_)) => {
+                            return Err(format!("{display}: a digest without a payload"));
                         }
-                        Some(content) => Kind::Inline(content),
-                        None if size == 0 => Kind::Inline(Vec::new()),
-                        None => Kind::Sparse(size),
-                    },
+                        (None, None) => match content {
+                            Some(content) if content.len() as u64 != size => {
+                                return Err(format!(
+                                    "{display}: size {size} does not match its {} bytes of content",
+                                    content.len()
+                                ));
+                            }
+                            Some(content) => Kind::Inline(content),
+                            None if size == 0 => Kind::Inline(Vec::new()),
+                            None => Kind::Sparse(size),
+                        },
+                    }
                 }
-            }
-            S_IFDIR => {
-                not_regular("directory")?;
-                Kind::Directory(Vec::new())
-            }
-            S_IFLNK => {
-                not_regular("symlink")?;
-                let target = payload.ok_or_else(|| format!("{display}: a symlink needs its target as payload"))?;
-                if target.contains(&0) {
-                    return Err(format!("{display}: the symlink target contains a NUL byte"));
+                S_IFDIR => {
+                    not_regular("directory")?;
+                    Kind::Directory(Vec::new())
                 }
-                if target.len() as u64 >= SYMLINK_MAX {
-                    return Err(format!(
-                        "{display}: the symlink target of {} bytes is longer than {} bytes",
-                        target.len(),
-                        SYMLINK_MAX - 1
-                    ));
+                S_IFLNK => {
+                    not_regular("symlink")?;
+                    let target = payload.ok_or_else(|| {
+                        format!("{display}: a symlink needs its target as payload")
+                    })?;
+                    if target.contains(&0) {
+                        return Err(format!("{display}: the symlink target contains a NUL byte"));
+                    }
+                    if target.len() as u64 >= SYMLINK_MAX {
+                        return Err(format!(
+                            "{display}: the symlink target of {} bytes is longer than {} bytes",
+                            target.len(),
+                            SYMLINK_MAX - 1
+                        ));
+                    }
+                    Kind::Symlink(target)
                 }
-                Kind::Symlink(target)
-            }
-            S_IFCHR | S_IFBLK => {
-                not_regular("device")?;
-                if u32::try_from(rdev).is_err() {
-                    return Err(format!(
-                        "{display}: device number {rdev} does not fit in 32 bits"
-                    ));
+                S_IFCHR | S_IFBLK => {
+                    not_regular("device")?;
+                    if u32::try_from(rdev).is_err() {
+                        return Err(format!(
+                            "{display}: device number {rdev} does not fit in 32 bits"
+                        ));
+                    }
+                    Kind::Device(rdev)
                 }
-                Kind::Device(rdev)
-            }
-            S_IFIFO => {
-                not_regular("fifo")?;
-                Kind::Special
-            }
-            S_IFSOCK => {
-                not_regular("socket")?;
-                Kind::Special
-            }
-            _ => return Err(format!("{display}: unknown file type in mode {mode:o}")),
-        };
+                S_IFIFO => {
+                    not_regular("fifo")?;
+                    Kind::Special
+                }
+                S_IFSOCK => {
+                    not_regular("socket")?;
+                    Kind::Special
+                }
+                _ => return Err(format!("{display}: unknown file type in mode {mode:o}")),
+            };
         let node = self.nodes.len();
         self.nodes.push(Node {
             mode,
@@ -319,13 +326,17 @@ fn mtime(field: &[u8]) -> Result<(i64, u32), String> {
     let bad = || format!("mtime {}: not SECONDS.NANOSECONDS", show(field));
     let text = std::str::from_utf8(field).map_err(|_| bad())?;
     let (sec, nsec) = text.split_once('.').ok_or_else(bad)?;
-    let sec: u64 = sec.parse().map_err(|_| bad())?;
+    // Seconds before 1970 are negative (as `lazycfs dump` prints them) or their 64 bits
+    // unsigned (as composefs-rs reads them): the image stores the same 64 bits.
+    let sec = match sec.strip_prefix('-') {
+        Some(_) => sec.parse::<i64>().map_err(|_| bad())?,
+        None => sec.parse::<u64>().map_err(|_| bad())? as i64,
+    };
     let nsec: u32 = nsec.parse().map_err(|_| bad())?;
     if nsec >= NSEC_PER_SEC {
         return Err(format!("mtime {text}: nanoseconds over 999999999"));
     }
-    // Stored as composefs-rs stores it: the same 64 bits.
-    Ok((sec as i64, nsec))
+    Ok((sec, nsec))
 }
 
 /// A field that may be `-` (empty).
@@ -347,10 +358,15 @@ fn xattr(field: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
     let value = unescape(&field[at + 1..]).map_err(|e| format!("xattr value: {e}"))?;
     let shown = String::from_utf8_lossy(&name).into_owned();
     if name.is_empty() || name.contains(&0) {
-        return Err(format!("xattr {}: an empty name or one with a NUL byte", show(field)));
+        return Err(format!(
+            "xattr {}: an empty name or one with a NUL byte",
+            show(field)
+        ));
     }
     if name.len() > XATTR_NAME_MAX {
-        return Err(format!("xattr {shown}: name longer than {XATTR_NAME_MAX} bytes"));
+        return Err(format!(
+            "xattr {shown}: name longer than {XATTR_NAME_MAX} bytes"
+        ));
     }
     if value.len() > XATTR_SIZE_MAX {
         return Err(format!(

@@ -195,7 +195,9 @@ pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError
         let mut pos = at[number];
         if shape.extended {
             let header = InodeExtended {
-                format: U16::new(iformat::VERSION_MASK | u16::from(shape.layout) << iformat::DATALAYOUT_BIT),
+                format: U16::new(
+                    iformat::VERSION_MASK | u16::from(shape.layout) << iformat::DATALAYOUT_BIT,
+                ),
                 xattr_icount: U16::new(icount),
                 mode: U16::new(inode.mode as u16),
                 nb: U16::new(0),
@@ -374,8 +376,10 @@ fn shape<'t>(inode: &Inode<'t>, body: usize, build_time: (u64, u32), epoch1: boo
             if epoch1 {
                 // The smallest chunk (at least a block) that covers the file in one, up to
                 // the largest the format allows.
-                let bits = (64 - size.saturating_sub(1).leading_zeros())
-                    .clamp(COMPOSEFS_BLOCK_BITS.into(), u32::from(COMPOSEFS_BLOCK_BITS) + u32::from(chunk::BLKBITS_MASK));
+                let bits = (64 - size.saturating_sub(1).leading_zeros()).clamp(
+                    COMPOSEFS_BLOCK_BITS.into(),
+                    u32::from(COMPOSEFS_BLOCK_BITS) + u32::from(chunk::BLKBITS_MASK),
+                );
                 s.u = bits - u32::from(COMPOSEFS_BLOCK_BITS);
                 let chunks = size.div_ceil(1 << bits) as usize;
                 s.tail_len = HOLE.len() * chunks;

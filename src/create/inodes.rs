@@ -168,7 +168,10 @@ impl<'t> Builder<'t, '_> {
                     }
                 }
             }
-            let mut entries = vec![(&b"."[..], Ref::Known(me)), (&b".."[..], Ref::Known(parent))];
+            let mut entries = vec![
+                (&b"."[..], Ref::Known(me)),
+                (&b".."[..], Ref::Known(parent)),
+            ];
             let mut has_whiteout = false;
             for (name, target) in targets {
                 let child = match target {

@@ -90,6 +90,9 @@ enum Ref {
     Deferred(usize),
 }
 
+/// A directory's inode number and its entries, before the hard links met early are resolved.
+type Listing<'t> = (usize, Vec<(&'t [u8], Ref)>);
+
 /// Numbers the tree's inodes as `format` does. `objects[job]` is the fs-verity digest and
 /// size of external file `job`.
 pub fn collect<'t>(
@@ -154,7 +157,7 @@ impl<'t> Builder<'t, '_> {
         let first_dir = self.first_occurrences();
         let root = self.number(Target::Node(0))?;
         let mut queue = VecDeque::from([(0usize, root, root)]);
-        let mut listed: Vec<(usize, Vec<(&'t [u8], Ref)>)> = Vec::new();
+        let mut listed: Vec<Listing<'t>> = Vec::new();
         while let Some((node, me, parent)) = queue.pop_front() {
             let mut targets: Vec<(&'t [u8], Target)> = self
                 .children(node)

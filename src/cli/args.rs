@@ -102,7 +102,8 @@ pub enum Command {
     },
     /// Mount an image so it looks like the rootful composefs mount
     Mount(MountArgs),
-    /// Write a composefs image of a directory tree, storing its files as objects
+    /// Write a composefs image of a directory tree, storing its files as objects, or of a
+    /// dumpfile
     #[command(after_help = CREATE_EXIT_STATUS)]
     Create(CreateArgs),
     /// Run a command inside a private mount of an image (any user; exits with its status)
@@ -133,7 +134,8 @@ pub enum Command {
 
 /// `lazycfs create`'s exit statuses, in its help.
 const CREATE_EXIT_STATUS: &str = "Exit status: 0 done; 2 bad command line; 3 SOURCE is not a \
-    directory; 4 a file in SOURCE cannot be read (or stored in an image); 5 the objects \
+    directory; 4 a file in SOURCE cannot be read (or stored in an image), or the dumpfile \
+    cannot be read or has a bad line; 5 the objects \
     directory or the image cannot be written (read-only filesystem, permissions); 6 no space \
     left on the device (or quota); 130 interrupted (SIGINT; 143 for SIGTERM). On any error \
     the image is left as it was, and no partial object exists.";

@@ -957,3 +957,52 @@ fn bad_dumpfile_lines_are_one_error_naming_the_line() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// The one place lazycfs leaves composefs-rs' layout: a V2 symlink target the crate would
+/// leave crossing a block (targets of about 4064 bytes and more, which its dumpfile reader
+/// refuses anyway) gets a block of its own, so that the kernel and `check` accept the image.
+#[test]
+fn v2_long_symlinks_get_a_block_and_read_back() {
+    let td = tempfile::tempdir().unwrap();
+    let source = td.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let mut targets = Vec::new();
+    for len in [1024usize, 4000, 4063, 4064, 4065, 4095] {
+        let target = x(len, 't');
+        std::os::unix::fs::symlink(&target, source.join(format!("s{len}"))).unwrap();
+        targets.push((format!("/s{len}"), target));
+    }
+    for (_, format) in FORMATS {
+        let image = td.path().join(format!("{format}.cfs"));
+        let out = Command::new(LAZYCFS)
+            .arg("create")
+            .arg(&source)
+            .arg(&image)
+            .args(["--digest-only", "--format", format])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let check = Command::new(LAZYCFS)
+            .arg("check")
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let dump = cfs::lazycfs_dump(&std::fs::read(&image).unwrap());
+        for (path, target) in &targets {
+            assert!(
+                dump.lines()
+                    .any(|l| l.starts_with(&format!("{path} ")) && l.contains(target.as_str())),
+                "{format}: {path}"
+            );
+        }
+    }
+}

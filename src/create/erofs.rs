@@ -80,6 +80,19 @@ struct Shape<'t> {
     pad: Pad,
 }
 
+impl<'t> Shape<'t> {
+    /// Moves a symlink's target from the inode to a block of its own.
+    fn to_block(&mut self, target: &'t [u8]) {
+        self.layout = datalayout::FLAT_PLAIN;
+        self.tail = Tail::None;
+        self.tail_len = 0;
+        self.blkaddr = Some(u32::MAX);
+        self.block_count = 1;
+        self.blocks = Blocks::Bytes(target, 1);
+        self.pad = Pad::None;
+    }
+}
+
 /// Writes `inodes` as a composefs image of `format`.
 pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError> {
     let epoch1 = format != Format::V2;
@@ -104,8 +117,18 @@ pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError
     let mut pos = INODES_AT;
     for (inode, xattrs) in list.iter().zip(&stored) {
         let body = shared.body(xattrs, 0).len();
-        let shape = shape(inode, body, build_time, epoch1);
-        pos = pad(pos.next_multiple_of(SLOT), &shape);
+        let mut shape = shape(inode, body, build_time, epoch1);
+        let slot = pos.next_multiple_of(SLOT);
+        pos = pad(slot, &shape);
+        let tail_at = pos + header_size(shape.extended) + shape.body as u64;
+        if let (Pad::V2(_), Data::Symlink(target)) = (shape.pad, &inode.data) {
+            if tail_at % BLOCK + target.len() as u64 > BLOCK {
+                // composefs-rs' V2 would leave the target crossing a block, which the kernel
+                // refuses for symlinks: it gets a block, as in V0/V1.
+                shape.to_block(target);
+                pos = slot;
+            }
+        }
         at.push(pos);
         pos += header_size(shape.extended) + (shape.body + shape.tail_len) as u64;
         shapes.push(shape);
@@ -408,16 +431,9 @@ fn shape<'t>(inode: &Inode<'t>, body: usize, build_time: (u64, u32), epoch1: boo
             s.pad = Pad::V2(s.size % BLOCK);
         }
     } else if symlink {
-        if meta + s.size >= BLOCK {
+        if let (true, Data::Symlink(target)) = (meta + s.size >= BLOCK, &inode.data) {
             // Too long to share a block with its inode: the target gets a block.
-            s.layout = datalayout::FLAT_PLAIN;
-            s.tail = Tail::None;
-            s.tail_len = 0;
-            s.blkaddr = Some(u32::MAX);
-            s.block_count = 1;
-            if let Data::Symlink(target) = &inode.data {
-                s.blocks = Blocks::Bytes(target, 1);
-            }
+            s.to_block(target);
         }
         s.pad = Pad::Whole(meta + s.size);
     } else if s.layout == datalayout::CHUNK_BASED && s.tail_len > 0 {

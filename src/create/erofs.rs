@@ -82,7 +82,7 @@ struct Shape<'t> {
 
 impl<'t> Shape<'t> {
     /// Moves a symlink's target from the inode to a block of its own.
-    fn to_block(&mut self, target: &'t [u8]) {
+    fn move_target_to_block(&mut self, target: &'t [u8]) {
         self.layout = datalayout::FLAT_PLAIN;
         self.tail = Tail::None;
         self.tail_len = 0;
@@ -125,7 +125,7 @@ pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError
             if tail_at % BLOCK + target.len() as u64 > BLOCK {
                 // composefs-rs' V2 would leave the target crossing a block, which the kernel
                 // refuses for symlinks: it gets a block, as in V0/V1.
-                shape.to_block(target);
+                shape.move_target_to_block(target);
                 pos = slot;
             }
         }
@@ -433,7 +433,7 @@ fn shape<'t>(inode: &Inode<'t>, body: usize, build_time: (u64, u32), epoch1: boo
     } else if symlink {
         if let (true, Data::Symlink(target)) = (meta + s.size >= BLOCK, &inode.data) {
             // Too long to share a block with its inode: the target gets a block.
-            s.to_block(target);
+            s.move_target_to_block(target);
         }
         s.pad = Pad::Whole(meta + s.size);
     } else if s.layout == datalayout::CHUNK_BASED && s.tail_len > 0 {

@@ -4,12 +4,15 @@
 //! digest, [`verity`]) and stored as an object by worker threads while the walk goes on
 //! ([`store`]); then the image is laid out and written ([`inodes`], [`erofs`]).
 //!
+//! `--from-dump` reads the tree from a composefs dumpfile instead ([`dumpfile`]); nothing is
+//! hashed or stored then.
+//!
 //! The writer is our own rather than the `composefs` crate's: that crate needs OpenSSL
 //! (`libssl-dev` and `pkg-config` to build, which a fresh machine running `cargo install`
 //! lacks), tokio, zstd and a newer Rust than lazycfs's, and builds the whole tree in memory
-//! in its own model; composefs images are a small subset of EROFS that the decoder in
-//! [`crate::erofs`] already describes. Tests read the images back with the composefs crate,
-//! `lazycfs dump` and the kernel.
+//! in its own model. It follows that crate's layout rule by rule, so that the same tree gives
+//! the same bytes (and fs-verity digest) in each format; `tests/create_reference.rs` compares
+//! them.
 
 mod dumpfile;
 mod erofs;

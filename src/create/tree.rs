@@ -41,7 +41,8 @@ pub struct Node {
 pub enum Kind {
     /// Entries sorted by name (without `.` and `..`), with their node numbers.
     Directory(Vec<(Box<[u8]>, usize)>),
-    /// A regular file of at most [`INLINE_MAX`] bytes, stored in the image.
+    /// A regular file stored in the image (at most [`INLINE_MAX`] bytes from a directory; any
+    /// size from a dumpfile).
     Inline(Vec<u8>),
     /// A regular file stored as an object: the number of its hashing job.
     External(usize),

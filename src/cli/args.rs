@@ -102,7 +102,8 @@ pub enum Command {
     },
     /// Mount an image so it looks like the rootful composefs mount
     Mount(MountArgs),
-    /// Write a composefs image of a directory tree, storing its files as objects
+    /// Write a composefs image of a directory tree, storing its files as objects, or of a
+    /// dumpfile
     #[command(after_help = CREATE_EXIT_STATUS)]
     Create(CreateArgs),
     /// Run a command inside a private mount of an image (any user; exits with its status)
@@ -133,27 +134,45 @@ pub enum Command {
 
 /// `lazycfs create`'s exit statuses, in its help.
 const CREATE_EXIT_STATUS: &str = "Exit status: 0 done; 2 bad command line; 3 SOURCE is not a \
-    directory; 4 a file in SOURCE cannot be read (or stored in an image); 5 the objects \
+    directory; 4 a file in SOURCE cannot be read (or stored in an image), or the dumpfile \
+    cannot be read or has a bad line; 5 the objects \
     directory or the image cannot be written (read-only filesystem, permissions); 6 no space \
     left on the device (or quota); 130 interrupted (SIGINT; 143 for SIGTERM). On any error \
     the image is left as it was, and no partial object exists.";
 
 #[derive(Debug, Args)]
+#[command(
+    override_usage = "lazycfs create SOURCE IMAGE --objects DIR [OPTIONS]\n       \
+                            lazycfs create SOURCE IMAGE --digest-only [OPTIONS]\n       \
+                            lazycfs create --from-dump FILE|- IMAGE [OPTIONS]"
+)]
 pub struct CreateArgs {
-    /// The directory tree to make an image of
+    /// The directory tree to make an image of (with `--from-dump`: only IMAGE is given)
+    #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
     /// The image file to write (replaced once complete)
-    pub image: PathBuf,
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
     /// Objects directory, created if missing: each regular file over 64 bytes is stored there
     /// as `xx/<62 hex>`, named by its fs-verity digest (the basedir of `mount` and `run`)
     #[arg(
         long,
         value_name = "DIR",
         allow_hyphen_values = true,
-        required_unless_present = "digest_only"
+        required_unless_present_any = ["digest_only", "from_dump"]
     )]
     pub objects: Option<PathBuf>,
-    /// Image format version (all read back the same)
+    /// Make the image of a composefs dumpfile (composefs-dump(5); `-` reads stdin) instead of a
+    /// directory, as `mkcomposefs --from-file`: the dumpfile names the objects, none is stored
+    #[arg(
+        long,
+        value_name = "FILE",
+        allow_hyphen_values = true,
+        conflicts_with_all = ["objects", "digest_only", "threads"]
+    )]
+    pub from_dump: Option<PathBuf>,
+    /// Image format version: each gives the bytes composefs-rs writes for the same tree (all
+    /// read back the same)
     #[arg(long, value_enum, value_name = "VERSION", default_value_t = FormatArg::V1)]
     pub format: FormatArg,
     /// Compute the digests and write the image, but store no objects
@@ -170,14 +189,15 @@ pub struct CreateArgs {
 /// `--format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
-    /// `mkcomposefs`'s default layout, composefs version 0 in the header (1 if SOURCE has
-    /// whiteouts)
+    /// composefs-rs' V0, which is plain `mkcomposefs` (composefs version 0 in the header; on
+    /// a tree with whiteouts `mkcomposefs` writes v1)
     V0,
-    /// The same layout, composefs version 1 (`mkcomposefs --min-version=1`, composefs-rs's
-    /// default)
+    /// composefs-rs' V1 (its default), which is `mkcomposefs --min-version=1
+    /// --max-version=1`
     #[default]
     V1,
-    /// composefs-rs's earlier format: extended inodes, whole-second times, no whiteout stubs
+    /// composefs-rs' V2, its earlier format: extended inodes, whole-second times, no whiteout
+    /// stubs
     V2,
 }
 

@@ -1,5 +1,5 @@
 //! `lazycfs create`: the image and objects of a directory tree, with a progress bar on a
-//! terminal.
+//! terminal, or the image of a dumpfile.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -14,6 +14,21 @@ use super::args::{CreateArgs, FormatArg};
 
 /// Writes the image; prints its digest with `--print-digest`.
 pub fn create(args: CreateArgs) -> Result<ExitCode, ExitCode> {
+    // With `--from-dump` the one positional argument is the image.
+    let (source, image) = match (&args.from_dump, &args.image) {
+        (Some(dump), None) => (dump.clone(), args.source.clone()),
+        (None, Some(image)) => (args.source.clone(), image.clone()),
+        (Some(_), Some(_)) => {
+            eprintln!(
+                "lazycfs create: with --from-dump, give only IMAGE (the dumpfile is the source)"
+            );
+            return Err(ExitCode::from(2));
+        }
+        (None, None) => {
+            eprintln!("lazycfs create: IMAGE is missing (lazycfs create SOURCE IMAGE ...)");
+            return Err(ExitCode::from(2));
+        }
+    };
     let stop = Arc::new(AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register_usize(signal, stop.clone(), signal as usize) {
@@ -35,7 +50,12 @@ pub fn create(args: CreateArgs) -> Result<ExitCode, ExitCode> {
     } else {
         args.objects.as_deref()
     };
-    match lazycfs::create::create(&args.source, &args.image, objects, &options, &stop, &bar) {
+    let created = if args.from_dump.is_some() {
+        lazycfs::create::create_from_dump(&source, &image, &options, &stop)
+    } else {
+        lazycfs::create::create(&source, &image, objects, &options, &stop, &bar)
+    };
+    match created {
         Ok(created) => {
             bar.bar.finish_and_clear();
             if args.print_digest {

@@ -1,175 +1,290 @@
-//! The EROFS writer: lays the inodes out and emits the image bytes.
+//! The EROFS writer: lays the inodes out as the reference writers do and emits the image.
 //!
-//! Layout, all in 4 KiB blocks: the composefs header (offset 0), the superblock (1024), the
-//! inode table (each inode 32-byte aligned, followed by its xattr body and its inline data,
-//! which never crosses a block boundary, so kernels before 6.12 accept it), the shared xattr
-//! area, then whole data blocks (directories and symlinks too large to inline). External
-//! files are chunk-based with one hole per chunk: their content is the object named by
-//! their redirect. Nothing depends on the clock or on the order the source was read in.
+//! The layout is composefs-rs' (which is `mkcomposefs`' for V0/V1), so the same tree gives the
+//! same bytes and the same fs-verity digest: the composefs header, the superblock at 1024, the
+//! inodes from 1152 (each 32-byte aligned, with its xattr body and inline tail, padded so that
+//! a tail does not cross a block as each writer does it), the shared xattr table right after
+//! the last inode, then whole blocks per inode in inode order (directory blocks, content too
+//! large to inline, chunk maps too large for the inode's block). The arithmetic runs once to
+//! place everything, then the bytes are written through [`crate::erofs::format`]'s structs.
 
-use super::inodes::{Data, Inode, Inodes};
+use zerocopy::IntoBytes;
+use zerocopy::little_endian::{U16, U32, U64};
+
+use super::inodes::{Data, Entry, Inode, Inodes};
 use super::xattrs::{self, Shared, Stored};
 use super::{CreateError, Format};
+use crate::erofs::format::{
+    COMPOSEFS_BLOCK_BITS, COMPOSEFS_FLAGS_HAS_ACL, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC,
+    ComposefsHeader, Dirent, INODE_SLOT_BITS, InodeCompact, InodeExtended, SUPER_MAGIC,
+    SUPER_OFFSET, SuperBlock, chunk, compat, datalayout, iformat, mode::S_IFLNK, mode::S_IFMT,
+    xattr_index,
+};
 
-const BLOCK: usize = 4096;
-const BLOCK_BITS: u32 = 12;
-const COMPOSEFS_MAGIC: u32 = 0xd078_629a;
-const EROFS_MAGIC: u32 = 0xE0F5_E1E2;
-const SUPERBLOCK_AT: usize = 1024;
-const INODES_AT: usize = SUPERBLOCK_AT + 128;
-const FEATURE_COMPAT_MTIME: u32 = 0x2;
-const FEATURE_COMPAT_XATTR_FILTER: u32 = 0x4;
-const FEATURE_INCOMPAT_CHUNKED_FILE: u32 = 0x4;
-const COMPOSEFS_FLAGS_HAS_ACL: u32 = 1;
-const FLAT_PLAIN: u16 = 0;
-const FLAT_INLINE: u16 = 2;
-const CHUNK_BASED: u16 = 4;
-const DIRENT_SIZE: usize = 12;
+const BLOCK: u64 = 1 << COMPOSEFS_BLOCK_BITS;
+const SLOT: u64 = 1 << INODE_SLOT_BITS;
+const INODES_AT: u64 = (SUPER_OFFSET + size_of::<SuperBlock>()) as u64;
+/// A directory's last, partial block stays inline up to this many bytes.
+const DIR_INLINE_MAX: u64 = BLOCK / 2;
+/// V0/V1 keep a regular file's partial last block inline up to this many bytes.
+const TAIL_INLINE_MAX: usize = BLOCK as usize / 2;
+/// A chunk map entry: a 4-byte block address, all holes.
+const HOLE: [u8; 4] = [0xff; 4];
 
-/// Where one inode's pieces go.
-struct Placed<'t> {
-    /// Byte offset of the inode (its nid is this / 32).
-    at: usize,
+/// What follows an inode's xattr body.
+enum Tail<'t> {
+    None,
+    Bytes(&'t [u8]),
+    Dirents(Vec<Entry<'t>>),
+    Holes(usize),
+}
+
+/// Whole blocks of an inode, after the shared xattr table.
+enum Blocks<'t> {
+    None,
+    /// Content cut in blocks, the last one zero-padded.
+    Bytes(&'t [u8], usize),
+    Dirents(Vec<Vec<Entry<'t>>>),
+    /// One block of holes (a chunk map moved out of the inode).
+    Holes,
+}
+
+/// The padding rule before an inode with a tail (see [`pad`]).
+#[derive(Clone, Copy)]
+enum Pad {
+    None,
+    /// V0/V1: the tail must not cross the block its start is in.
+    Tail(u64),
+    /// V0/V1 symlinks: the inode, its xattrs and its target (`u64`) in one block.
+    Whole(u64),
+    /// V0/V1 chunk map moved to a block: the inode starts a block.
+    Block,
+    /// V2: the tail (`u64`) must end in the block its metadata ends in.
+    V2(u64),
+}
+
+/// One inode as laid out.
+struct Shape<'t> {
     extended: bool,
-    xattr_body: Vec<u8>,
-    /// Bytes right after the xattr body (inline tail or chunk map).
-    tail: Vec<u8>,
-    /// Content too large to inline, in the data area (one block at most: a symlink target).
-    blocks: Vec<Vec<u8>>,
-    /// Directory blocks, built once the inode numbers are known.
-    dir_blocks: Vec<Vec<(&'t [u8], usize, u8)>>,
-    dir_tail: Vec<(&'t [u8], usize, u8)>,
-    layout: u16,
+    layout: u8,
     size: u64,
-    /// `i_u` apart from a block address.
-    union: u32,
-    first_block: u32,
+    /// `i_u` apart from the block address.
+    u: u32,
+    /// How the block address goes into `i_u`: not at all, whole, or its high half (chunk map).
+    blkaddr: Option<u32>,
+    body: usize,
+    tail: Tail<'t>,
+    tail_len: usize,
+    blocks: Blocks<'t>,
+    block_count: u64,
+    pad: Pad,
+}
+
+impl<'t> Shape<'t> {
+    /// Moves a symlink's target from the inode to a block of its own.
+    fn move_target_to_block(&mut self, target: &'t [u8]) {
+        self.layout = datalayout::FLAT_PLAIN;
+        self.tail = Tail::None;
+        self.tail_len = 0;
+        self.blkaddr = Some(u32::MAX);
+        self.block_count = 1;
+        self.blocks = Blocks::Bytes(target, 1);
+        self.pad = Pad::None;
+    }
 }
 
 /// Writes `inodes` as a composefs image of `format`.
 pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError> {
     let epoch1 = format != Format::V2;
     let list = &inodes.list;
-    // V0/V1 keep nanoseconds and give the oldest time to the superblock, so that inodes of
-    // that time can be compact; V2 (as composefs-rs) stores seconds only.
-    let build_time = if epoch1 {
-        list.iter()
-            .map(|i| i.mtime)
-            .filter(|&(sec, _)| sec >= 0)
-            .min()
-            .unwrap_or((0, 0))
-    } else {
-        (0, 0)
-    };
     let stored: Vec<Vec<Stored<'_>>> = list
         .iter()
         .map(|inode| stored_xattrs(inode, epoch1))
         .collect::<Result<_, _>>()?;
-    let shared = Shared::new(stored.iter().map(|x| &x[..]));
-
-    let mut placed = Vec::with_capacity(list.len());
-    let mut cursor = INODES_AT;
-    for (inode, xattrs) in list.iter().zip(&stored) {
-        let mut p = plan(inode, build_time, epoch1);
-        // The shared area's position is not known yet; body sizes do not depend on it.
-        p.xattr_body = shared.body(xattrs, 0);
-        cursor = place(&mut p, cursor);
-        placed.push(p);
-    }
-    let inodes_end = cursor.next_multiple_of(32);
-    let (xattr_blkaddr, shared_base) = if shared.entries.is_empty() {
-        (0, 0)
+    let has_acl = stored.iter().flatten().any(|&(index, _, _)| {
+        index == xattr_index::POSIX_ACL_ACCESS || index == xattr_index::POSIX_ACL_DEFAULT
+    });
+    let shared = Shared::new(&stored, epoch1);
+    let build_time = if epoch1 {
+        list.iter().map(|i| i.mtime).min().unwrap_or((0, 0))
     } else {
-        (inodes_end / BLOCK, (inodes_end % BLOCK) as u32)
+        (0, 0)
     };
-    let mut next_block = (inodes_end + shared.size()).div_ceil(BLOCK);
-    for p in &mut placed {
-        p.first_block = next_block as u32;
-        next_block += p.blocks.len() + p.dir_blocks.len();
-    }
-    let mut out = vec![0u8; next_block * BLOCK];
 
-    let has_acl = stored
-        .iter()
-        .flatten()
-        .any(|&(index, _, _)| index == 2 || index == 3);
-    let composefs_version = match format {
-        Format::V0 if inodes.escaped_whiteouts => 1,
-        Format::V0 => 0,
-        Format::V1 => 1,
-        Format::V2 => 2,
+    // Place the inodes, the shared table and the blocks.
+    let mut shapes = Vec::with_capacity(list.len());
+    let mut at = Vec::with_capacity(list.len());
+    let mut pos = INODES_AT;
+    for (inode, xattrs) in list.iter().zip(&stored) {
+        let body = shared.body(xattrs, 0).len();
+        let mut shape = shape(inode, body, build_time, epoch1);
+        let slot = pos.next_multiple_of(SLOT);
+        pos = pad(slot, &shape);
+        let tail_at = pos + header_size(shape.extended) + shape.body as u64;
+        if let (Pad::V2(_), Data::Symlink(target)) = (shape.pad, &inode.data) {
+            if tail_at % BLOCK + target.len() as u64 > BLOCK {
+                // composefs-rs' V2 would leave the target crossing a block, which the kernel
+                // refuses for symlinks: it gets a block, as in V0/V1.
+                shape.move_target_to_block(target);
+                pos = slot;
+            }
+        }
+        at.push(pos);
+        pos += header_size(shape.extended) + (shape.body + shape.tail_len) as u64;
+        shapes.push(shape);
+    }
+    let inodes_end = pos.next_multiple_of(SLOT);
+    pos = (inodes_end + shared.size() as u64).next_multiple_of(BLOCK);
+    let mut block_at = Vec::with_capacity(list.len());
+    for shape in &shapes {
+        block_at.push(pos);
+        pos += shape.block_count * BLOCK;
+    }
+    let end = pos;
+    let too_large = || {
+        CreateError::Unsupported(format!(
+            "the image would be {end} bytes: EROFS addresses 2^32 blocks of 4 KiB"
+        ))
     };
-    put32(&mut out, 0, COMPOSEFS_MAGIC);
-    put32(&mut out, 4, 1);
-    put32(
-        &mut out,
-        8,
-        if epoch1 && has_acl {
+    let blocks = u32::try_from(end / BLOCK).map_err(|_| too_large())?;
+    let len = usize::try_from(end).map_err(|_| too_large())?;
+    // V0/V1 count shared ids from the block the table starts in, V2 from the image start.
+    let (xattr_blkaddr, shared_base) = if epoch1 {
+        (inodes_end / BLOCK, inodes_end % BLOCK)
+    } else {
+        (0, inodes_end)
+    };
+    let shared_base = u32::try_from(shared_base).map_err(|_| too_large())?;
+
+    let mut out = vec![0u8; len];
+    let header = ComposefsHeader {
+        magic: U32::new(COMPOSEFS_MAGIC),
+        version: U32::new(COMPOSEFS_HEADER_VERSION),
+        flags: U32::new(if epoch1 && has_acl {
             COMPOSEFS_FLAGS_HAS_ACL
         } else {
             0
-        },
-    );
-    put32(&mut out, 12, composefs_version);
+        }),
+        composefs_version: U32::new(match format {
+            Format::V0 => 0,
+            Format::V1 => 1,
+            Format::V2 => 2,
+        }),
+        unused: [U32::new(0); 4],
+    };
+    put(&mut out, 0, header.as_bytes());
+    let nid = |number: usize| at[number] / SLOT;
+    let superblock = SuperBlock {
+        magic: U32::new(SUPER_MAGIC),
+        checksum: U32::new(0),
+        feature_compat: U32::new(compat::MTIME | compat::XATTR_FILTER),
+        blkszbits: COMPOSEFS_BLOCK_BITS,
+        sb_extslots: 0,
+        root_nid: U16::new(nid(0) as u16),
+        inos: U64::new(list.len() as u64),
+        epoch: U64::new(build_time.0),
+        fixed_nsec: U32::new(build_time.1),
+        blocks: U32::new(blocks),
+        meta_blkaddr: U32::new(0),
+        xattr_blkaddr: U32::new(xattr_blkaddr as u32),
+        uuid: [0; 16],
+        volume_name: [0; 16],
+        feature_incompat: U32::new(0),
+        available_compr_algs: U16::new(0),
+        extra_devices: U16::new(0),
+        devt_slotoff: U16::new(0),
+        dirblkbits: 0,
+        xattr_prefix_count: 0,
+        xattr_prefix_start: U32::new(0),
+        packed_nid: U64::new(0),
+        xattr_filter_reserved: 0,
+        reserved2: [0; 23],
+    };
+    put(&mut out, SUPER_OFFSET as u64, superblock.as_bytes());
 
-    let sb = SUPERBLOCK_AT;
-    put32(&mut out, sb, EROFS_MAGIC);
-    put32(
-        &mut out,
-        sb + 8,
-        FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
-    );
-    out[sb + 12] = BLOCK_BITS as u8;
-    put16(&mut out, sb + 14, (placed[0].at / 32) as u16);
-    put64(&mut out, sb + 16, list.len() as u64);
-    put64(&mut out, sb + 24, build_time.0 as u64);
-    put32(&mut out, sb + 32, build_time.1);
-    put32(&mut out, sb + 36, next_block as u32);
-    put32(&mut out, sb + 44, xattr_blkaddr as u32);
-    let chunked = placed.iter().any(|p| p.layout == CHUNK_BASED);
-    put32(
-        &mut out,
-        sb + 80,
-        if chunked {
-            FEATURE_INCOMPAT_CHUNKED_FILE
+    for (number, (inode, shape)) in list.iter().zip(&shapes).enumerate() {
+        let blkaddr = (block_at[number] / BLOCK) as u32;
+        let u = match shape.blkaddr {
+            None => shape.u,
+            Some(mask) => (blkaddr & mask) | shape.u,
+        };
+        let ino = if epoch1 {
+            number as u32
         } else {
-            0
-        },
-    );
-
-    let nids: Vec<u64> = placed.iter().map(|p| (p.at / 32) as u64).collect();
-    for (number, (inode, p)) in list.iter().zip(&mut placed).enumerate() {
-        if !p.xattr_body.is_empty() {
-            p.xattr_body = shared.body(&stored[number], shared_base);
+            nid(number) as u32
+        };
+        let body = shared.body(&stored[number], shared_base);
+        let icount = xattrs::icount(body.len());
+        let mut pos = at[number];
+        if shape.extended {
+            let header = InodeExtended {
+                format: U16::new(
+                    iformat::VERSION_MASK | u16::from(shape.layout) << iformat::DATALAYOUT_BIT,
+                ),
+                xattr_icount: U16::new(icount),
+                mode: U16::new(inode.mode as u16),
+                nb: U16::new(0),
+                size: U64::new(shape.size),
+                u: U32::new(u),
+                ino: U32::new(ino),
+                uid: U32::new(inode.uid),
+                gid: U32::new(inode.gid),
+                mtime: U64::new(inode.mtime.0),
+                mtime_nsec: U32::new(if epoch1 { inode.mtime.1 } else { 0 }),
+                nlink: U32::new(inode.nlink),
+                reserved2: [0; 16],
+            };
+            put(&mut out, pos, header.as_bytes());
+        } else {
+            // Compact: the time is the superblock's (`i_mtime` 0 is relative to it).
+            let header = InodeCompact {
+                format: U16::new(u16::from(shape.layout) << iformat::DATALAYOUT_BIT),
+                xattr_icount: U16::new(icount),
+                mode: U16::new(inode.mode as u16),
+                nb: U16::new(inode.nlink as u16),
+                size: U32::new(shape.size as u32),
+                mtime: U32::new(0),
+                u: U32::new(u),
+                ino: U32::new(ino),
+                uid: U16::new(inode.uid as u16),
+                gid: U16::new(inode.gid as u16),
+                reserved2: U32::new(0),
+            };
+            put(&mut out, pos, header.as_bytes());
         }
-        if !p.dir_tail.is_empty() {
-            p.tail = dirent_block(&p.dir_tail, &nids);
+        pos += header_size(shape.extended);
+        put(&mut out, pos, &body);
+        pos += body.len() as u64;
+        match &shape.tail {
+            Tail::None => {}
+            Tail::Bytes(bytes) => put(&mut out, pos, bytes),
+            Tail::Dirents(entries) => put(&mut out, pos, &dirent_block(entries, &nid)),
+            Tail::Holes(n) => put(&mut out, pos, &HOLE.repeat(*n)),
         }
-        emit_inode(&mut out, inode, p, number as u32, epoch1);
-        let mut block = p.first_block as usize * BLOCK;
-        for data in &p.blocks {
-            out[block..block + data.len()].copy_from_slice(data);
-            block += BLOCK;
-        }
-        for entries in &p.dir_blocks {
-            let bytes = dirent_block(entries, &nids);
-            out[block..block + bytes.len()].copy_from_slice(&bytes);
-            block += BLOCK;
+        let mut pos = block_at[number];
+        match &shape.blocks {
+            Blocks::None => {}
+            Blocks::Bytes(bytes, count) => {
+                let len = (*count * BLOCK as usize).min(bytes.len());
+                put(&mut out, pos, &bytes[..len]);
+            }
+            Blocks::Dirents(blocks) => {
+                for entries in blocks {
+                    put(&mut out, pos, &dirent_block(entries, &nid));
+                    pos += BLOCK;
+                }
+            }
+            Blocks::Holes => put(&mut out, pos, &HOLE.repeat(BLOCK as usize / HOLE.len())),
         }
     }
-    let mut at = inodes_end;
-    for &xattr in &shared.entries {
-        let mut bytes = Vec::new();
-        xattrs::write_entry(&mut bytes, xattr);
-        out[at..at + bytes.len()].copy_from_slice(&bytes);
-        at += bytes.len();
-    }
+    put(&mut out, inodes_end, &shared.table());
     Ok(out)
 }
 
-/// An inode's xattrs split into prefix index and suffix, checked against the format's limits.
+/// An inode's xattrs split into prefix index and suffix, checked against the format's limits;
+/// V0/V1 in `mkcomposefs`' order.
 fn stored_xattrs<'t>(inode: &'t Inode<'_>, epoch1: bool) -> Result<Vec<Stored<'t>>, CreateError> {
-    inode
+    let mut stored = inode
         .xattrs
         .iter()
         .map(|(name, value)| {
@@ -184,155 +299,206 @@ fn stored_xattrs<'t>(inode: &'t Inode<'_>, epoch1: bool) -> Result<Vec<Stored<'t
             }
             Ok((index, suffix, &value[..]))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if epoch1 {
+        stored.sort_by(xattrs::cmp_full_name);
+    }
+    Ok(stored)
 }
 
-/// Decides an inode's layout before placement: what could go inline and what needs blocks.
-fn plan<'t>(inode: &Inode<'t>, build_time: (i64, u32), epoch1: bool) -> Placed<'t> {
-    let mut p = Placed {
-        at: 0,
+fn header_size(extended: bool) -> u64 {
+    if extended {
+        size_of::<InodeExtended>() as u64
+    } else {
+        size_of::<InodeCompact>() as u64
+    }
+}
+
+/// Decides an inode's layout: its inode size, what goes inline and what in blocks.
+fn shape<'t>(inode: &Inode<'t>, body: usize, build_time: (u64, u32), epoch1: bool) -> Shape<'t> {
+    let mut s = Shape {
         extended: true,
-        xattr_body: Vec::new(),
-        tail: Vec::new(),
-        blocks: Vec::new(),
-        dir_blocks: Vec::new(),
-        dir_tail: Vec::new(),
-        layout: FLAT_PLAIN,
+        layout: datalayout::FLAT_PLAIN,
         size: 0,
-        union: 0,
-        first_block: 0,
+        u: 0,
+        blkaddr: None,
+        body,
+        tail: Tail::None,
+        tail_len: 0,
+        blocks: Blocks::None,
+        block_count: 0,
+        pad: Pad::None,
     };
     match &inode.data {
         Data::Directory(entries) => {
-            let mut blocks = vec![Vec::new()];
+            let mut blocks = Vec::new();
+            let mut rest: Vec<Entry<'t>> = Vec::new();
             let mut used = 0;
             for &entry in entries {
-                let size = DIRENT_SIZE + entry.0.len();
+                let size = (size_of::<Dirent>() + entry.0.len()) as u64;
                 if used + size > BLOCK {
-                    blocks.push(Vec::new());
+                    blocks.push(std::mem::take(&mut rest));
                     used = 0;
                 }
                 used += size;
-                blocks.last_mut().unwrap().push(entry);
+                rest.push(entry);
             }
-            p.size = ((blocks.len() - 1) * BLOCK + used) as u64;
-            // A short last block goes inline (if it fits in the inode's block, see `place`).
-            if used <= BLOCK / 2 {
-                p.dir_tail = blocks.pop().unwrap_or_default();
-                p.layout = FLAT_INLINE;
+            if used > DIR_INLINE_MAX {
+                blocks.push(std::mem::take(&mut rest));
+                used = 0;
             }
-            p.dir_blocks = blocks;
+            s.size = blocks.len() as u64 * BLOCK + used;
+            s.block_count = blocks.len() as u64;
+            if rest.is_empty() {
+                s.blkaddr = Some(u32::MAX);
+            } else {
+                s.layout = datalayout::FLAT_INLINE;
+                s.tail_len = used as usize;
+                s.tail = Tail::Dirents(rest);
+                if !blocks.is_empty() {
+                    s.blkaddr = Some(u32::MAX);
+                }
+            }
+            if !blocks.is_empty() {
+                s.blocks = Blocks::Dirents(blocks);
+            }
         }
-        Data::Bytes(bytes) => {
-            p.size = bytes.len() as u64;
-            p.tail = bytes.to_vec();
-            p.layout = FLAT_INLINE;
+        Data::Inline(bytes) => {
+            s.size = bytes.len() as u64;
+            let (mut count, mut tail) = if epoch1 {
+                (bytes.len() / BLOCK as usize, bytes.len() % BLOCK as usize)
+            } else {
+                (0, bytes.len())
+            };
+            if tail > TAIL_INLINE_MAX && epoch1 {
+                count += 1;
+                tail = 0;
+            }
+            s.layout = if tail > 0 {
+                datalayout::FLAT_INLINE
+            } else {
+                datalayout::FLAT_PLAIN
+            };
+            s.tail = Tail::Bytes(&bytes[bytes.len() - tail..]);
+            s.tail_len = tail;
+            if count > 0 {
+                s.blkaddr = Some(u32::MAX);
+                s.block_count = count as u64;
+                s.blocks = Blocks::Bytes(bytes, count);
+            }
         }
-        Data::External(size) => {
-            p.size = *size;
-            // As `mkcomposefs`: the smallest chunk size (at least a block) that covers the file
-            // in one chunk, up to the largest the format allows.
-            let bits =
-                (64 - size.saturating_sub(1).leading_zeros()).clamp(BLOCK_BITS, BLOCK_BITS + 31);
-            let chunks = size.div_ceil(1 << bits) as usize;
-            p.union = bits - BLOCK_BITS;
-            p.tail = vec![0xff; 4 * chunks];
-            p.layout = CHUNK_BASED;
+        Data::Symlink(target) => {
+            s.size = target.len() as u64;
+            s.layout = datalayout::FLAT_INLINE;
+            s.tail = Tail::Bytes(target);
+            s.tail_len = target.len();
         }
-        Data::Device(rdev) => p.union = encode_dev(*rdev),
+        Data::Chunked { size, v2_map } => {
+            s.size = *size;
+            s.layout = datalayout::CHUNK_BASED;
+            if epoch1 {
+                // The smallest chunk (at least a block) that covers the file in one, up to
+                // the largest the format allows.
+                let bits = (64 - size.saturating_sub(1).leading_zeros()).clamp(
+                    COMPOSEFS_BLOCK_BITS.into(),
+                    u32::from(COMPOSEFS_BLOCK_BITS) + u32::from(chunk::BLKBITS_MASK),
+                );
+                s.u = bits - u32::from(COMPOSEFS_BLOCK_BITS);
+                let chunks = size.div_ceil(1 << bits) as usize;
+                s.tail_len = HOLE.len() * chunks;
+                s.tail = Tail::Holes(chunks);
+            } else {
+                s.u = chunk::BLKBITS_MASK.into();
+                if *v2_map {
+                    s.tail_len = HOLE.len();
+                    s.tail = Tail::Holes(1);
+                }
+            }
+        }
+        Data::Device(rdev) => s.u = *rdev,
         Data::Empty => {}
     }
-    p.extended = !(epoch1
+    s.extended = !(epoch1
         && inode.mtime == build_time
         && inode.nlink <= u16::MAX as u32
         && inode.uid <= u16::MAX as u32
         && inode.gid <= u16::MAX as u32
-        && p.size <= u32::MAX as u64);
-    p
+        && s.size <= u32::MAX as u64);
+    let symlink = inode.mode & S_IFMT == S_IFLNK;
+    let meta = header_size(s.extended) + body as u64;
+    if !epoch1 {
+        if s.layout == datalayout::FLAT_INLINE {
+            s.pad = Pad::V2(s.size % BLOCK);
+        }
+    } else if symlink {
+        if let (true, Data::Symlink(target)) = (meta + s.size >= BLOCK, &inode.data) {
+            // Too long to share a block with its inode: the target gets a block.
+            s.move_target_to_block(target);
+        }
+        s.pad = Pad::Whole(meta + s.size);
+    } else if s.layout == datalayout::CHUNK_BASED && s.tail_len > 0 {
+        if s.tail_len + body % SLOT as usize > BLOCK as usize {
+            s.tail = Tail::None;
+            s.tail_len = 0;
+            s.blkaddr = Some(0xffff_0000);
+            s.block_count = 1;
+            s.blocks = Blocks::Holes;
+            s.pad = Pad::Block;
+        } else {
+            s.pad = Pad::Tail(s.tail_len as u64);
+        }
+    } else if s.layout == datalayout::FLAT_INLINE {
+        s.pad = Pad::Tail(s.size % BLOCK);
+    }
+    s
 }
 
-/// Places an inode at or after `cursor`; returns the offset after it. Inline data stays in
-/// the inode's block: the inode moves to the next block if needed, or the data goes to the
-/// data area if it cannot fit in any block with its inode. A chunk map is never moved out;
-/// only an xattr body of nearly a block makes it cross a block, which readers allow.
-fn place(p: &mut Placed<'_>, cursor: usize) -> usize {
-    let mut at = cursor.next_multiple_of(32);
-    let meta = if p.extended { 64 } else { 32 } + p.xattr_body.len();
-    let tail = p.tail.len()
-        + p.dir_tail
-            .iter()
-            .map(|e| DIRENT_SIZE + e.0.len())
-            .sum::<usize>();
-    if tail > 0 && at % BLOCK + meta + tail > BLOCK {
-        if meta + tail <= BLOCK {
-            at = at.next_multiple_of(BLOCK);
-        } else if p.layout == FLAT_INLINE {
-            p.layout = FLAT_PLAIN;
-            if p.dir_tail.is_empty() {
-                p.blocks.push(std::mem::take(&mut p.tail));
+/// Where an inode goes at or after slot-aligned `pos`, so that its tail is where the writers
+/// put it.
+fn pad(pos: u64, shape: &Shape<'_>) -> u64 {
+    let meta = header_size(shape.extended) + shape.body as u64;
+    let to_block_end = |at: u64| (BLOCK - at % BLOCK) % BLOCK;
+    match shape.pad {
+        Pad::None => pos,
+        Pad::Tail(tail) => {
+            let left = to_block_end(pos + meta);
+            if left != 0 && left < tail {
+                pos + left.next_multiple_of(SLOT)
             } else {
-                p.dir_blocks.push(std::mem::take(&mut p.dir_tail));
+                pos
             }
-            p.at = at;
-            return at + meta;
+        }
+        Pad::Whole(total) => {
+            if pos % BLOCK + total > BLOCK {
+                pos.next_multiple_of(BLOCK)
+            } else {
+                pos
+            }
+        }
+        Pad::Block => pos.next_multiple_of(BLOCK),
+        Pad::V2(tail) => {
+            let start = pos + meta;
+            if (start - 1) / BLOCK != (start + tail) / BLOCK {
+                (pos + BLOCK - (start - 1) % BLOCK).next_multiple_of(SLOT)
+            } else {
+                pos
+            }
         }
     }
-    p.at = at;
-    at + meta + tail
-}
-
-/// Writes inode `number` with its xattr body and tail at its place.
-fn emit_inode(out: &mut [u8], inode: &Inode<'_>, p: &Placed<'_>, number: u32, epoch1: bool) {
-    let has_blocks = !p.blocks.is_empty() || !p.dir_blocks.is_empty();
-    let union = match p.layout {
-        CHUNK_BASED => p.union,
-        FLAT_PLAIN | FLAT_INLINE if has_blocks => p.first_block,
-        _ => p.union,
-    };
-    let at = p.at;
-    let icount = xattrs::icount(p.xattr_body.len());
-    let layout = if p.layout == FLAT_INLINE && p.tail.is_empty() {
-        FLAT_PLAIN
-    } else {
-        p.layout
-    };
-    put16(out, at + 2, icount);
-    put16(out, at + 4, inode.mode as u16);
-    put32(out, at + 16, union);
-    put32(out, at + 20, number);
-    let header = if p.extended {
-        put16(out, at, 1 | layout << 1);
-        put64(out, at + 8, p.size);
-        put32(out, at + 24, inode.uid);
-        put32(out, at + 28, inode.gid);
-        put64(out, at + 32, inode.mtime.0 as u64);
-        put32(out, at + 40, if epoch1 { inode.mtime.1 } else { 0 });
-        put32(out, at + 44, inode.nlink);
-        64
-    } else {
-        // Compact: the mtime is the superblock's (`i_mtime` 0 is relative to it).
-        put16(out, at, layout << 1);
-        put16(out, at + 6, inode.nlink as u16);
-        put32(out, at + 8, p.size as u32);
-        put16(out, at + 24, inode.uid as u16);
-        put16(out, at + 26, inode.gid as u16);
-        32
-    };
-    let mut pos = at + header;
-    out[pos..pos + p.xattr_body.len()].copy_from_slice(&p.xattr_body);
-    pos += p.xattr_body.len();
-    out[pos..pos + p.tail.len()].copy_from_slice(&p.tail);
 }
 
 /// One block of directory entries: the `erofs_dirent` array, then the names.
-fn dirent_block(entries: &[(&[u8], usize, u8)], nids: &[u64]) -> Vec<u8> {
-    let mut out = vec![0u8; entries.len() * DIRENT_SIZE];
-    let mut name_at = out.len();
-    for (i, &(name, inode, file_type)) in entries.iter().enumerate() {
-        let at = i * DIRENT_SIZE;
-        put64(&mut out, at, nids[inode]);
-        put16(&mut out, at + 8, name_at as u16);
-        out[at + 10] = file_type;
+fn dirent_block(entries: &[Entry<'_>], nid: &dyn Fn(usize) -> u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BLOCK as usize);
+    let mut name_at = entries.len() * size_of::<Dirent>();
+    for &(name, inode, file_type) in entries {
+        let dirent = Dirent {
+            nid: U64::new(nid(inode)),
+            nameoff: U16::new(name_at as u16),
+            file_type,
+            reserved: 0,
+        };
+        out.extend_from_slice(dirent.as_bytes());
         name_at += name.len();
     }
     for &(name, _, _) in entries {
@@ -341,21 +507,7 @@ fn dirent_block(entries: &[(&[u8], usize, u8)], nids: &[u64]) -> Vec<u8> {
     out
 }
 
-/// `st_rdev` (glibc's encoding) as the kernel's `new_encode_dev`.
-fn encode_dev(rdev: u64) -> u32 {
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-    ((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)) as u32
-}
-
-fn put16(out: &mut [u8], at: usize, value: u16) {
-    out[at..at + 2].copy_from_slice(&value.to_le_bytes());
-}
-
-fn put32(out: &mut [u8], at: usize, value: u32) {
-    out[at..at + 4].copy_from_slice(&value.to_le_bytes());
-}
-
-fn put64(out: &mut [u8], at: usize, value: u64) {
-    out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+fn put(out: &mut [u8], at: u64, bytes: &[u8]) {
+    let at = at as usize;
+    out[at..at + bytes.len()].copy_from_slice(bytes);
 }

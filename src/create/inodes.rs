@@ -1,56 +1,56 @@
-//! From the source tree to the image's inodes, in image order, with the composefs
-//! conventions applied: external files as metacopy + redirect to their object, the source's
-//! own `trusted.overlay.*` xattrs escaped, and for V0/V1 the `00`..`ff` whiteout stubs in the
-//! root, an opaque root and source whiteouts escaped, as `mkcomposefs` writes them.
+//! From the tree to the image's inodes, numbered in the reference writers' order, with the
+//! composefs conventions applied: external files as metacopy + redirect to their object, the
+//! source's own `trusted.overlay.*` xattrs escaped, and for V0/V1 the `00`..`ff` whiteout stubs
+//! in the root, an opaque root and source whiteouts escaped, as `mkcomposefs` writes them.
+//!
+//! V0/V1 number inodes breadth first (`mkcomposefs`' `lcfs_compute_tree`): a directory's
+//! subdirectories and files get their numbers when the directory is listed, and a hard-linked
+//! file gets its number where it occurs first in a depth-first walk in name order (where a
+//! dumpfile lists it). V2 numbers them depth first (composefs-rs' original writer).
 
 use std::collections::VecDeque;
 
 use super::tree::{Kind, Node, Tree};
 use super::{CreateError, Format};
-
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFCHR: u32 = 0o020000;
+use crate::erofs::format::{file_type as ft, mode::*};
 
 /// An inode of the image.
 pub struct Inode<'t> {
+    /// File type and permission bits.
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    pub mtime: (i64, u32),
+    /// Seconds (as the writers compare them: unsigned) and nanoseconds.
+    pub mtime: (u64, u32),
     pub nlink: u32,
-    /// Full names and values, sorted by name.
+    /// Full names and values, in the order the writers add them.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub data: Data<'t>,
 }
 
+/// A directory entry: name, inode number, `EROFS_FT_*`.
+pub type Entry<'t> = (&'t [u8], usize, u8);
+
 /// An inode's content as the image stores it.
 pub enum Data<'t> {
-    /// Entries sorted by name, `.` and `..` included: name, inode number, `EROFS_FT_*`.
-    Directory(Vec<(&'t [u8], usize, u8)>),
-    /// File content or symlink target, in the image.
-    Bytes(&'t [u8]),
-    /// An external file of this size: a chunk map of holes, content in the object.
-    External(u64),
-    /// A device number (`st_rdev`).
-    Device(u64),
+    /// Entries sorted by name, `.` and `..` included.
+    Directory(Vec<Entry<'t>>),
+    /// Regular file content (not empty), in the image.
+    Inline(&'t [u8]),
+    /// A symlink's target.
+    Symlink(&'t [u8]),
+    /// A file whose content is elsewhere: a chunk map of holes. `v2_map`: V2 writes a
+    /// one-entry map (files with a digest); otherwise none.
+    Chunked { size: u64, v2_map: bool },
+    /// A device number, stored as it is (`i_u`).
+    Device(u32),
     /// No content (empty file, fifo, socket).
     Empty,
 }
 
-/// The image's inodes, root first, and what the header records about them.
+/// The image's inodes, root first.
 pub struct Inodes<'t> {
     pub list: Vec<Inode<'t>>,
-    /// Source whiteouts were escaped (V0 then says composefs version 1, as `mkcomposefs`).
-    pub escaped_whiteouts: bool,
-}
-
-/// Where an entry points: a source node, or a V0/V1 whiteout stub.
-#[derive(Clone, Copy)]
-enum Target {
-    Node(usize),
-    Stub,
 }
 
 const STUB_NAMES: [[u8; 2]; 256] = {
@@ -64,8 +64,36 @@ const STUB_NAMES: [[u8; 2]; 256] = {
     names
 };
 
-/// Orders the tree's inodes as `format` does: breadth first for V0/V1 (as `mkcomposefs`),
-/// depth first for V2; children in name order. `objects[job]` is the fs-verity digest and
+const TRUSTED_OVERLAY: &[u8] = b"trusted.overlay.";
+const TRUSTED_OVERLAY_ESCAPED: &[u8] = b"trusted.overlay.overlay.";
+const METACOPY: &[u8] = b"trusted.overlay.metacopy";
+const REDIRECT: &[u8] = b"trusted.overlay.redirect";
+const OPAQUE_ROOT: &[u8] = b"trusted.overlay.opaque";
+const ESCAPED_WHITEOUT: &[u8] = b"trusted.overlay.overlay.whiteout";
+const USER_WHITEOUT: &[u8] = b"user.overlay.whiteout";
+const ESCAPED_WHITEOUTS: &[u8] = b"trusted.overlay.overlay.whiteouts";
+const USER_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
+const ESCAPED_OPAQUE: &[u8] = b"trusted.overlay.overlay.opaque";
+const USER_OPAQUE: &[u8] = b"user.overlay.opaque";
+const SELINUX: &[u8] = b"security.selinux";
+
+/// Where an entry points: a tree node, or a V0/V1 whiteout stub.
+#[derive(Clone, Copy)]
+enum Target {
+    Node(usize),
+    Stub,
+}
+
+/// An entry whose inode may not be numbered yet (a hard link met before its first occurrence).
+enum Ref {
+    Known(usize),
+    Deferred(usize),
+}
+
+/// A directory's inode number and its entries, before the hard links met early are resolved.
+type Listing<'t> = (usize, Vec<(&'t [u8], Ref)>);
+
+/// Numbers the tree's inodes as `format` does. `objects[job]` is the fs-verity digest and
 /// size of external file `job`.
 pub fn collect<'t>(
     tree: &'t Tree,
@@ -73,137 +101,215 @@ pub fn collect<'t>(
     format: Format,
 ) -> Result<Inodes<'t>, CreateError> {
     let epoch1 = format != Format::V2;
+    let mut links = vec![0u32; tree.nodes.len()];
+    for node in &tree.nodes {
+        if let Kind::Directory(children) = &node.kind {
+            for &(_, child) in children {
+                links[child] += 1;
+            }
+        }
+    }
     let mut builder = Builder {
         tree,
         objects,
-        epoch1,
+        format,
+        links,
         list: Vec::new(),
         of_node: vec![usize::MAX; tree.nodes.len()],
-        escaped_whiteouts: false,
     };
-    builder.add(Target::Node(0), 0)?;
-    // (node, its inode, its parent's inode)
-    let mut pending = VecDeque::from([(0usize, 0usize, 0usize)]);
-    while let Some((node, inode, parent)) = if epoch1 {
-        pending.pop_front()
-    } else {
-        pending.pop_back()
-    } {
-        let subdirs = builder.fill_directory(node, inode, parent)?;
-        let subdirs = subdirs.into_iter().map(|(n, i)| (n, i, inode));
-        if epoch1 {
-            pending.extend(subdirs);
-        } else {
-            // Popped from the back: the first subdirectory goes last.
-            pending.extend(subdirs.rev());
-        }
-    }
-    let mut list = builder.list;
     if epoch1 {
+        builder.breadth_first()?;
         // Overlayfs must not merge the root with the basedir's `xx` directories.
-        list[0]
+        builder.list[0]
             .xattrs
-            .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
-        list[0].xattrs.sort_unstable();
+            .push((OPAQUE_ROOT.to_vec(), b"y".to_vec()));
+    } else {
+        builder.depth_first()?;
     }
-    Ok(Inodes {
-        list,
-        escaped_whiteouts: builder.escaped_whiteouts,
-    })
+    Ok(Inodes { list: builder.list })
 }
 
 struct Builder<'t, 'o> {
     tree: &'t Tree,
     objects: &'o [([u8; 32], u64)],
-    epoch1: bool,
+    format: Format,
+    /// Directory entries naming each node.
+    links: Vec<u32>,
     list: Vec<Inode<'t>>,
     /// Each node's inode number, `usize::MAX` until it has one.
     of_node: Vec<usize>,
-    escaped_whiteouts: bool,
 }
 
 impl<'t> Builder<'t, '_> {
-    /// Numbers directory `node`'s children and lists its entries; returns the
-    /// subdirectories numbered here.
-    fn fill_directory(
-        &mut self,
-        node: usize,
-        inode: usize,
-        parent: usize,
-    ) -> Result<Vec<(usize, usize)>, CreateError> {
-        let Kind::Directory(children) = &self.tree.nodes[node].kind else {
-            unreachable!("only directories are queued")
-        };
-        let mut targets: Vec<(&'t [u8], Target)> = children
-            .iter()
-            .map(|(name, child)| (&name[..], Target::Node(*child)))
-            .collect();
-        if self.epoch1 && node == 0 {
-            for name in &STUB_NAMES {
-                if let Err(at) = targets.binary_search_by(|(n, _)| (*n).cmp(&name[..])) {
-                    targets.insert(at, (&name[..], Target::Stub));
-                }
-            }
+    fn children(&self, node: usize) -> &'t [(Box<[u8]>, usize)] {
+        match &self.tree.nodes[node].kind {
+            Kind::Directory(children) => children,
+            _ => &[],
         }
-        let mut entries = vec![(&b"."[..], inode, FT_DIR), (&b".."[..], parent, FT_DIR)];
-        let mut subdirs = Vec::new();
-        let mut has_whiteout = false;
-        for (name, target) in targets {
-            let child = match target {
-                Target::Node(child) if self.of_node[child] != usize::MAX => self.of_node[child],
-                _ => {
-                    let child = self.add(target, inode)?;
-                    if let Target::Node(n) = target {
-                        if self.list[child].mode & S_IFMT == S_IFDIR {
-                            subdirs.push((n, child));
-                        }
-                        has_whiteout |= self.epoch1 && is_whiteout(&self.tree.nodes[n]);
-                    }
-                    child
-                }
-            };
-            let mode = self.list[child].mode;
-            if mode & S_IFMT == S_IFDIR {
-                self.list[inode].nlink += 1;
-            } else {
-                self.list[child].nlink += 1;
-            }
-            entries.push((name, child, file_type(mode)));
-        }
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        if has_whiteout {
-            let dir = &mut self.list[inode].xattrs;
-            dir.push((b"trusted.overlay.overlay.whiteouts".to_vec(), Vec::new()));
-            dir.push((b"user.overlay.whiteouts".to_vec(), Vec::new()));
-            dir.push((b"trusted.overlay.overlay.opaque".to_vec(), b"x".to_vec()));
-            dir.push((b"user.overlay.opaque".to_vec(), b"x".to_vec()));
-            dir.sort_unstable();
-            dir.dedup_by(|a, b| a.0 == b.0);
-        }
-        self.list[inode].data = Data::Directory(entries);
-        Ok(subdirs)
     }
 
-    /// Gives `target` the next inode number.
-    fn add(&mut self, target: Target, _parent: usize) -> Result<usize, CreateError> {
-        let root = &self.tree.nodes[0];
+    fn is_dir(&self, node: usize) -> bool {
+        matches!(self.tree.nodes[node].kind, Kind::Directory(_))
+    }
+
+    /// V0/V1: breadth first, with the stubs in the root and source whiteouts escaped.
+    fn breadth_first(&mut self) -> Result<(), CreateError> {
+        let first_dir = self.first_occurrences();
+        let root = self.number(Target::Node(0))?;
+        let mut queue = VecDeque::from([(0usize, root, root)]);
+        let mut listed: Vec<Listing<'t>> = Vec::new();
+        while let Some((node, me, parent)) = queue.pop_front() {
+            let mut targets: Vec<(&'t [u8], Target)> = self
+                .children(node)
+                .iter()
+                .map(|(name, child)| (&name[..], Target::Node(*child)))
+                .collect();
+            if node == 0 {
+                for name in &STUB_NAMES {
+                    if let Err(at) = targets.binary_search_by(|(n, _)| (*n).cmp(&name[..])) {
+                        targets.insert(at, (&name[..], Target::Stub));
+                    }
+                }
+            }
+            let mut entries = vec![
+                (&b"."[..], Ref::Known(me)),
+                (&b".."[..], Ref::Known(parent)),
+            ];
+            let mut has_whiteout = false;
+            for (name, target) in targets {
+                let child = match target {
+                    Target::Stub => Ref::Known(self.number(target)?),
+                    Target::Node(child) if self.is_dir(child) => {
+                        let number = self.number(target)?;
+                        queue.push_back((child, number, me));
+                        Ref::Known(number)
+                    }
+                    Target::Node(child) => {
+                        let first_here = self.links[child] <= 1 || first_dir[child] == node;
+                        if first_here {
+                            let fresh = self.of_node[child] == usize::MAX;
+                            let number = self.number(target)?;
+                            if fresh
+                                && is_whiteout(&self.tree.nodes[child])
+                                && !(node == 0 && self.looks_like_stub(name, child))
+                            {
+                                self.escape_whiteout(number);
+                                has_whiteout = true;
+                            }
+                            Ref::Known(number)
+                        } else if self.of_node[child] != usize::MAX {
+                            Ref::Known(self.of_node[child])
+                        } else {
+                            Ref::Deferred(child)
+                        }
+                    }
+                };
+                entries.push((name, child));
+            }
+            if has_whiteout {
+                let dir = &mut self.list[me].xattrs;
+                dir.push((ESCAPED_WHITEOUTS.to_vec(), Vec::new()));
+                dir.push((USER_WHITEOUTS.to_vec(), Vec::new()));
+                if self.format == Format::V1 {
+                    dir.push((ESCAPED_OPAQUE.to_vec(), b"x".to_vec()));
+                    dir.push((USER_OPAQUE.to_vec(), b"x".to_vec()));
+                }
+            }
+            listed.push((me, entries));
+        }
+        for (me, entries) in listed {
+            let mut resolved: Vec<Entry<'t>> = entries
+                .into_iter()
+                .map(|(name, child)| {
+                    let number = match child {
+                        Ref::Known(number) => number,
+                        Ref::Deferred(node) => self.of_node[node],
+                    };
+                    (name, number, file_type(self.list[number].mode))
+                })
+                .collect();
+            resolved.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            self.set_directory(me, resolved);
+        }
+        Ok(())
+    }
+
+    /// For each node with several links, the directory where a depth-first walk in name order
+    /// meets it first (where a dumpfile of the tree lists it in full).
+    fn first_occurrences(&self) -> Vec<usize> {
+        let mut first = vec![usize::MAX; self.tree.nodes.len()];
+        let mut stack = vec![(0usize, 0usize)];
+        while let Some((dir, at)) = stack.pop() {
+            let children = self.children(dir);
+            let Some(&(_, child)) = children.get(at) else {
+                continue;
+            };
+            stack.push((dir, at + 1));
+            if self.is_dir(child) {
+                stack.push((child, 0));
+            } else if self.links[child] > 1 && first[child] == usize::MAX {
+                first[child] = dir;
+            }
+        }
+        first
+    }
+
+    /// V2: depth first, directories before their children.
+    fn depth_first(&mut self) -> Result<(), CreateError> {
+        struct Frame<'t> {
+            node: usize,
+            me: usize,
+            at: usize,
+            entries: Vec<Entry<'t>>,
+        }
+        let root = self.number(Target::Node(0))?;
+        let mut stack = vec![Frame {
+            node: 0,
+            me: root,
+            at: 0,
+            entries: vec![(b".", root, ft::DIR), (b"..", root, ft::DIR)],
+        }];
+        while let Some(frame) = stack.last_mut() {
+            let Some((name, child)) = self.children(frame.node).get(frame.at) else {
+                let Frame {
+                    me, mut entries, ..
+                } = stack.pop().expect("a frame is on the stack");
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                self.set_directory(me, entries);
+                continue;
+            };
+            frame.at += 1;
+            let me = frame.me;
+            let number = self.number(Target::Node(*child))?;
+            let entry = (&name[..], number, file_type(self.list[number].mode));
+            stack.last_mut().expect("frame").entries.push(entry);
+            if self.is_dir(*child) {
+                stack.push(Frame {
+                    node: *child,
+                    me: number,
+                    at: 0,
+                    entries: vec![(b".", number, ft::DIR), (b"..", me, ft::DIR)],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn set_directory(&mut self, me: usize, entries: Vec<Entry<'t>>) {
+        self.list[me].nlink = entries.iter().filter(|e| e.2 == ft::DIR).count() as u32;
+        self.list[me].data = Data::Directory(entries);
+    }
+
+    /// The inode number of `target`: its own if it has one, else the next.
+    fn number(&mut self, target: Target) -> Result<usize, CreateError> {
+        if let Target::Node(n) = target {
+            if self.of_node[n] != usize::MAX {
+                return Ok(self.of_node[n]);
+            }
+        }
         let inode = match target {
-            // `mkcomposefs` gives the stubs the root's owner, time and SELinux label.
-            Target::Stub => Inode {
-                mode: S_IFCHR | 0o644,
-                uid: root.uid,
-                gid: root.gid,
-                mtime: root.mtime,
-                nlink: 0,
-                xattrs: root
-                    .xattrs
-                    .iter()
-                    .filter(|(name, _)| name == b"security.selinux")
-                    .cloned()
-                    .collect(),
-                data: Data::Device(0),
-            },
-            Target::Node(n) => self.inode(&self.tree.nodes[n]),
+            Target::Stub => self.stub(),
+            Target::Node(n) => self.inode(n)?,
         };
         let number = self.list.len();
         self.list.push(inode);
@@ -213,50 +319,119 @@ impl<'t> Builder<'t, '_> {
         Ok(number)
     }
 
-    fn inode(&mut self, node: &'t Node) -> Inode<'t> {
-        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = node
-            .xattrs
-            .iter()
-            .map(|(name, value)| (escape(name), value.clone()))
-            .collect();
-        let mut mode = node.mode;
+    /// A whiteout stub: a char 0/0 with the root's owner, time and SELinux label.
+    fn stub(&self) -> Inode<'t> {
+        let root = &self.tree.nodes[0];
+        Inode {
+            mode: S_IFCHR | 0o644,
+            uid: root.uid,
+            gid: root.gid,
+            mtime: mtime(root),
+            nlink: 1,
+            xattrs: root
+                .xattrs
+                .iter()
+                .filter(|(name, _)| name == SELINUX)
+                .cloned()
+                .collect(),
+            data: Data::Device(0),
+        }
+    }
+
+    /// Whether the source's whiteout `node`, named `name` in the root, is indistinguishable
+    /// from the stub the writer would add there (then it is not escaped, as in composefs-rs).
+    fn looks_like_stub(&self, name: &[u8], node: usize) -> bool {
+        let (root, n) = (&self.tree.nodes[0], &self.tree.nodes[node]);
+        let selinux = |node: &Node| {
+            node.xattrs
+                .iter()
+                .filter(|(name, _)| name == SELINUX)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        name.len() == 2
+            && name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && n.mode & 0o7777 == 0o644
+            && (n.uid, n.gid, n.mtime) == (root.uid, root.gid, root.mtime)
+            && n.xattrs == selinux(root)
+    }
+
+    /// Stores a source whiteout as a marked empty file, so that the image's own overlay does
+    /// not hide it.
+    fn escape_whiteout(&mut self, number: usize) {
+        let inode = &mut self.list[number];
+        inode.mode = S_IFREG | (inode.mode & !S_IFMT);
+        inode.xattrs.push((ESCAPED_WHITEOUT.to_vec(), Vec::new()));
+        inode.xattrs.push((USER_WHITEOUT.to_vec(), Vec::new()));
+    }
+
+    fn inode(&self, n: usize) -> Result<Inode<'t>, CreateError> {
+        let node = &self.tree.nodes[n];
+        let mut xattrs = Vec::with_capacity(node.xattrs.len() + 2);
+        let mut object = |digest: &[u8; 32], verity: bool| {
+            let metacopy = if verity {
+                // `struct ovl_metacopy`: version 0, length, flags 0, SHA-256, the digest.
+                let mut metacopy = vec![0, 36, 0, 1];
+                metacopy.extend_from_slice(digest);
+                metacopy
+            } else {
+                Vec::new()
+            };
+            xattrs.push((METACOPY.to_vec(), metacopy));
+            xattrs.push((REDIRECT.to_vec(), redirect(digest)));
+        };
         let data = match &node.kind {
             Kind::Directory(_) => Data::Directory(Vec::new()),
             Kind::Inline(content) if content.is_empty() => Data::Empty,
-            Kind::Inline(content) => Data::Bytes(content),
-            Kind::Symlink(target) => Data::Bytes(target),
+            Kind::Inline(content) => Data::Inline(content),
+            Kind::Symlink(target) => Data::Symlink(target),
             Kind::External(job) => {
                 let (digest, size) = self.objects[*job];
-                let mut metacopy = vec![0, 36, 0, 1];
-                metacopy.extend_from_slice(&digest);
-                xattrs.push((b"trusted.overlay.metacopy".to_vec(), metacopy));
-                xattrs.push((b"trusted.overlay.redirect".to_vec(), redirect(&digest)));
-                Data::External(size)
+                object(&digest, true);
+                Data::Chunked { size, v2_map: true }
             }
-            Kind::Device(_) if self.epoch1 && is_whiteout(node) => {
-                // A whiteout in the source: stored as a marked empty file, so that the
-                // image's own overlay does not hide it.
-                self.escaped_whiteouts = true;
-                mode = S_IFREG | (mode & !S_IFMT);
-                xattrs.push((b"trusted.overlay.overlay.whiteout".to_vec(), Vec::new()));
-                xattrs.push((b"user.overlay.whiteout".to_vec(), Vec::new()));
-                Data::Empty
+            Kind::Object {
+                digest,
+                verity,
+                size,
+            } => {
+                object(digest, *verity);
+                Data::Chunked {
+                    size: *size,
+                    v2_map: *verity,
+                }
             }
-            Kind::Device(rdev) => Data::Device(*rdev),
+            Kind::Sparse(size) => {
+                xattrs.push((METACOPY.to_vec(), Vec::new()));
+                Data::Chunked {
+                    size: *size,
+                    v2_map: false,
+                }
+            }
+            Kind::Device(rdev) => Data::Device(u32::try_from(*rdev).map_err(|_| {
+                CreateError::Unsupported(format!(
+                    "device number {rdev:#x} does not fit the 32 bits EROFS stores"
+                ))
+            })?),
             Kind::Special => Data::Empty,
         };
-        xattrs.sort_unstable();
-        xattrs.dedup_by(|a, b| a.0 == b.0);
-        Inode {
-            mode,
+        for (name, value) in &node.xattrs {
+            xattrs.push((escape(name), value.clone()));
+        }
+        Ok(Inode {
+            mode: node.mode,
             uid: node.uid,
             gid: node.gid,
-            mtime: node.mtime,
-            nlink: if mode & S_IFMT == S_IFDIR { 2 } else { 0 },
+            mtime: mtime(node),
+            nlink: self.links[n],
             xattrs,
             data,
-        }
+        })
     }
+}
+
+fn mtime(node: &Node) -> (u64, u32) {
+    (node.mtime.0 as u64, node.mtime.1)
 }
 
 /// An overlayfs whiteout: a character device 0/0.
@@ -267,8 +442,8 @@ fn is_whiteout(node: &Node) -> bool {
 /// The source's `trusted.overlay.X` is stored as `trusted.overlay.overlay.X`, which
 /// overlayfs shows as `trusted.overlay.X` instead of obeying it.
 fn escape(name: &[u8]) -> Vec<u8> {
-    match name.strip_prefix(b"trusted.overlay.") {
-        Some(rest) => [&b"trusted.overlay.overlay."[..], rest].concat(),
+    match name.strip_prefix(TRUSTED_OVERLAY) {
+        Some(rest) => [TRUSTED_OVERLAY_ESCAPED, rest].concat(),
         None => name.to_vec(),
     }
 }
@@ -279,19 +454,16 @@ pub fn redirect(digest: &[u8; 32]) -> Vec<u8> {
     format!("/{}/{}", &hex[..2], &hex[2..]).into_bytes()
 }
 
-const FT_REG: u8 = 1;
-const FT_DIR: u8 = 2;
-
 /// `EROFS_FT_*` of a mode.
 fn file_type(mode: u32) -> u8 {
     match mode & S_IFMT {
-        S_IFREG => FT_REG,
-        S_IFDIR => FT_DIR,
-        S_IFCHR => 3,
-        0o060000 => 4,
-        0o010000 => 5,
-        0o140000 => 6,
-        0o120000 => 7,
-        _ => 0,
+        S_IFREG => ft::REG_FILE,
+        S_IFDIR => ft::DIR,
+        S_IFCHR => ft::CHRDEV,
+        S_IFBLK => ft::BLKDEV,
+        S_IFIFO => ft::FIFO,
+        S_IFSOCK => ft::SOCK,
+        S_IFLNK => ft::SYMLINK,
+        _ => ft::UNKNOWN,
     }
 }

@@ -4,13 +4,17 @@
 //! digest, [`verity`]) and stored as an object by worker threads while the walk goes on
 //! ([`store`]); then the image is laid out and written ([`inodes`], [`erofs`]).
 //!
+//! `--from-dump` reads the tree from a composefs dumpfile instead ([`dumpfile`]); nothing is
+//! hashed or stored then.
+//!
 //! The writer is our own rather than the `composefs` crate's: that crate needs OpenSSL
 //! (`libssl-dev` and `pkg-config` to build, which a fresh machine running `cargo install`
 //! lacks), tokio, zstd and a newer Rust than lazycfs's, and builds the whole tree in memory
-//! in its own model; composefs images are a small subset of EROFS that the decoder in
-//! [`crate::erofs`] already describes. Tests read the images back with the composefs crate,
-//! `lazycfs dump` and the kernel.
+//! in its own model. It follows that crate's layout rule by rule, so that the same tree gives
+//! the same bytes (and fs-verity digest) in each format; `tests/create_reference.rs` compares
+//! them.
 
+mod dumpfile;
 mod erofs;
 mod inodes;
 mod store;
@@ -31,15 +35,17 @@ use tree::FileJob;
 pub use tree::INLINE_MAX;
 use verity::FsVerityHasher;
 
-/// The composefs image format versions (`mkcomposefs --min-version`, composefs-rs'
-/// `FormatVersion`). They read back the same; they differ in layout details.
+/// The composefs image format versions (composefs-rs' `FormatVersion`, `mkcomposefs
+/// --min-version`). They read back the same; they differ in layout details. Each gives the
+/// bytes composefs-rs 0.9.4 writes for the same tree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// `mkcomposefs`'s default: compact inodes where they fit, breadth-first inode order, the
-    /// `00`..`ff` whiteout stubs in the root; header composefs version 0 (1 if the source
-    /// has whiteouts).
+    /// `00`..`ff` whiteout stubs in the root; header composefs version 0. (On a tree with
+    /// whiteouts `mkcomposefs` writes version 1 instead, which is [`Format::V1`].)
     V0,
-    /// V0 with header composefs version 1 (`mkcomposefs --min-version=1`).
+    /// V0's layout with header composefs version 1 and escaped whiteouts' directories marked
+    /// opaque (`mkcomposefs --min-version=1`, composefs-rs' default).
     #[default]
     V1,
     /// composefs-rs's earlier format: extended inodes, depth-first order, no stubs, no
@@ -96,6 +102,16 @@ pub enum CreateError {
         /// Why.
         source: io::Error,
     },
+    /// A dumpfile line is not a valid entry.
+    #[error("{file}, line {line}: {what}")]
+    Dumpfile {
+        /// The dumpfile (`stdin` for `-`).
+        file: String,
+        /// Its line number, from 1.
+        line: usize,
+        /// What is wrong.
+        what: String,
+    },
     /// A signal asked to stop.
     #[error("interrupted by signal {0}; no image written (objects stored so far are complete)")]
     Interrupted(i32),
@@ -117,12 +133,14 @@ impl CreateError {
     }
 
     /// The exit status `lazycfs create` reports it with: 3 source not a directory, 4 source
-    /// unreadable or unstorable, 5 objects or image not writable, 6 no space left (or quota),
+    /// unreadable or unstorable (or a bad dumpfile line), 5 objects or image not writable, 6 no space left (or quota),
     /// 128+N killed by signal N.
     pub fn exit_status(&self) -> u8 {
         match self {
             CreateError::NotADirectory(_) => 3,
-            CreateError::Source { .. } | CreateError::Unsupported(_) => 4,
+            CreateError::Source { .. }
+            | CreateError::Unsupported(_)
+            | CreateError::Dumpfile { .. } => 4,
             CreateError::Target { source, .. } if is_full(source) => 6,
             CreateError::Target { .. } => 5,
             CreateError::Interrupted(signal) => 128u8.saturating_add(*signal as u8),
@@ -265,6 +283,53 @@ pub fn create(
         objects_present: store
             .as_ref()
             .map_or(0, |s| s.present.load(Ordering::Relaxed)),
+    })
+}
+
+/// Writes the composefs image of the dumpfile `source` (composefs-dump(5); `-` reads stdin)
+/// to `image`, as `mkcomposefs --from-file` does. The dumpfile names the objects: none is
+/// read or stored. A bad line leaves no image.
+pub fn create_from_dump(
+    source: &Path,
+    image: &Path,
+    options: &CreateOptions,
+    stop: &AtomicUsize,
+) -> Result<Created, CreateError> {
+    let mut output = PendingImage::new(image)?;
+    let (text, name) = if source == Path::new("-") {
+        let mut text = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut text)
+            .map_err(|e| CreateError::source(source, e))?;
+        (text, "stdin".to_string())
+    } else {
+        let text = std::fs::read(source).map_err(|e| CreateError::source(source, e))?;
+        (text, source.display().to_string())
+    };
+    let tree = dumpfile::parse(&text, &name)?;
+    drop(text);
+    let signal = stop.load(Ordering::Relaxed);
+    if signal != 0 {
+        return Err(CreateError::Interrupted(signal as i32));
+    }
+    let (files, bytes) = tree
+        .nodes
+        .iter()
+        .filter_map(|node| match node.kind {
+            tree::Kind::Object { size, .. } => Some(size),
+            _ => None,
+        })
+        .fold((0, 0), |(files, bytes), size| (files + 1, bytes + size));
+    let inodes = inodes::collect(&tree, &[], options.format)?;
+    let bytes_out = erofs::write(&inodes, options.format)?;
+    output.finish(&bytes_out, stop)?;
+    Ok(Created {
+        digest: FsVerityHasher::digest(&bytes_out),
+        files,
+        bytes,
+        objects_written: 0,
+        objects_present: 0,
     })
 }
 

@@ -41,10 +41,25 @@ pub struct Node {
 pub enum Kind {
     /// Entries sorted by name (without `.` and `..`), with their node numbers.
     Directory(Vec<(Box<[u8]>, usize)>),
-    /// A regular file of at most [`INLINE_MAX`] bytes, stored in the image.
+    /// A regular file stored in the image (at most [`INLINE_MAX`] bytes from a directory; any
+    /// size from a dumpfile).
     Inline(Vec<u8>),
     /// A regular file stored as an object: the number of its hashing job.
     External(usize),
+    /// A regular file whose content is the object named by `digest` (from a dumpfile):
+    /// `verity` says whether the image carries the digest for checking (`trusted.overlay.metacopy`)
+    /// or only the redirect to it.
+    Object {
+        /// The object's fs-verity digest, which names it.
+        digest: [u8; 32],
+        /// Whether the image records the digest (a dumpfile line with a digest).
+        verity: bool,
+        /// The file's size.
+        size: u64,
+    },
+    /// A regular file of this size whose content is nowhere (a dumpfile line with neither
+    /// content nor object): a metacopy file without a redirect.
+    Sparse(u64),
     /// A symbolic link and its target.
     Symlink(Vec<u8>),
     /// A character or block device (which one is in `mode`) and its `st_rdev`.
@@ -101,7 +116,10 @@ pub fn scan(
             if skip.contains(&key) {
                 continue;
             }
-            if !meta.is_dir() && meta.nlink() > 1 {
+            // Whiteouts are never hard links in an image (each is its own inode, as composefs
+            // requires).
+            let linkable = !meta.is_dir() && meta.nlink() > 1 && !is_whiteout(&meta);
+            if linkable {
                 if let Some(&linked) = hardlinks.get(&key) {
                     children.push((name, linked));
                     continue;
@@ -137,7 +155,7 @@ pub fn scan(
             tree.nodes.push(node(&child, &meta, kind)?);
             if meta.is_dir() {
                 pending.push((index, child));
-            } else if meta.nlink() > 1 {
+            } else if linkable {
                 hardlinks.insert(key, index);
             }
             children.push((name, index));
@@ -145,6 +163,11 @@ pub fn scan(
         tree.nodes[dir].kind = Kind::Directory(children);
     }
     Ok(tree)
+}
+
+/// An overlayfs whiteout: a character device 0/0.
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 fn node(path: &Path, meta: &std::fs::Metadata, kind: Kind) -> Result<Node, CreateError> {

@@ -7,7 +7,7 @@
 //! kernel's helpers.
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Byte offset of the superblock in the image.
 pub const SUPER_OFFSET: usize = 1024;
@@ -101,7 +101,7 @@ pub mod incompat {
 }
 
 /// The 128-byte superblock at [`SUPER_OFFSET`].
-#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
 pub struct SuperBlock {
@@ -201,7 +201,7 @@ pub const fn decode_dev(dev: u32) -> (u32, u32) {
 }
 
 /// The 32-byte compact inode.
-#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
 pub struct InodeCompact {
@@ -222,7 +222,7 @@ pub struct InodeCompact {
 }
 
 /// The 64-byte extended inode.
-#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
 pub struct InodeExtended {
@@ -277,7 +277,7 @@ pub struct ChunkIndex {
 }
 
 /// The 12-byte header of an inode's xattr area.
-#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
 pub struct XattrIbodyHeader {
@@ -331,7 +331,7 @@ pub struct XattrLongPrefix {
 }
 
 /// A 4-byte xattr entry header, followed by the name suffix and the value.
-#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
 pub struct XattrEntry {
@@ -387,7 +387,7 @@ pub mod file_type {
 }
 
 /// A 12-byte directory entry.
-#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
 pub struct Dirent {
@@ -398,7 +398,7 @@ pub struct Dirent {
 }
 
 /// The composefs header at offset 0 of composefs images (`lcfs_erofs_header_s`).
-#[derive(Debug, FromBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
 pub struct ComposefsHeader {
@@ -411,6 +411,12 @@ pub struct ComposefsHeader {
 
 /// `LCFS_EROFS_MAGIC`.
 pub const COMPOSEFS_MAGIC: u32 = 0xd078_629a;
+/// `LCFS_EROFS_VERSION`: the `version` field of every composefs header.
+pub const COMPOSEFS_HEADER_VERSION: u32 = 1;
+/// `COMPOSEFS_FLAGS_HAS_ACL`: some inode carries a POSIX ACL xattr.
+pub const COMPOSEFS_FLAGS_HAS_ACL: u32 = 1;
+/// Block size of composefs images (`blkszbits` 12): the only one the writers use.
+pub const COMPOSEFS_BLOCK_BITS: u8 = 12;
 
 const _: () = {
     assert!(size_of::<SuperBlock>() == 128);

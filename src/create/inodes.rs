@@ -12,7 +12,9 @@ use std::collections::VecDeque;
 
 use super::tree::{Kind, Node, Tree};
 use super::{CreateError, Format};
+use crate::composefs::{METACOPY, OPAQUE, OVERLAY, REDIRECT, WHITEOUT, WHITEOUTS};
 use crate::erofs::format::{file_type as ft, mode::*};
+use crate::erofs::{index_prefix, xattr_index};
 
 /// An inode of the image.
 pub struct Inode<'t> {
@@ -64,18 +66,37 @@ const STUB_NAMES: [[u8; 2]; 256] = {
     names
 };
 
-const TRUSTED_OVERLAY: &[u8] = b"trusted.overlay.";
-const TRUSTED_OVERLAY_ESCAPED: &[u8] = b"trusted.overlay.overlay.";
-const METACOPY: &[u8] = b"trusted.overlay.metacopy";
-const REDIRECT: &[u8] = b"trusted.overlay.redirect";
-const OPAQUE_ROOT: &[u8] = b"trusted.overlay.opaque";
-const ESCAPED_WHITEOUT: &[u8] = b"trusted.overlay.overlay.whiteout";
-const USER_WHITEOUT: &[u8] = b"user.overlay.whiteout";
-const ESCAPED_WHITEOUTS: &[u8] = b"trusted.overlay.overlay.whiteouts";
-const USER_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
-const ESCAPED_OPAQUE: &[u8] = b"trusted.overlay.overlay.opaque";
-const USER_OPAQUE: &[u8] = b"user.overlay.opaque";
-const SELINUX: &[u8] = b"security.selinux";
+/// An xattr's full name: the prefix of `index` followed by `rest`.
+fn xattr_name(index: u8, rest: &[&[u8]]) -> Vec<u8> {
+    let prefix = index_prefix(index).expect("a standard xattr index");
+    [&[prefix][..], rest].concat().concat()
+}
+
+/// `trusted.overlay.X` as overlayfs reads it (`X` is one of `composefs`'s `overlay.*` names).
+fn trusted(name: &[u8]) -> Vec<u8> {
+    xattr_name(xattr_index::TRUSTED, &[name])
+}
+
+/// `trusted.overlay.X` escaped, which overlayfs shows as `trusted.overlay.X` to the reader.
+fn escaped(name: &[u8]) -> Vec<u8> {
+    xattr_name(xattr_index::TRUSTED, &[OVERLAY, name])
+}
+
+/// `user.overlay.X`, what an unprivileged (`userxattr`) overlay reads.
+fn user(name: &[u8]) -> Vec<u8> {
+    xattr_name(xattr_index::USER, &[name])
+}
+
+/// The SELinux label of `node` (none or one xattr), which the whiteout stubs copy from the
+/// root.
+fn selinux_of(node: &Node) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let label = xattr_name(xattr_index::SECURITY, &[b"selinux"]);
+    node.xattrs
+        .iter()
+        .filter(|(name, _)| *name == label)
+        .cloned()
+        .collect()
+}
 
 /// Where an entry points: a tree node, or a V0/V1 whiteout stub.
 #[derive(Clone, Copy)]
@@ -122,7 +143,7 @@ pub fn collect<'t>(
         // Overlayfs must not merge the root with the basedir's `xx` directories.
         builder.list[0]
             .xattrs
-            .push((OPAQUE_ROOT.to_vec(), b"y".to_vec()));
+            .push((trusted(OPAQUE), b"y".to_vec()));
     } else {
         builder.depth_first()?;
     }
@@ -208,11 +229,11 @@ impl<'t> Builder<'t, '_> {
             }
             if has_whiteout {
                 let dir = &mut self.list[me].xattrs;
-                dir.push((ESCAPED_WHITEOUTS.to_vec(), Vec::new()));
-                dir.push((USER_WHITEOUTS.to_vec(), Vec::new()));
+                dir.push((escaped(WHITEOUTS), Vec::new()));
+                dir.push((user(WHITEOUTS), Vec::new()));
                 if self.format == Format::V1 {
-                    dir.push((ESCAPED_OPAQUE.to_vec(), b"x".to_vec()));
-                    dir.push((USER_OPAQUE.to_vec(), b"x".to_vec()));
+                    dir.push((escaped(OPAQUE), b"x".to_vec()));
+                    dir.push((user(OPAQUE), b"x".to_vec()));
                 }
             }
             listed.push((me, entries));
@@ -328,12 +349,7 @@ impl<'t> Builder<'t, '_> {
             gid: root.gid,
             mtime: mtime(root),
             nlink: 1,
-            xattrs: root
-                .xattrs
-                .iter()
-                .filter(|(name, _)| name == SELINUX)
-                .cloned()
-                .collect(),
+            xattrs: selinux_of(root),
             data: Data::Device(0),
         }
     }
@@ -342,18 +358,11 @@ impl<'t> Builder<'t, '_> {
     /// from the stub the writer would add there (then it is not escaped, as in composefs-rs).
     fn looks_like_stub(&self, name: &[u8], node: usize) -> bool {
         let (root, n) = (&self.tree.nodes[0], &self.tree.nodes[node]);
-        let selinux = |node: &Node| {
-            node.xattrs
-                .iter()
-                .filter(|(name, _)| name == SELINUX)
-                .cloned()
-                .collect::<Vec<_>>()
-        };
         name.len() == 2
             && name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             && n.mode & 0o7777 == 0o644
             && (n.uid, n.gid, n.mtime) == (root.uid, root.gid, root.mtime)
-            && n.xattrs == selinux(root)
+            && n.xattrs == selinux_of(root)
     }
 
     /// Stores a source whiteout as a marked empty file, so that the image's own overlay does
@@ -361,8 +370,8 @@ impl<'t> Builder<'t, '_> {
     fn escape_whiteout(&mut self, number: usize) {
         let inode = &mut self.list[number];
         inode.mode = S_IFREG | (inode.mode & !S_IFMT);
-        inode.xattrs.push((ESCAPED_WHITEOUT.to_vec(), Vec::new()));
-        inode.xattrs.push((USER_WHITEOUT.to_vec(), Vec::new()));
+        inode.xattrs.push((escaped(WHITEOUT), Vec::new()));
+        inode.xattrs.push((user(WHITEOUT), Vec::new()));
     }
 
     fn inode(&self, n: usize) -> Result<Inode<'t>, CreateError> {
@@ -377,8 +386,8 @@ impl<'t> Builder<'t, '_> {
             } else {
                 Vec::new()
             };
-            xattrs.push((METACOPY.to_vec(), metacopy));
-            xattrs.push((REDIRECT.to_vec(), redirect(digest)));
+            xattrs.push((trusted(METACOPY), metacopy));
+            xattrs.push((trusted(REDIRECT), redirect(digest)));
         };
         let data = match &node.kind {
             Kind::Directory(_) => Data::Directory(Vec::new()),
@@ -402,7 +411,7 @@ impl<'t> Builder<'t, '_> {
                 }
             }
             Kind::Sparse(size) => {
-                xattrs.push((METACOPY.to_vec(), Vec::new()));
+                xattrs.push((trusted(METACOPY), Vec::new()));
                 Data::Chunked {
                     size: *size,
                     v2_map: false,
@@ -442,9 +451,10 @@ fn is_whiteout(node: &Node) -> bool {
 /// The source's `trusted.overlay.X` is stored as `trusted.overlay.overlay.X`, which
 /// overlayfs shows as `trusted.overlay.X` instead of obeying it.
 fn escape(name: &[u8]) -> Vec<u8> {
-    match name.strip_prefix(TRUSTED_OVERLAY) {
-        Some(rest) => [TRUSTED_OVERLAY_ESCAPED, rest].concat(),
-        None => name.to_vec(),
+    let trusted = index_prefix(xattr_index::TRUSTED).expect("a standard xattr index");
+    match name.strip_prefix(trusted) {
+        Some(rest) if rest.starts_with(OVERLAY) => escaped(rest),
+        _ => name.to_vec(),
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::composefs::Placement;
-use crate::erofs::{ChunkMap, Corruption, Error, Extent, FileType, Image, Inode};
+use crate::erofs::{ChunkMap, Corruption, DirEntry, Error, Extent, FileType, Image, Inode};
 
 /// Counts from a successful check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,10 +94,46 @@ struct BlockScan<'img> {
     pure: bool,
 }
 
+impl<'img> BlockScan<'img> {
+    /// Counts `entry` into the block, which stays pure (reusable) without `.`, `..` and
+    /// subdirectories.
+    fn add(&mut self, entry: &DirEntry<'img>) {
+        let name = entry.name;
+        let block = self.block.get_or_insert(KnownBlock {
+            first: name,
+            last: name,
+            entries: 0,
+        });
+        block.last = name;
+        block.entries += 1;
+        self.pure &= name != b"."
+            && name != b".."
+            && FileType::from_dirent(entry.file_type) != Some(FileType::Directory);
+    }
+}
+
 struct PendingDir {
     nid: u64,
     parent: u64,
     path: Vec<u8>,
+}
+
+/// Where a directory's entries stand while they are checked in order.
+#[derive(Default)]
+struct EntryOrder<'img> {
+    /// The last name seen (`.` synthesized last by dot-omitting writers aside).
+    previous: Option<&'img [u8]>,
+    dot: bool,
+    dotdot: bool,
+}
+
+/// The error for `nid` found at `path`.
+fn fail(nid: u64, path: &[u8], error: Error) -> CheckError {
+    CheckError {
+        nid,
+        path: display_path(path),
+        error,
+    }
 }
 
 impl<'img> Walker<'img> {
@@ -110,150 +146,162 @@ impl<'img> Walker<'img> {
         }];
         self.seen_dirs.insert(root);
         while let Some(dir) = stack.pop() {
-            let fail = |nid: u64, path: &[u8], error: Error| CheckError {
-                nid,
-                path: display_path(path),
-                error,
-            };
-            let inode = image
-                .inode(dir.nid)
-                .map_err(|e| fail(dir.nid, &dir.path, e))?;
-            self.check_inode(&inode)
-                .map_err(|e| fail(dir.nid, &dir.path, e))?;
-            self.summary.dirs += 1;
-            let entries = inode.dir().map_err(|e| fail(dir.nid, &dir.path, e))?;
-            let corrupt = |what| Error::Corrupt { nid: dir.nid, what };
-            let mut previous: Option<&[u8]> = None;
-            let (mut dot, mut dotdot) = (false, false);
-            let block_size = image.superblock().block_size();
-            let mut iter = entries.entries();
-            let mut pos = 0;
-            let mut scan: Option<BlockScan<'img>> = None;
-            loop {
-                if pos % block_size == 0 || pos >= inode.size() {
-                    if let Some(BlockScan {
-                        key,
-                        block: Some(block),
-                        pure: true,
-                    }) = scan.take()
-                    {
-                        self.known_blocks.insert(key, block);
-                    }
-                    if let Some(key) = block_key(&inode, pos) {
-                        if let Some(known) = self.known_blocks.get(&key) {
-                            if previous.is_some_and(|p| p >= known.first) {
-                                let path = join_path(&dir.path, known.first);
-                                let unsorted = corrupt(Corruption::DirentsUnsorted);
-                                return Err(fail(dir.nid, &path, unsorted));
-                            }
-                            previous = Some(known.last);
-                            self.summary.entries += known.entries;
-                            pos += key.1;
-                            iter = entries.entries_from(pos);
-                            continue;
-                        }
-                        self.summary.dirent_blocks += 1;
-                        scan = Some(BlockScan {
-                            key,
-                            block: None,
-                            pure: true,
-                        });
-                    }
-                }
-                let Some(entry) = iter.next() else {
-                    break;
-                };
-                let entry = entry.map_err(|e| fail(dir.nid, &dir.path, e))?;
-                pos = entry.next_pos;
-                if let Some(scan) = &mut scan {
-                    let name = entry.name;
-                    let block = scan.block.get_or_insert(KnownBlock {
-                        first: name,
-                        last: name,
-                        entries: 0,
-                    });
-                    block.last = name;
-                    block.entries += 1;
-                    scan.pure &= name != b"."
-                        && name != b".."
-                        && FileType::from_dirent(entry.file_type) != Some(FileType::Directory);
-                }
-                let child_path = join_path(&dir.path, entry.name);
-                let bad_entry = |what| fail(dir.nid, &child_path, corrupt(what));
-                if entry.name.contains(&b'/') || entry.name.contains(&0) {
-                    return Err(bad_entry(Corruption::BadName));
-                }
-                // The synthesized `.` of dot-omitted directories comes last, out of order.
-                let synthesized_dot = entry.name == b"." && entry.next_pos > inode.size();
-                if !synthesized_dot {
-                    if previous.is_some_and(|p| p >= entry.name) {
-                        return Err(bad_entry(Corruption::DirentsUnsorted));
-                    }
-                    previous = Some(entry.name);
-                }
-                match entry.name {
-                    // Typed as directories too: readdir reports the dirent's type.
-                    b"." | b".."
-                        if FileType::from_dirent(entry.file_type) != Some(FileType::Directory) =>
-                    {
-                        return Err(bad_entry(Corruption::BadDotEntry));
-                    }
-                    b"." => {
-                        if dot || entry.nid != dir.nid {
-                            return Err(bad_entry(Corruption::BadDotEntry));
-                        }
-                        dot = true;
-                        continue;
-                    }
-                    b".." => {
-                        if dotdot || entry.nid != dir.parent {
-                            return Err(bad_entry(Corruption::BadDotEntry));
-                        }
-                        dotdot = true;
-                        continue;
-                    }
-                    _ => {}
-                }
-                self.summary.entries += 1;
-                let child = image
-                    .inode(entry.nid)
-                    .map_err(|e| fail(entry.nid, &child_path, e))?;
-                if FileType::from_dirent(entry.file_type) != Some(child.file_type()) {
-                    return Err(fail(
-                        entry.nid,
-                        &child_path,
-                        Error::Corrupt {
-                            nid: entry.nid,
-                            what: Corruption::FileTypeMismatch,
-                        },
-                    ));
-                }
-                if child.is_dir() {
-                    if !self.seen_dirs.insert(entry.nid) {
-                        return Err(fail(
-                            entry.nid,
-                            &child_path,
-                            Error::Corrupt {
-                                nid: entry.nid,
-                                what: Corruption::DirectoryCycle,
-                            },
-                        ));
-                    }
-                    stack.push(PendingDir {
-                        nid: entry.nid,
-                        parent: dir.nid,
-                        path: child_path,
-                    });
-                } else {
-                    self.check_inode(&child)
-                        .map_err(|e| fail(entry.nid, &child_path, e))?;
-                }
-            }
-            if !dot || !dotdot {
-                return Err(fail(dir.nid, &dir.path, corrupt(Corruption::BadDotEntry)));
-            }
+            self.check_dir(image, &dir, &mut stack)?;
         }
         Ok(self.summary)
+    }
+
+    /// One directory: its inode, then its entries in order, block by block (a block already
+    /// validated elsewhere is skipped whole); subdirectories are queued on `stack`.
+    fn check_dir(
+        &mut self,
+        image: &'img Image,
+        dir: &PendingDir,
+        stack: &mut Vec<PendingDir>,
+    ) -> Result<(), CheckError> {
+        let inode = image
+            .inode(dir.nid)
+            .map_err(|e| fail(dir.nid, &dir.path, e))?;
+        self.check_inode(&inode)
+            .map_err(|e| fail(dir.nid, &dir.path, e))?;
+        self.summary.dirs += 1;
+        let entries = inode.dir().map_err(|e| fail(dir.nid, &dir.path, e))?;
+        let mut order = EntryOrder::default();
+        let block_size = image.superblock().block_size();
+        let mut iter = entries.entries();
+        let mut pos = 0;
+        let mut scan: Option<BlockScan<'img>> = None;
+        loop {
+            if pos % block_size == 0 || pos >= inode.size() {
+                if let Some(BlockScan {
+                    key,
+                    block: Some(block),
+                    pure: true,
+                }) = scan.take()
+                {
+                    self.known_blocks.insert(key, block);
+                }
+                if let Some(key) = block_key(&inode, pos) {
+                    if let Some(known) = self.known_blocks.get(&key) {
+                        if order.previous.is_some_and(|p| p >= known.first) {
+                            let path = join_path(&dir.path, known.first);
+                            let unsorted = Error::Corrupt {
+                                nid: dir.nid,
+                                what: Corruption::DirentsUnsorted,
+                            };
+                            return Err(fail(dir.nid, &path, unsorted));
+                        }
+                        order.previous = Some(known.last);
+                        self.summary.entries += known.entries;
+                        pos += key.1;
+                        iter = entries.entries_from(pos);
+                        continue;
+                    }
+                    self.summary.dirent_blocks += 1;
+                    scan = Some(BlockScan {
+                        key,
+                        block: None,
+                        pure: true,
+                    });
+                }
+            }
+            let Some(entry) = iter.next() else {
+                break;
+            };
+            let entry = entry.map_err(|e| fail(dir.nid, &dir.path, e))?;
+            pos = entry.next_pos;
+            if let Some(scan) = &mut scan {
+                scan.add(&entry);
+            }
+            self.check_entry(image, dir, inode.size(), &entry, &mut order, stack)?;
+        }
+        if !order.dot || !order.dotdot {
+            let missing = Error::Corrupt {
+                nid: dir.nid,
+                what: Corruption::BadDotEntry,
+            };
+            return Err(fail(dir.nid, &dir.path, missing));
+        }
+        Ok(())
+    }
+
+    /// One entry of `dir` (whose size is `dir_size`): its name, its place in the order, `.`
+    /// and `..`, and the inode it names (a directory is queued on `stack`, once).
+    fn check_entry(
+        &mut self,
+        image: &'img Image,
+        dir: &PendingDir,
+        dir_size: u64,
+        entry: &DirEntry<'img>,
+        order: &mut EntryOrder<'img>,
+        stack: &mut Vec<PendingDir>,
+    ) -> Result<(), CheckError> {
+        let child_path = join_path(&dir.path, entry.name);
+        let bad_entry = |what| {
+            let error = Error::Corrupt { nid: dir.nid, what };
+            fail(dir.nid, &child_path, error)
+        };
+        if entry.name.contains(&b'/') || entry.name.contains(&0) {
+            return Err(bad_entry(Corruption::BadName));
+        }
+        // The synthesized `.` of dot-omitted directories comes last, out of order.
+        let synthesized_dot = entry.name == b"." && entry.next_pos > dir_size;
+        if !synthesized_dot {
+            if order.previous.is_some_and(|p| p >= entry.name) {
+                return Err(bad_entry(Corruption::DirentsUnsorted));
+            }
+            order.previous = Some(entry.name);
+        }
+        let typed = FileType::from_dirent(entry.file_type);
+        match entry.name {
+            // Typed as directories too: readdir reports the dirent's type.
+            b"." | b".." if typed != Some(FileType::Directory) => {
+                return Err(bad_entry(Corruption::BadDotEntry));
+            }
+            b"." => {
+                if order.dot || entry.nid != dir.nid {
+                    return Err(bad_entry(Corruption::BadDotEntry));
+                }
+                order.dot = true;
+                return Ok(());
+            }
+            b".." => {
+                if order.dotdot || entry.nid != dir.parent {
+                    return Err(bad_entry(Corruption::BadDotEntry));
+                }
+                order.dotdot = true;
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.summary.entries += 1;
+        let child_error = |what| {
+            let error = Error::Corrupt {
+                nid: entry.nid,
+                what,
+            };
+            fail(entry.nid, &child_path, error)
+        };
+        let child = image
+            .inode(entry.nid)
+            .map_err(|e| fail(entry.nid, &child_path, e))?;
+        if typed != Some(child.file_type()) {
+            return Err(child_error(Corruption::FileTypeMismatch));
+        }
+        if !child.is_dir() {
+            return self
+                .check_inode(&child)
+                .map_err(|e| fail(entry.nid, &child_path, e));
+        }
+        if !self.seen_dirs.insert(entry.nid) {
+            return Err(child_error(Corruption::DirectoryCycle));
+        }
+        stack.push(PendingDir {
+            nid: entry.nid,
+            parent: dir.nid,
+            path: child_path,
+        });
+        Ok(())
     }
 
     /// Validates one inode's xattrs and data map, once per distinct inode.

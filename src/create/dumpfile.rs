@@ -60,19 +60,38 @@ struct Parser {
     paths: HashMap<Vec<u8>, usize>,
 }
 
+/// A line's space-separated fields, taken in order.
+struct Fields<'l>(std::slice::Split<'l, u8, fn(&u8) -> bool>);
+
+impl<'l> Fields<'l> {
+    fn new(line: &'l [u8]) -> Self {
+        Fields(line.split((|&b| b == b' ') as fn(&u8) -> bool))
+    }
+
+    /// The next field, called `name` if it is missing.
+    fn next(&mut self, name: &str) -> Result<&'l [u8], String> {
+        self.0
+            .next()
+            .ok_or_else(|| format!("the line ends before its {name} field"))
+    }
+}
+
+/// What an entry that is not a hard link holds, from the fields after its mtime.
+struct Contents {
+    rdev: u64,
+    payload: Option<Vec<u8>>,
+    content: Option<Vec<u8>>,
+    digest: Option<Vec<u8>>,
+}
+
 impl Parser {
     fn line(&mut self, line: &[u8]) -> Result<(), String> {
-        let mut fields = line.split(|&b| b == b' ');
-        let mut next = |name: &str| {
-            fields
-                .next()
-                .ok_or_else(|| format!("the line ends before its {name} field"))
-        };
-        let raw_path = next("path")?;
+        let mut fields = Fields::new(line);
+        let raw_path = fields.next("path")?;
         let path = unescape(raw_path).map_err(|e| format!("path: {e}"))?;
         let names = split_path(raw_path)?;
-        let size = number::<u64>(next("size")?, "size")?;
-        let mode_field = next("mode")?;
+        let size = number::<u64>(fields.next("size")?, "size")?;
+        let mode_field = fields.next("mode")?;
         let (hardlink, mode_field) = match mode_field.strip_prefix(b"@") {
             Some(rest) => (true, rest),
             None => (false, mode_field),
@@ -83,82 +102,23 @@ impl Parser {
             .filter(|&m| m <= 0o177777)
             .ok_or_else(|| format!("mode {}: not an octal mode", show(mode_field)))?;
         let display = String::from_utf8_lossy(&path).into_owned();
-        if self.paths.contains_key(&path) {
-            return Err(format!("{display} is listed twice"));
-        }
-        if self.nodes.is_empty() {
-            if !names.is_empty() {
-                return Err(format!(
-                    "the first entry must be the root, /, not {display}"
-                ));
-            }
-            if mode & S_IFMT != S_IFDIR || hardlink {
-                return Err("the root, /, must be a directory".into());
-            }
-        }
-        let (parent, name) = match names.split_last() {
-            None if self.nodes.is_empty() => (usize::MAX, Vec::new()),
-            None => unreachable!("the root is listed once"),
-            Some((name, _)) => {
-                let parent_path = &path[..path.len() - raw_name_len(raw_path)];
-                let parent_path = match parent_path {
-                    b"/" => &b"/"[..],
-                    p => p.strip_suffix(b"/").unwrap_or(p),
-                };
-                let parent = *self.paths.get(parent_path).ok_or_else(|| {
-                    format!(
-                        "{display}: its directory {} is not listed before it",
-                        String::from_utf8_lossy(parent_path)
-                    )
-                })?;
-                if !matches!(self.nodes[parent].kind, Kind::Directory(_)) {
-                    return Err(format!(
-                        "{display}: {} is not a directory",
-                        String::from_utf8_lossy(parent_path)
-                    ));
-                }
-                (parent, name.clone())
-            }
-        };
+        let (parent, name) = self.place(&path, raw_path, &names, mode, hardlink, &display)?;
         if hardlink {
-            for field in ["nlink", "uid", "gid", "rdev", "mtime"] {
-                next(field)?;
-            }
-            let target = unescape(next("payload")?).map_err(|e| format!("payload: {e}"))?;
-            let target_display = String::from_utf8_lossy(&target).into_owned();
-            let Some(&node) = self.paths.get(&target) else {
-                return Err(format!(
-                    "{display} is a hard link to {target_display}, which no earlier line lists"
-                ));
-            };
-            match self.nodes[node].kind {
-                Kind::Directory(_) => {
-                    return Err(format!(
-                        "{display} is a hard link to the directory {target_display}"
-                    ));
-                }
-                Kind::Device(0) if self.nodes[node].mode & S_IFMT == S_IFCHR => {
-                    return Err(format!(
-                        "{display} is a hard link to the whiteout {target_display}: a \
-                         whiteout cannot have several links"
-                    ));
-                }
-                _ => {}
-            }
-            self.paths.insert(path, node);
-            self.children[parent].push((name.into_boxed_slice(), node));
-            return Ok(());
+            return self.hard_link(fields, path, parent, name, &display);
         }
-        let _nlink = number::<u32>(next("nlink")?, "nlink")?;
-        let uid = number::<u32>(next("uid")?, "uid")?;
-        let gid = number::<u32>(next("gid")?, "gid")?;
-        let rdev = number::<u64>(next("rdev")?, "rdev")?;
-        let mtime = mtime(next("mtime")?)?;
-        let payload = optional(next("payload")?, "payload")?;
-        let content = optional(next("content")?, "content")?;
-        let digest = optional(next("digest")?, "digest")?;
+        let _nlink = number::<u32>(fields.next("nlink")?, "nlink")?;
+        let uid = number::<u32>(fields.next("uid")?, "uid")?;
+        let gid = number::<u32>(fields.next("gid")?, "gid")?;
+        let rdev = number::<u64>(fields.next("rdev")?, "rdev")?;
+        let mtime = mtime(fields.next("mtime")?)?;
+        let rest = Contents {
+            rdev,
+            payload: optional(fields.next("payload")?, "payload")?,
+            content: optional(fields.next("content")?, "content")?,
+            digest: optional(fields.next("digest")?, "digest")?,
+        };
         let mut xattrs = Vec::new();
-        for field in fields {
+        for field in fields.0 {
             xattrs.push(xattr(field)?);
         }
         xattrs.sort_unstable();
@@ -168,102 +128,7 @@ impl Parser {
                 String::from_utf8_lossy(&pair[0].0)
             ));
         }
-        let file_type = mode & S_IFMT;
-        let not_regular = |what: &str| -> Result<(), String> {
-            if content.is_some() || digest.is_some() {
-                return Err(format!("{display}: a {what} has no content or digest"));
-            }
-            if rdev != 0 && what != "device" {
-                return Err(format!(
-                    "{display}: a {what} has no device number (rdev {rdev})"
-                ));
-            }
-            Ok(())
-        };
-        let kind =
-            match file_type {
-                S_IFREG => {
-                    if rdev != 0 {
-                        return Err(format!(
-                            "{display}: a regular file has no device number (rdev {rdev})"
-                        ));
-                    }
-                    match (payload, digest) {
-                        (Some(payload), digest) => {
-                            let (digest, verity) = match digest {
-                            Some(digest) => (hex_digest(&digest).ok_or_else(|| {
-                                format!("{display}: digest {}: not 64 hex digits", show(&digest))
-                            })?, true),
-                            None => (object_digest(&payload).ok_or_else(|| {
-                                format!(
-                                    "{display}: payload {} is not an object name (xx/<62 hex>) \
-                                     and no digest is given",
-                                    show(&payload)
-                                )
-                            })?, false),
-                        };
-                            Kind::Object {
-                                digest,
-                                verity,
-                                size,
-                            }
-                        }
-                        (None, Some(_)) => {
-                            return Err(format!("{display}: a digest without a payload"));
-                        }
-                        (None, None) => match content {
-                            Some(content) if content.len() as u64 != size => {
-                                return Err(format!(
-                                    "{display}: size {size} does not match its {} bytes of content",
-                                    content.len()
-                                ));
-                            }
-                            Some(content) => Kind::Inline(content),
-                            None if size == 0 => Kind::Inline(Vec::new()),
-                            None => Kind::Sparse(size),
-                        },
-                    }
-                }
-                S_IFDIR => {
-                    not_regular("directory")?;
-                    Kind::Directory(Vec::new())
-                }
-                S_IFLNK => {
-                    not_regular("symlink")?;
-                    let target = payload.ok_or_else(|| {
-                        format!("{display}: a symlink needs its target as payload")
-                    })?;
-                    if target.contains(&0) {
-                        return Err(format!("{display}: the symlink target contains a NUL byte"));
-                    }
-                    if target.len() as u64 >= SYMLINK_MAX {
-                        return Err(format!(
-                            "{display}: the symlink target of {} bytes is longer than {} bytes",
-                            target.len(),
-                            SYMLINK_MAX - 1
-                        ));
-                    }
-                    Kind::Symlink(target)
-                }
-                S_IFCHR | S_IFBLK => {
-                    not_regular("device")?;
-                    if u32::try_from(rdev).is_err() {
-                        return Err(format!(
-                            "{display}: device number {rdev} does not fit in 32 bits"
-                        ));
-                    }
-                    Kind::Device(rdev)
-                }
-                S_IFIFO => {
-                    not_regular("fifo")?;
-                    Kind::Special
-                }
-                S_IFSOCK => {
-                    not_regular("socket")?;
-                    Kind::Special
-                }
-                _ => return Err(format!("{display}: unknown file type in mode {mode:o}")),
-            };
+        let kind = kind(mode, size, rest, &display)?;
         let node = self.nodes.len();
         self.nodes.push(Node {
             mode,
@@ -275,10 +140,214 @@ impl Parser {
         });
         self.children.push(Vec::new());
         self.paths.insert(path, node);
-        if parent != usize::MAX {
+        if let Some(parent) = parent {
             self.children[parent].push((name.into_boxed_slice(), node));
         }
         Ok(())
+    }
+
+    /// Where the entry at `path` goes: its parent directory's node (`None` for the root,
+    /// which must come first and only then) and its name.
+    fn place(
+        &self,
+        path: &[u8],
+        raw_path: &[u8],
+        names: &[Vec<u8>],
+        mode: u32,
+        hardlink: bool,
+        display: &str,
+    ) -> Result<(Option<usize>, Vec<u8>), String> {
+        if self.paths.contains_key(path) {
+            return Err(format!("{display} is listed twice"));
+        }
+        let Some((name, _)) = names.split_last() else {
+            if !self.nodes.is_empty() {
+                return Err(format!("{display} is listed twice"));
+            }
+            if mode & S_IFMT != S_IFDIR || hardlink {
+                return Err("the root, /, must be a directory".into());
+            }
+            return Ok((None, Vec::new()));
+        };
+        if self.nodes.is_empty() {
+            return Err(format!(
+                "the first entry must be the root, /, not {display}"
+            ));
+        }
+        let parent_path = &path[..path.len() - raw_name_len(raw_path)];
+        let parent_path = match parent_path {
+            b"/" => &b"/"[..],
+            p => p.strip_suffix(b"/").unwrap_or(p),
+        };
+        let parent = *self.paths.get(parent_path).ok_or_else(|| {
+            format!(
+                "{display}: its directory {} is not listed before it",
+                String::from_utf8_lossy(parent_path)
+            )
+        })?;
+        if !matches!(self.nodes[parent].kind, Kind::Directory(_)) {
+            return Err(format!(
+                "{display}: {} is not a directory",
+                String::from_utf8_lossy(parent_path)
+            ));
+        }
+        Ok((Some(parent), name.clone()))
+    }
+
+    /// A hard link (`@` mode): another name, in `parent`, for the earlier path its payload
+    /// names, which may be neither a directory nor a whiteout.
+    fn hard_link(
+        &mut self,
+        mut fields: Fields<'_>,
+        path: Vec<u8>,
+        parent: Option<usize>,
+        name: Vec<u8>,
+        display: &str,
+    ) -> Result<(), String> {
+        for field in ["nlink", "uid", "gid", "rdev", "mtime"] {
+            fields.next(field)?;
+        }
+        let target = unescape(fields.next("payload")?).map_err(|e| format!("payload: {e}"))?;
+        let target_display = String::from_utf8_lossy(&target).into_owned();
+        let Some(&node) = self.paths.get(&target) else {
+            return Err(format!(
+                "{display} is a hard link to {target_display}, which no earlier line lists"
+            ));
+        };
+        match self.nodes[node].kind {
+            Kind::Directory(_) => {
+                return Err(format!(
+                    "{display} is a hard link to the directory {target_display}"
+                ));
+            }
+            Kind::Device(0) if self.nodes[node].mode & S_IFMT == S_IFCHR => {
+                return Err(format!(
+                    "{display} is a hard link to the whiteout {target_display}: a whiteout \
+                     cannot have several links"
+                ));
+            }
+            _ => {}
+        }
+        // The root is not a hard link (`place` refuses it).
+        let parent = parent.ok_or("the root, /, must be a directory")?;
+        self.paths.insert(path, node);
+        self.children[parent].push((name.into_boxed_slice(), node));
+        Ok(())
+    }
+}
+
+/// What an entry of `mode` holds, from its size and the fields after its mtime.
+fn kind(mode: u32, size: u64, fields: Contents, display: &str) -> Result<Kind, String> {
+    let Contents {
+        rdev,
+        payload,
+        content,
+        digest,
+    } = fields;
+    let not_regular = |what: &str| -> Result<(), String> {
+        if content.is_some() || digest.is_some() {
+            return Err(format!("{display}: a {what} has no content or digest"));
+        }
+        if rdev != 0 && what != "device" {
+            return Err(format!(
+                "{display}: a {what} has no device number (rdev {rdev})"
+            ));
+        }
+        Ok(())
+    };
+    Ok(match mode & S_IFMT {
+        S_IFREG => {
+            if rdev != 0 {
+                return Err(format!(
+                    "{display}: a regular file has no device number (rdev {rdev})"
+                ));
+            }
+            regular_kind(size, payload, content, digest, display)?
+        }
+        S_IFDIR => {
+            not_regular("directory")?;
+            Kind::Directory(Vec::new())
+        }
+        S_IFLNK => {
+            not_regular("symlink")?;
+            let target = payload
+                .ok_or_else(|| format!("{display}: a symlink needs its target as payload"))?;
+            if target.contains(&0) {
+                return Err(format!("{display}: the symlink target contains a NUL byte"));
+            }
+            if target.len() as u64 >= SYMLINK_MAX {
+                return Err(format!(
+                    "{display}: the symlink target of {} bytes is longer than {} bytes",
+                    target.len(),
+                    SYMLINK_MAX - 1
+                ));
+            }
+            Kind::Symlink(target)
+        }
+        S_IFCHR | S_IFBLK => {
+            not_regular("device")?;
+            if u32::try_from(rdev).is_err() {
+                return Err(format!(
+                    "{display}: device number {rdev} does not fit in 32 bits"
+                ));
+            }
+            Kind::Device(rdev)
+        }
+        S_IFIFO => {
+            not_regular("fifo")?;
+            Kind::Special
+        }
+        S_IFSOCK => {
+            not_regular("socket")?;
+            Kind::Special
+        }
+        _ => return Err(format!("{display}: unknown file type in mode {mode:o}")),
+    })
+}
+
+/// A regular file: an object named by its digest (or by an object-name payload without
+/// one), inline content of exactly `size` bytes, or `size` bytes of holes.
+fn regular_kind(
+    size: u64,
+    payload: Option<Vec<u8>>,
+    content: Option<Vec<u8>>,
+    digest: Option<Vec<u8>>,
+    display: &str,
+) -> Result<Kind, String> {
+    match (payload, digest) {
+        (Some(_), Some(digest)) => {
+            let digest = hex_digest(&digest)
+                .ok_or_else(|| format!("{display}: digest {}: not 64 hex digits", show(&digest)))?;
+            Ok(Kind::Object {
+                digest,
+                verity: true,
+                size,
+            })
+        }
+        (Some(payload), None) => {
+            let digest = object_digest(&payload).ok_or_else(|| {
+                format!(
+                    "{display}: payload {} is not an object name (xx/<62 hex>) and no digest \
+                     is given",
+                    show(&payload)
+                )
+            })?;
+            Ok(Kind::Object {
+                digest,
+                verity: false,
+                size,
+            })
+        }
+        (None, Some(_)) => Err(format!("{display}: a digest without a payload")),
+        (None, None) => match content {
+            Some(content) if content.len() as u64 != size => Err(format!(
+                "{display}: size {size} does not match its {} bytes of content",
+                content.len()
+            )),
+            Some(content) => Ok(Kind::Inline(content)),
+            None if size == 0 => Ok(Kind::Inline(Vec::new())),
+            None => Ok(Kind::Sparse(size)),
+        },
     }
 }
 

@@ -93,6 +93,23 @@ impl<'t> Shape<'t> {
     }
 }
 
+/// Where everything goes: each inode's shape and offset, each inode's first block, the
+/// end of the inodes (where the shared xattr table starts) and of the image.
+struct Placement<'t> {
+    shapes: Vec<Shape<'t>>,
+    inode_at: Vec<u64>,
+    block_at: Vec<u64>,
+    inodes_end: u64,
+    end: u64,
+}
+
+impl Placement<'_> {
+    /// The node id of inode `number`.
+    fn nid(&self, number: usize) -> u64 {
+        self.inode_at[number] / SLOT
+    }
+}
+
 /// Writes `inodes` as a composefs image of `format`.
 pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError> {
     let epoch1 = format != Format::V2;
@@ -110,37 +127,8 @@ pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError
     } else {
         (0, 0)
     };
-
-    // Place the inodes, the shared table and the blocks.
-    let mut shapes = Vec::with_capacity(list.len());
-    let mut at = Vec::with_capacity(list.len());
-    let mut pos = INODES_AT;
-    for (inode, xattrs) in list.iter().zip(&stored) {
-        let body = shared.body(xattrs, 0).len();
-        let mut shape = shape(inode, body, build_time, epoch1);
-        let slot = pos.next_multiple_of(SLOT);
-        pos = pad(slot, &shape);
-        let tail_at = pos + header_size(shape.extended) + shape.body as u64;
-        if let (Pad::V2(_), Data::Symlink(target)) = (shape.pad, &inode.data) {
-            if tail_at % BLOCK + target.len() as u64 > BLOCK {
-                // composefs-rs' V2 would leave the target crossing a block, which the kernel
-                // refuses for symlinks: it gets a block, as in V0/V1.
-                shape.move_target_to_block(target);
-                pos = slot;
-            }
-        }
-        at.push(pos);
-        pos += header_size(shape.extended) + (shape.body + shape.tail_len) as u64;
-        shapes.push(shape);
-    }
-    let inodes_end = pos.next_multiple_of(SLOT);
-    pos = (inodes_end + shared.size() as u64).next_multiple_of(BLOCK);
-    let mut block_at = Vec::with_capacity(list.len());
-    for shape in &shapes {
-        block_at.push(pos);
-        pos += shape.block_count * BLOCK;
-    }
-    let end = pos;
+    let placed = place(list, &stored, &shared, build_time, epoch1);
+    let end = placed.end;
     let too_large = || {
         CreateError::Unsupported(format!(
             "the image would be {end} bytes: EROFS addresses 2^32 blocks of 4 KiB"
@@ -150,37 +138,21 @@ pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError
     let len = usize::try_from(end).map_err(|_| too_large())?;
     // V0/V1 count shared ids from the block the table starts in, V2 from the image start.
     let (xattr_blkaddr, shared_base) = if epoch1 {
-        (inodes_end / BLOCK, inodes_end % BLOCK)
+        (placed.inodes_end / BLOCK, placed.inodes_end % BLOCK)
     } else {
-        (0, inodes_end)
+        (0, placed.inodes_end)
     };
     let shared_base = u32::try_from(shared_base).map_err(|_| too_large())?;
 
     let mut out = vec![0u8; len];
-    let header = ComposefsHeader {
-        magic: U32::new(COMPOSEFS_MAGIC),
-        version: U32::new(COMPOSEFS_HEADER_VERSION),
-        flags: U32::new(if epoch1 && has_acl {
-            COMPOSEFS_FLAGS_HAS_ACL
-        } else {
-            0
-        }),
-        composefs_version: U32::new(match format {
-            Format::V0 => 0,
-            Format::V1 => 1,
-            Format::V2 => 2,
-        }),
-        unused: [U32::new(0); 4],
-    };
-    put(&mut out, 0, header.as_bytes());
-    let nid = |number: usize| at[number] / SLOT;
+    put(&mut out, 0, composefs_header(format, has_acl).as_bytes());
     let superblock = SuperBlock {
         magic: U32::new(SUPER_MAGIC),
         checksum: U32::new(0),
         feature_compat: U32::new(compat::MTIME | compat::XATTR_FILTER),
         blkszbits: COMPOSEFS_BLOCK_BITS,
         sb_extslots: 0,
-        root_nid: U16::new(nid(0) as u16),
+        root_nid: U16::new(placed.nid(0) as u16),
         inos: U64::new(list.len() as u64),
         epoch: U64::new(build_time.0),
         fixed_nsec: U32::new(build_time.1),
@@ -201,84 +173,169 @@ pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError
         reserved2: [0; 23],
     };
     put(&mut out, SUPER_OFFSET as u64, superblock.as_bytes());
-
-    for (number, (inode, shape)) in list.iter().zip(&shapes).enumerate() {
-        let blkaddr = (block_at[number] / BLOCK) as u32;
-        let u = match shape.blkaddr {
-            None => shape.u,
-            Some(mask) => (blkaddr & mask) | shape.u,
-        };
-        let ino = if epoch1 {
-            number as u32
-        } else {
-            nid(number) as u32
-        };
+    for (number, inode) in list.iter().enumerate() {
         let body = shared.body(&stored[number], shared_base);
-        let icount = xattrs::icount(body.len());
-        let mut pos = at[number];
-        if shape.extended {
-            let header = InodeExtended {
-                format: U16::new(
-                    iformat::VERSION_MASK | u16::from(shape.layout) << iformat::DATALAYOUT_BIT,
-                ),
-                xattr_icount: U16::new(icount),
-                mode: U16::new(inode.mode as u16),
-                nb: U16::new(0),
-                size: U64::new(shape.size),
-                u: U32::new(u),
-                ino: U32::new(ino),
-                uid: U32::new(inode.uid),
-                gid: U32::new(inode.gid),
-                mtime: U64::new(inode.mtime.0),
-                mtime_nsec: U32::new(if epoch1 { inode.mtime.1 } else { 0 }),
-                nlink: U32::new(inode.nlink),
-                reserved2: [0; 16],
-            };
-            put(&mut out, pos, header.as_bytes());
-        } else {
-            // Compact: the time is the superblock's (`i_mtime` 0 is relative to it).
-            let header = InodeCompact {
-                format: U16::new(u16::from(shape.layout) << iformat::DATALAYOUT_BIT),
-                xattr_icount: U16::new(icount),
-                mode: U16::new(inode.mode as u16),
-                nb: U16::new(inode.nlink as u16),
-                size: U32::new(shape.size as u32),
-                mtime: U32::new(0),
-                u: U32::new(u),
-                ino: U32::new(ino),
-                uid: U16::new(inode.uid as u16),
-                gid: U16::new(inode.gid as u16),
-                reserved2: U32::new(0),
-            };
-            put(&mut out, pos, header.as_bytes());
-        }
-        pos += header_size(shape.extended);
-        put(&mut out, pos, &body);
-        pos += body.len() as u64;
-        match &shape.tail {
-            Tail::None => {}
-            Tail::Bytes(bytes) => put(&mut out, pos, bytes),
-            Tail::Dirents(entries) => put(&mut out, pos, &dirent_block(entries, &nid)),
-            Tail::Holes(n) => put(&mut out, pos, &HOLE.repeat(*n)),
-        }
-        let mut pos = block_at[number];
-        match &shape.blocks {
-            Blocks::None => {}
-            Blocks::Bytes(bytes, count) => {
-                let len = (*count * BLOCK as usize).min(bytes.len());
-                put(&mut out, pos, &bytes[..len]);
-            }
-            Blocks::Dirents(blocks) => {
-                for entries in blocks {
-                    put(&mut out, pos, &dirent_block(entries, &nid));
-                    pos += BLOCK;
-                }
-            }
-            Blocks::Holes => put(&mut out, pos, &HOLE.repeat(BLOCK as usize / HOLE.len())),
-        }
+        write_inode(&mut out, &placed, number, inode, &body, epoch1);
+        write_blocks(&mut out, &placed, number);
     }
-    put(&mut out, inodes_end, &shared.table());
+    put(&mut out, placed.inodes_end, &shared.table());
     Ok(out)
+}
+
+/// Places the inodes (each after the padding its shape needs), the shared xattr table and
+/// the inodes' blocks.
+fn place<'t>(
+    list: &'t [Inode<'t>],
+    stored: &[Vec<Stored<'_>>],
+    shared: &Shared<'_>,
+    build_time: (u64, u32),
+    epoch1: bool,
+) -> Placement<'t> {
+    let mut shapes = Vec::with_capacity(list.len());
+    let mut inode_at = Vec::with_capacity(list.len());
+    let mut pos = INODES_AT;
+    for (inode, xattrs) in list.iter().zip(stored) {
+        let body = shared.body(xattrs, 0).len();
+        let mut shape = shape(inode, body, build_time, epoch1);
+        let slot = pos.next_multiple_of(SLOT);
+        pos = pad(slot, &shape);
+        let tail_at = pos + header_size(shape.extended) + shape.body as u64;
+        if let (Pad::V2(_), Data::Symlink(target)) = (shape.pad, &inode.data) {
+            if tail_at % BLOCK + target.len() as u64 > BLOCK {
+                // composefs-rs' V2 would leave the target crossing a block, which the kernel
+                // refuses for symlinks: it gets a block, as in V0/V1.
+                shape.move_target_to_block(target);
+                pos = slot;
+            }
+        }
+        inode_at.push(pos);
+        pos += header_size(shape.extended) + (shape.body + shape.tail_len) as u64;
+        shapes.push(shape);
+    }
+    let inodes_end = pos.next_multiple_of(SLOT);
+    pos = (inodes_end + shared.size() as u64).next_multiple_of(BLOCK);
+    let mut block_at = Vec::with_capacity(list.len());
+    for shape in &shapes {
+        block_at.push(pos);
+        pos += shape.block_count * BLOCK;
+    }
+    Placement {
+        shapes,
+        inode_at,
+        block_at,
+        inodes_end,
+        end: pos,
+    }
+}
+
+/// The composefs header: its magic, the ACL flag (V0/V1) and the format's version.
+fn composefs_header(format: Format, has_acl: bool) -> ComposefsHeader {
+    let epoch1 = format != Format::V2;
+    ComposefsHeader {
+        magic: U32::new(COMPOSEFS_MAGIC),
+        version: U32::new(COMPOSEFS_HEADER_VERSION),
+        flags: U32::new(if epoch1 && has_acl {
+            COMPOSEFS_FLAGS_HAS_ACL
+        } else {
+            0
+        }),
+        composefs_version: U32::new(match format {
+            Format::V0 => 0,
+            Format::V1 => 1,
+            Format::V2 => 2,
+        }),
+        unused: [U32::new(0); 4],
+    }
+}
+
+/// Inode `number`'s header (compact or extended), its xattr `body` and its inline tail.
+fn write_inode(
+    out: &mut [u8],
+    placed: &Placement<'_>,
+    number: usize,
+    inode: &Inode<'_>,
+    body: &[u8],
+    epoch1: bool,
+) {
+    let shape = &placed.shapes[number];
+    let blkaddr = (placed.block_at[number] / BLOCK) as u32;
+    let u = match shape.blkaddr {
+        None => shape.u,
+        Some(mask) => (blkaddr & mask) | shape.u,
+    };
+    let ino = if epoch1 {
+        number as u32
+    } else {
+        placed.nid(number) as u32
+    };
+    let icount = xattrs::icount(body.len());
+    let mut pos = placed.inode_at[number];
+    if shape.extended {
+        let header = InodeExtended {
+            format: U16::new(
+                iformat::VERSION_MASK | u16::from(shape.layout) << iformat::DATALAYOUT_BIT,
+            ),
+            xattr_icount: U16::new(icount),
+            mode: U16::new(inode.mode as u16),
+            nb: U16::new(0),
+            size: U64::new(shape.size),
+            u: U32::new(u),
+            ino: U32::new(ino),
+            uid: U32::new(inode.uid),
+            gid: U32::new(inode.gid),
+            mtime: U64::new(inode.mtime.0),
+            mtime_nsec: U32::new(if epoch1 { inode.mtime.1 } else { 0 }),
+            nlink: U32::new(inode.nlink),
+            reserved2: [0; 16],
+        };
+        put(out, pos, header.as_bytes());
+    } else {
+        // Compact: the time is the superblock's (`i_mtime` 0 is relative to it).
+        let header = InodeCompact {
+            format: U16::new(u16::from(shape.layout) << iformat::DATALAYOUT_BIT),
+            xattr_icount: U16::new(icount),
+            mode: U16::new(inode.mode as u16),
+            nb: U16::new(inode.nlink as u16),
+            size: U32::new(shape.size as u32),
+            mtime: U32::new(0),
+            u: U32::new(u),
+            ino: U32::new(ino),
+            uid: U16::new(inode.uid as u16),
+            gid: U16::new(inode.gid as u16),
+            reserved2: U32::new(0),
+        };
+        put(out, pos, header.as_bytes());
+    }
+    pos += header_size(shape.extended);
+    put(out, pos, body);
+    pos += body.len() as u64;
+    let nid = |number: usize| placed.nid(number);
+    match &shape.tail {
+        Tail::None => {}
+        Tail::Bytes(bytes) => put(out, pos, bytes),
+        Tail::Dirents(entries) => put(out, pos, &dirent_block(entries, &nid)),
+        Tail::Holes(n) => put(out, pos, &HOLE.repeat(*n)),
+    }
+}
+
+/// Inode `number`'s whole blocks, after the shared xattr table.
+fn write_blocks(out: &mut [u8], placed: &Placement<'_>, number: usize) {
+    let nid = |number: usize| placed.nid(number);
+    let mut pos = placed.block_at[number];
+    match &placed.shapes[number].blocks {
+        Blocks::None => {}
+        Blocks::Bytes(bytes, count) => {
+            let len = (*count * BLOCK as usize).min(bytes.len());
+            put(out, pos, &bytes[..len]);
+        }
+        Blocks::Dirents(blocks) => {
+            for entries in blocks {
+                put(out, pos, &dirent_block(entries, &nid));
+                pos += BLOCK;
+            }
+        }
+        Blocks::Holes => put(out, pos, &HOLE.repeat(BLOCK as usize / HOLE.len())),
+    }
 }
 
 /// An inode's xattrs split into prefix index and suffix, checked against the format's limits;
@@ -330,91 +387,15 @@ fn shape<'t>(inode: &Inode<'t>, body: usize, build_time: (u64, u32), epoch1: boo
         pad: Pad::None,
     };
     match &inode.data {
-        Data::Directory(entries) => {
-            let mut blocks = Vec::new();
-            let mut rest: Vec<Entry<'t>> = Vec::new();
-            let mut used = 0;
-            for &entry in entries {
-                let size = (size_of::<Dirent>() + entry.0.len()) as u64;
-                if used + size > BLOCK {
-                    blocks.push(std::mem::take(&mut rest));
-                    used = 0;
-                }
-                used += size;
-                rest.push(entry);
-            }
-            if used > DIR_INLINE_MAX {
-                blocks.push(std::mem::take(&mut rest));
-                used = 0;
-            }
-            s.size = blocks.len() as u64 * BLOCK + used;
-            s.block_count = blocks.len() as u64;
-            if rest.is_empty() {
-                s.blkaddr = Some(u32::MAX);
-            } else {
-                s.layout = datalayout::FLAT_INLINE;
-                s.tail_len = used as usize;
-                s.tail = Tail::Dirents(rest);
-                if !blocks.is_empty() {
-                    s.blkaddr = Some(u32::MAX);
-                }
-            }
-            if !blocks.is_empty() {
-                s.blocks = Blocks::Dirents(blocks);
-            }
-        }
-        Data::Inline(bytes) => {
-            s.size = bytes.len() as u64;
-            let (mut count, mut tail) = if epoch1 {
-                (bytes.len() / BLOCK as usize, bytes.len() % BLOCK as usize)
-            } else {
-                (0, bytes.len())
-            };
-            if tail > TAIL_INLINE_MAX && epoch1 {
-                count += 1;
-                tail = 0;
-            }
-            s.layout = if tail > 0 {
-                datalayout::FLAT_INLINE
-            } else {
-                datalayout::FLAT_PLAIN
-            };
-            s.tail = Tail::Bytes(&bytes[bytes.len() - tail..]);
-            s.tail_len = tail;
-            if count > 0 {
-                s.blkaddr = Some(u32::MAX);
-                s.block_count = count as u64;
-                s.blocks = Blocks::Bytes(bytes, count);
-            }
-        }
+        Data::Directory(entries) => s.directory(entries),
+        Data::Inline(bytes) => s.inline(bytes, epoch1),
         Data::Symlink(target) => {
             s.size = target.len() as u64;
             s.layout = datalayout::FLAT_INLINE;
             s.tail = Tail::Bytes(target);
             s.tail_len = target.len();
         }
-        Data::Chunked { size, v2_map } => {
-            s.size = *size;
-            s.layout = datalayout::CHUNK_BASED;
-            if epoch1 {
-                // The smallest chunk (at least a block) that covers the file in one, up to
-                // the largest the format allows.
-                let bits = (64 - size.saturating_sub(1).leading_zeros()).clamp(
-                    COMPOSEFS_BLOCK_BITS.into(),
-                    u32::from(COMPOSEFS_BLOCK_BITS) + u32::from(chunk::BLKBITS_MASK),
-                );
-                s.u = bits - u32::from(COMPOSEFS_BLOCK_BITS);
-                let chunks = size.div_ceil(1 << bits) as usize;
-                s.tail_len = HOLE.len() * chunks;
-                s.tail = Tail::Holes(chunks);
-            } else {
-                s.u = chunk::BLKBITS_MASK.into();
-                if *v2_map {
-                    s.tail_len = HOLE.len();
-                    s.tail = Tail::Holes(1);
-                }
-            }
-        }
+        Data::Chunked { size, v2_map } => s.chunked(*size, *v2_map, epoch1),
         Data::Device(rdev) => s.u = *rdev,
         Data::Empty => {}
     }
@@ -424,33 +405,128 @@ fn shape<'t>(inode: &Inode<'t>, body: usize, build_time: (u64, u32), epoch1: boo
         && inode.uid <= u16::MAX as u32
         && inode.gid <= u16::MAX as u32
         && s.size <= u32::MAX as u64);
-    let symlink = inode.mode & S_IFMT == S_IFLNK;
-    let meta = header_size(s.extended) + body as u64;
-    if !epoch1 {
-        if s.layout == datalayout::FLAT_INLINE {
-            s.pad = Pad::V2(s.size % BLOCK);
-        }
-    } else if symlink {
-        if let (true, Data::Symlink(target)) = (meta + s.size >= BLOCK, &inode.data) {
-            // Too long to share a block with its inode: the target gets a block.
-            s.move_target_to_block(target);
-        }
-        s.pad = Pad::Whole(meta + s.size);
-    } else if s.layout == datalayout::CHUNK_BASED && s.tail_len > 0 {
-        if s.tail_len + body % SLOT as usize > BLOCK as usize {
-            s.tail = Tail::None;
-            s.tail_len = 0;
-            s.blkaddr = Some(0xffff_0000);
-            s.block_count = 1;
-            s.blocks = Blocks::Holes;
-            s.pad = Pad::Block;
-        } else {
-            s.pad = Pad::Tail(s.tail_len as u64);
-        }
-    } else if s.layout == datalayout::FLAT_INLINE {
-        s.pad = Pad::Tail(s.size % BLOCK);
-    }
+    s.padding(inode, epoch1);
     s
+}
+
+impl<'t> Shape<'t> {
+    /// Dirents packed into blocks in order; a last partial block of at most
+    /// [`DIR_INLINE_MAX`] bytes stays inline.
+    fn directory(&mut self, entries: &[Entry<'t>]) {
+        let mut blocks = Vec::new();
+        let mut rest: Vec<Entry<'t>> = Vec::new();
+        let mut used = 0;
+        for &entry in entries {
+            let size = (size_of::<Dirent>() + entry.0.len()) as u64;
+            if used + size > BLOCK {
+                blocks.push(std::mem::take(&mut rest));
+                used = 0;
+            }
+            used += size;
+            rest.push(entry);
+        }
+        if used > DIR_INLINE_MAX {
+            blocks.push(std::mem::take(&mut rest));
+            used = 0;
+        }
+        self.size = blocks.len() as u64 * BLOCK + used;
+        self.block_count = blocks.len() as u64;
+        if rest.is_empty() {
+            self.blkaddr = Some(u32::MAX);
+        } else {
+            self.layout = datalayout::FLAT_INLINE;
+            self.tail_len = used as usize;
+            self.tail = Tail::Dirents(rest);
+            if !blocks.is_empty() {
+                self.blkaddr = Some(u32::MAX);
+            }
+        }
+        if !blocks.is_empty() {
+            self.blocks = Blocks::Dirents(blocks);
+        }
+    }
+
+    /// Content in the image: V0/V1 put whole blocks out of the inode and keep a last partial
+    /// block of at most [`TAIL_INLINE_MAX`] bytes inline; V2 keeps it all inline.
+    fn inline(&mut self, bytes: &'t [u8], epoch1: bool) {
+        self.size = bytes.len() as u64;
+        let (mut count, mut tail) = if epoch1 {
+            (bytes.len() / BLOCK as usize, bytes.len() % BLOCK as usize)
+        } else {
+            (0, bytes.len())
+        };
+        if tail > TAIL_INLINE_MAX && epoch1 {
+            count += 1;
+            tail = 0;
+        }
+        self.layout = if tail > 0 {
+            datalayout::FLAT_INLINE
+        } else {
+            datalayout::FLAT_PLAIN
+        };
+        self.tail = Tail::Bytes(&bytes[bytes.len() - tail..]);
+        self.tail_len = tail;
+        if count > 0 {
+            self.blkaddr = Some(u32::MAX);
+            self.block_count = count as u64;
+            self.blocks = Blocks::Bytes(bytes, count);
+        }
+    }
+
+    /// Content in an object: a chunk map of holes, V0/V1 with the smallest chunk that covers
+    /// the file in one (at least a block, at most the format's largest), V2 one entry of the
+    /// largest (none without a digest).
+    fn chunked(&mut self, size: u64, v2_map: bool, epoch1: bool) {
+        self.size = size;
+        self.layout = datalayout::CHUNK_BASED;
+        if epoch1 {
+            let bits = (64 - size.saturating_sub(1).leading_zeros()).clamp(
+                COMPOSEFS_BLOCK_BITS.into(),
+                u32::from(COMPOSEFS_BLOCK_BITS) + u32::from(chunk::BLKBITS_MASK),
+            );
+            self.u = bits - u32::from(COMPOSEFS_BLOCK_BITS);
+            let chunks = size.div_ceil(1 << bits) as usize;
+            self.tail_len = HOLE.len() * chunks;
+            self.tail = Tail::Holes(chunks);
+        } else {
+            self.u = chunk::BLKBITS_MASK.into();
+            if v2_map {
+                self.tail_len = HOLE.len();
+                self.tail = Tail::Holes(1);
+            }
+        }
+    }
+
+    /// The padding rule before the inode (see [`pad`]); V0/V1 move a symlink target or a
+    /// chunk map that would not fit beside the inode to a block of its own.
+    fn padding(&mut self, inode: &Inode<'t>, epoch1: bool) {
+        let symlink = inode.mode & S_IFMT == S_IFLNK;
+        let meta = header_size(self.extended) + self.body as u64;
+        if !epoch1 {
+            if self.layout == datalayout::FLAT_INLINE {
+                self.pad = Pad::V2(self.size % BLOCK);
+            }
+        } else if symlink {
+            if let (true, Data::Symlink(target)) = (meta + self.size >= BLOCK, &inode.data) {
+                // Too long to share a block with its inode: the target gets a block.
+                self.move_target_to_block(target);
+            }
+            self.pad = Pad::Whole(meta + self.size);
+        } else if self.layout == datalayout::CHUNK_BASED && self.tail_len > 0 {
+            if self.tail_len + self.body % SLOT as usize > BLOCK as usize {
+                self.tail = Tail::None;
+                self.tail_len = 0;
+                self.blkaddr = Some(0xffff_0000);
+                self.block_count = 1;
+                self.blocks = Blocks::Holes;
+                self.pad = Pad::Block;
+            } else {
+                self.pad = Pad::Tail(self.tail_len as u64);
+            }
+        } else if self.layout == datalayout::FLAT_INLINE {
+            self.pad = Pad::Tail(self.size % BLOCK);
+        }
+    }
 }
 
 /// Where an inode goes at or after slot-aligned `pos`, so that its tail is where the writers

@@ -207,6 +207,40 @@ pub fn create(
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| 2 * n.get()));
+    let (tree, objects_by_job) =
+        scan_and_hash(source, &skip, store.as_ref(), threads, stop, progress)?;
+    let inodes = inodes::collect(&tree, &objects_by_job, options.format)?;
+    let bytes = erofs::write(&inodes, options.format)?;
+    if let Some(store) = &store {
+        store.sync()?;
+    }
+    output.finish(&bytes, stop)?;
+    Ok(Created {
+        digest: FsVerityHasher::digest(&bytes),
+        files: objects_by_job.len() as u64,
+        bytes: objects_by_job.iter().map(|(_, size)| size).sum(),
+        objects_written: store
+            .as_ref()
+            .map_or(0, |s| s.written.load(Ordering::Relaxed)),
+        objects_present: store
+            .as_ref()
+            .map_or(0, |s| s.present.load(Ordering::Relaxed)),
+    })
+}
+
+/// A hashed file's fs-verity digest and size.
+type Hashed = ([u8; 32], u64);
+
+/// Walks `source` (leaving out `skip`) while `threads` workers hash each file and store its
+/// object in `store`: the tree, and each file job's digest and size by job index.
+fn scan_and_hash(
+    source: &Path,
+    skip: &[(u64, u64)],
+    store: Option<&ObjectStore>,
+    threads: usize,
+    stop: &AtomicUsize,
+    progress: &dyn Progress,
+) -> Result<(tree::Tree, Vec<Hashed>), CreateError> {
     let failed = AtomicBool::new(false);
     let first_error = Mutex::new(None);
     let fail = |e: CreateError| {
@@ -223,7 +257,7 @@ pub fn create(
     let scanned = std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             let done_tx = done_tx.clone();
-            let (job_rx, store, fail) = (&job_rx, store.as_ref(), &fail);
+            let (job_rx, fail) = (&job_rx, &fail);
             scope.spawn(move || {
                 let mut buffer = vec![0u8; 1 << 20];
                 loop {
@@ -245,7 +279,7 @@ pub fn create(
             });
         }
         drop(done_tx);
-        let scanned = tree::scan(source, &skip, &quit, |job| {
+        let scanned = tree::scan(source, skip, &quit, |job| {
             progress.found(job.size);
             let _ = job_tx.send(job);
         });
@@ -260,30 +294,14 @@ pub fn create(
         return Err(e);
     }
     let tree = scanned?;
-    let mut objects_by_job: Vec<([u8; 32], u64)> = Vec::new();
+    let mut objects_by_job: Vec<Hashed> = Vec::new();
     for (index, done) in done_rx {
         if objects_by_job.len() <= index {
             objects_by_job.resize(index + 1, ([0; 32], 0));
         }
         objects_by_job[index] = done;
     }
-    let inodes = inodes::collect(&tree, &objects_by_job, options.format)?;
-    let bytes = erofs::write(&inodes, options.format)?;
-    if let Some(store) = &store {
-        store.sync()?;
-    }
-    output.finish(&bytes, stop)?;
-    Ok(Created {
-        digest: FsVerityHasher::digest(&bytes),
-        files: objects_by_job.len() as u64,
-        bytes: objects_by_job.iter().map(|(_, size)| size).sum(),
-        objects_written: store
-            .as_ref()
-            .map_or(0, |s| s.written.load(Ordering::Relaxed)),
-        objects_present: store
-            .as_ref()
-            .map_or(0, |s| s.present.load(Ordering::Relaxed)),
-    })
+    Ok((tree, objects_by_job))
 }
 
 /// Writes the composefs image of the dumpfile `source` (composefs-dump(5); `-` reads stdin)

@@ -15,11 +15,11 @@ use fuser::{
     ReplyXattr, Request,
 };
 
+use super::abi;
 use super::busy_poll::BusyPoll;
 use super::core::{Core, Errno};
 use super::handles::Handle;
 use super::passthrough::Backing;
-use super::uring::abi;
 use super::workers::Workers;
 use super::{Server, Stats};
 use crate::content::Basedir;

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub mod abi;
 pub mod busy_poll;
 pub mod core;
 pub mod fuse;
@@ -154,7 +155,7 @@ impl Stats {
         (packed != 0).then(|| {
             let nanos = packed >> OPCODE_BITS;
             let opcode = (packed & ((1 << OPCODE_BITS) - 1)) as u32;
-            (Duration::from_nanos(nanos), uring::abi::opcode_name(opcode))
+            (Duration::from_nanos(nanos), abi::opcode_name(opcode))
         })
     }
 

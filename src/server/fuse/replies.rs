@@ -1,9 +1,11 @@
-//! How the core's answers become fuser replies.
+//! How the core's answers become fuser replies: encoded as [`abi`](crate::server::abi)
+//! encodes them for the wire, then handed to fuser in its types.
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
     FileAttr, FileHandle, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyData, ReplyDirectory,
@@ -12,9 +14,9 @@ use fuser::{
 
 use super::ImageFs;
 use crate::erofs::FileType;
+use crate::server::abi::{fuse_attr, fuse_entry_out, fuse_kstatfs, open_flags};
 use crate::server::core::{
-    Attr, CacheFlags, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, TTL, XattrReply,
-    fill_listing,
+    Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, TTL, XattrReply, fill_listing,
 };
 use crate::server::passthrough::Backing;
 
@@ -60,14 +62,15 @@ pub(super) trait Answer<T>: Reply {
 
 impl Answer<Entry> for ReplyEntry {
     fn answer(self, _: &ImageFs, entry: Entry) {
-        let attr = entry.attr.as_ref().map_or_else(negative_attr, file_attr);
-        self.entry(&entry.ttl, &attr, Generation(0));
+        let out = fuse_entry_out::of(&entry);
+        let ttl = Duration::new(out.entry_valid, out.entry_valid_nsec);
+        self.entry(&ttl, &file_attr(&out.attr), Generation(0));
     }
 }
 
 impl Answer<Attr> for ReplyAttr {
     fn answer(self, _: &ImageFs, attr: Attr) {
-        self.attr(&TTL, &file_attr(&attr));
+        self.attr(&TTL, &file_attr(&fuse_attr::of(&attr)));
     }
 }
 
@@ -95,11 +98,17 @@ impl Answer<Read<'_>> for ReplyData {
 impl Answer<Opened<Backing>> for ReplyOpen {
     fn answer(self, _: &ImageFs, opened: Opened<Backing>) {
         let fh = FileHandle(opened.handle.fh());
-        let flags = fopen_flags(opened.cache);
+        let flags = FopenFlags::from_bits_retain(open_flags(opened.cache));
         match &opened.backing {
             Some(backing) => crate::sys::reply_opened_passthrough(self, fh, flags, backing.id()),
             None => self.opened(fh, flags),
         }
+    }
+}
+
+impl Answer<Infallible> for ReplyOpen {
+    fn answer(self, _: &ImageFs, never: Infallible) {
+        match never {}
     }
 }
 
@@ -113,7 +122,7 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
     fn answer(mut self, fs: &ImageFs, entries: I) {
         let listed = fill_listing(entries, |entry| {
             let name = OsStr::from_bytes(entry.name);
-            let kind = fuse_type(entry.kind);
+            let kind = fuser_type(entry.kind.mode_bits());
             self.add(INodeNo(entry.node), entry.next_offset, kind, name)
         });
         match fs.checked(listed) {
@@ -127,7 +136,7 @@ impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for Repl
     fn answer(mut self, fs: &ImageFs, entries: I) {
         let listed = fill_listing(entries, |DirEntryPlus { entry, attr, ttl }| {
             let (node, name) = (INodeNo(entry.node), OsStr::from_bytes(entry.name));
-            let attr = file_attr(&attr);
+            let attr = file_attr(&fuse_attr::of(&attr));
             self.add(node, entry.next_offset, name, &ttl, &attr, Generation(0))
         });
         match fs.checked(listed) {
@@ -138,17 +147,11 @@ impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for Repl
 }
 
 impl Answer<Statfs> for ReplyStatfs {
-    fn answer(self, _: &ImageFs, s: Statfs) {
-        let (blocks, free, files) = (s.blocks, 0, s.files);
+    fn answer(self, _: &ImageFs, statfs: Statfs) {
+        let s = fuse_kstatfs::of(&statfs);
+        let (blocks, files, bsize, namelen) = (s.blocks, s.files, s.bsize, s.namelen);
         self.statfs(
-            blocks,
-            free,
-            free,
-            files,
-            free,
-            s.block_size,
-            s.name_len,
-            s.block_size,
+            blocks, s.bfree, s.bavail, files, s.ffree, bsize, namelen, s.frsize,
         );
     }
 }
@@ -189,19 +192,9 @@ pub(super) fn fuser_errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.raw_os_error())
 }
 
-fn fopen_flags(cache: CacheFlags) -> FopenFlags {
-    let mut flags = FopenFlags::empty();
-    if cache.keep_cache {
-        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if cache.cache_dir {
-        flags |= FopenFlags::FOPEN_CACHE_DIR;
-    }
-    flags
-}
-
-fn file_attr(attr: &Attr) -> FileAttr {
-    let (secs, nanos) = (attr.mtime.secs, attr.mtime.nanos);
+/// fuser's form of the wire attributes (it encodes them back as they were).
+fn file_attr(attr: &fuse_attr) -> FileAttr {
+    let (secs, nanos) = (attr.mtime as i64, attr.mtimensec);
     let mtime = if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs as u64, nanos)
     } else {
@@ -216,46 +209,27 @@ fn file_attr(attr: &Attr) -> FileAttr {
         mtime,
         ctime: mtime,
         crtime: mtime,
-        kind: fuse_type(attr.kind),
-        perm: attr.perm,
+        kind: fuser_type(attr.mode),
+        perm: (attr.mode & 0o7777) as u16,
         nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
         rdev: attr.rdev,
-        blksize: attr.block_size,
-        flags: 0,
+        blksize: attr.blksize,
+        flags: attr.flags,
     }
 }
 
-/// The attributes of a negative entry: node id 0, nothing else.
-fn negative_attr() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: fuser::FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
-    }
-}
-
-fn fuse_type(t: FileType) -> fuser::FileType {
-    match t {
-        FileType::Regular => fuser::FileType::RegularFile,
-        FileType::Directory => fuser::FileType::Directory,
-        FileType::Symlink => fuser::FileType::Symlink,
-        FileType::CharDevice => fuser::FileType::CharDevice,
-        FileType::BlockDevice => fuser::FileType::BlockDevice,
-        FileType::Fifo => fuser::FileType::NamedPipe,
-        FileType::Socket => fuser::FileType::Socket,
+/// fuser's file type of the `S_IFMT` bits of `mode` (a regular file for none: a negative
+/// entry's).
+fn fuser_type(mode: u32) -> fuser::FileType {
+    match FileType::from_mode(mode) {
+        Some(FileType::Regular) | None => fuser::FileType::RegularFile,
+        Some(FileType::Directory) => fuser::FileType::Directory,
+        Some(FileType::Symlink) => fuser::FileType::Symlink,
+        Some(FileType::CharDevice) => fuser::FileType::CharDevice,
+        Some(FileType::BlockDevice) => fuser::FileType::BlockDevice,
+        Some(FileType::Fifo) => fuser::FileType::NamedPipe,
+        Some(FileType::Socket) => fuser::FileType::Socket,
     }
 }

@@ -8,9 +8,9 @@
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::abi::*;
-use super::encode;
+use super::encode::{self, put};
 use crate::server::Server;
+use crate::server::abi::{self, *};
 use crate::server::core::Errno;
 use crate::server::handles::Handle;
 use crate::sys::uring::HeaderBuf;
@@ -69,7 +69,7 @@ fn reply(
     payload: &mut [u8],
     in_len: usize,
 ) -> Result<usize, Errno> {
-    if !allowed(ctx.owner, head) {
+    if !abi::allowed(ctx.owner, head.uid, head.opcode) {
         return Err(Errno::ACCESS);
     }
     let server = ctx.server;
@@ -78,13 +78,16 @@ fn reply(
     match head.opcode {
         FUSE_LOOKUP => {
             let entry = core.lookup(node, c_string(&payload[..in_len]))?;
-            encode::entry(payload, &entry)
+            put(payload, fuse_entry_out::of(&entry).as_bytes())
         }
-        FUSE_GETATTR => encode::attr(payload, &core.getattr(node)?),
-        FUSE_READLINK => encode::data(payload, core.readlink(node)?),
+        FUSE_GETATTR => {
+            let attr = fuse_attr_out::of(&core.getattr(node)?);
+            put(payload, attr.as_bytes())
+        }
+        FUSE_READLINK => put(payload, core.readlink(node)?),
         FUSE_OPEN => {
             let opened = core.open(node, |file| server.register_backing(node, file))?;
-            encode::open(payload, &opened)
+            put(payload, fuse_open_out::of(&opened).as_bytes())
         }
         FUSE_READ => {
             let arg: fuse_read_in = arg(op_in);
@@ -97,7 +100,7 @@ fn reply(
             let arg: fuse_release_in = arg(op_in);
             core.release(Handle::from_fh(arg.fh)).map(|()| 0)
         }
-        FUSE_OPENDIR => encode::open(payload, &core.opendir()?),
+        FUSE_OPENDIR => match core.opendir()? {},
         FUSE_READDIR => {
             let arg: fuse_read_in = arg(op_in);
             let size = (arg.size as usize).min(payload.len());
@@ -108,7 +111,10 @@ fn reply(
             let size = (arg.size as usize).min(payload.len());
             encode::direntplus(&mut payload[..size], core.readdirplus(node, arg.offset)?)
         }
-        FUSE_STATFS => encode::statfs(payload, &core.statfs()?),
+        FUSE_STATFS => {
+            let st = fuse_kstatfs::of(&core.statfs()?);
+            put(payload, fuse_statfs_out { st }.as_bytes())
+        }
         FUSE_GETXATTR => {
             let arg: fuse_getxattr_in = arg(op_in);
             let value = core.getxattr(node, c_string(&payload[..in_len]), arg.size)?;
@@ -119,16 +125,6 @@ fn reply(
             encode::xattr(payload, core.listxattr(node, arg.size, &mut ctx.names)?)
         }
         _ => Err(Errno::NOSYS),
-    }
-}
-
-/// Whether the requester may make this request: as fuser decides for `SessionACL::Owner`,
-/// other users may only make the requests the kernel sends without a caller's uid.
-pub(super) fn allowed(owner: Option<u32>, head: &fuse_in_header) -> bool {
-    const WITHOUT_UID: [u32; 12] = [2, 15, 16, 18, 20, 26, 28, 29, 30, 38, 42, 44];
-    match owner {
-        Some(uid) => head.uid == uid || WITHOUT_UID.contains(&head.opcode),
-        None => true,
     }
 }
 

@@ -10,7 +10,7 @@
 //! (unmount, abort), every pending command fails and the thread ends.
 //!
 //! The unsafe half (the ring and the buffers the kernel writes into) is `crate::sys::uring`;
-//! `abi` declares the wire structs, `dispatch` decodes a request and `encode` writes replies.
+//! `dispatch` decodes a request and `encode` writes replies, with [`abi`]'s structs.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,10 +21,9 @@ use std::thread::JoinHandle;
 use fuser::{InitFlags, KernelConfig};
 use rustix::io::Errno;
 
-use super::Server;
+use super::{Server, abi};
 use crate::sys::uring::{Event, QueueRing, RegisterError};
 
-pub(super) mod abi;
 mod dispatch;
 mod encode;
 #[cfg(test)]

@@ -7,11 +7,11 @@ use composefs::erofs::writer::{ValidatedFileSystem, mkfs_erofs_versioned};
 use composefs::fsverity::Sha256HashValue;
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::abi::*;
 use super::dispatch::{self, Context};
-use super::{encode, parse_cpu_list, payload_len};
+use super::{parse_cpu_list, payload_len};
 use crate::erofs::{FileType, Image};
 use crate::server::Server;
+use crate::server::abi::*;
 use crate::server::core::{Attr, Core, ROOT_ID, Timestamp};
 use crate::sys::uring::{HEADER_SIZE, HeaderBuf};
 use crate::view::View;
@@ -346,7 +346,7 @@ fn times_before_the_epoch_keep_their_bits() {
         rdev: 0,
         block_size: 4096,
     };
-    let encoded = encode::fuse_attr_of(&attr);
+    let encoded = fuse_attr::of(&attr);
     assert_eq!(encoded.mtime as i64, -2);
     assert_eq!(
         (encoded.atime, encoded.ctime),

@@ -1,48 +1,85 @@
-//! The FUSE wire structs the io_uring transport reads and writes, as the kernel's
-//! `include/uapi/linux/fuse.h` declares them (protocol 7.42+, native byte order).
+//! The FUSE wire layer both transports share: the opcodes, the access rule, the structs as
+//! the kernel's `include/uapi/linux/fuse.h` declares them (protocol 7.42+, native byte order),
+//! and the one encoding of the core's values (attributes, file types, open flags) into them.
+//! The io_uring transport writes these structs itself; the fuser transport hands fuser the
+//! same values.
 
 #![allow(missing_docs)]
 
+use std::time::Duration;
+
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-pub const FUSE_LOOKUP: u32 = 1;
-pub const FUSE_GETATTR: u32 = 3;
-pub const FUSE_READLINK: u32 = 5;
-pub const FUSE_OPEN: u32 = 14;
-pub const FUSE_READ: u32 = 15;
-pub const FUSE_STATFS: u32 = 17;
-pub const FUSE_RELEASE: u32 = 18;
-pub const FUSE_GETXATTR: u32 = 22;
-pub const FUSE_LISTXATTR: u32 = 23;
-pub const FUSE_FLUSH: u32 = 25;
-pub const FUSE_OPENDIR: u32 = 27;
-pub const FUSE_READDIR: u32 = 28;
-pub const FUSE_RELEASEDIR: u32 = 29;
-pub const FUSE_READDIRPLUS: u32 = 44;
+use super::core::{Attr, CacheFlags, DirEntry, Entry, Opened, Statfs, TTL};
+use super::passthrough::Backing;
 
-/// The name of an opcode lazycfs answers, for logs (`OTHER` for the rest).
-pub fn opcode_name(opcode: u32) -> &'static str {
-    match opcode {
-        FUSE_LOOKUP => "LOOKUP",
-        FUSE_GETATTR => "GETATTR",
-        FUSE_READLINK => "READLINK",
-        FUSE_OPEN => "OPEN",
-        FUSE_READ => "READ",
-        FUSE_STATFS => "STATFS",
-        FUSE_RELEASE => "RELEASE",
-        FUSE_GETXATTR => "GETXATTR",
-        FUSE_LISTXATTR => "LISTXATTR",
-        FUSE_FLUSH => "FLUSH",
-        FUSE_OPENDIR => "OPENDIR",
-        FUSE_READDIR => "READDIR",
-        FUSE_RELEASEDIR => "RELEASEDIR",
-        FUSE_READDIRPLUS => "READDIRPLUS",
-        _ => "OTHER",
+/// Declares the opcodes (each once): their constants and [`opcode_name`].
+macro_rules! opcodes {
+    ($($name:ident = $value:literal,)*) => {
+        $(pub const $name: u32 = $value;)*
+
+        /// The name of an opcode (`LOOKUP`, ...), for logs (`OTHER` for one not listed).
+        pub fn opcode_name(opcode: u32) -> &'static str {
+            match opcode {
+                $($name => stringify!($name).trim_start_matches("FUSE_"),)*
+                _ => "OTHER",
+            }
+        }
+    };
+}
+
+opcodes! {
+    FUSE_LOOKUP = 1,
+    FUSE_FORGET = 2,
+    FUSE_GETATTR = 3,
+    FUSE_READLINK = 5,
+    FUSE_OPEN = 14,
+    FUSE_READ = 15,
+    FUSE_WRITE = 16,
+    FUSE_STATFS = 17,
+    FUSE_RELEASE = 18,
+    FUSE_FSYNC = 20,
+    FUSE_GETXATTR = 22,
+    FUSE_LISTXATTR = 23,
+    FUSE_FLUSH = 25,
+    FUSE_INIT = 26,
+    FUSE_OPENDIR = 27,
+    FUSE_READDIR = 28,
+    FUSE_RELEASEDIR = 29,
+    FUSE_FSYNCDIR = 30,
+    FUSE_DESTROY = 38,
+    FUSE_BATCH_FORGET = 42,
+    FUSE_READDIRPLUS = 44,
+}
+
+/// The requests the kernel may send on behalf of no particular caller (writeback, readahead,
+/// the last close, forgetting): every user may make them, as fuser's `SessionACL::Owner`
+/// decides.
+const WITHOUT_CALLER: [u32; 12] = [
+    FUSE_FORGET,
+    FUSE_READ,
+    FUSE_WRITE,
+    FUSE_RELEASE,
+    FUSE_FSYNC,
+    FUSE_INIT,
+    FUSE_READDIR,
+    FUSE_RELEASEDIR,
+    FUSE_FSYNCDIR,
+    FUSE_DESTROY,
+    FUSE_BATCH_FORGET,
+    FUSE_READDIRPLUS,
+];
+
+/// The access rule: with `Some(owner)`, only that user may make requests, except those the
+/// kernel sends without a caller ([`WITHOUT_CALLER`]); with `None`, everyone.
+pub fn allowed(owner: Option<u32>, uid: u32, opcode: u32) -> bool {
+    match owner {
+        Some(owner) => uid == owner || WITHOUT_CALLER.contains(&opcode),
+        None => true,
     }
 }
 
 pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
-pub const FOPEN_CACHE_DIR: u32 = 1 << 3;
 pub const FOPEN_PASSTHROUGH: u32 = 1 << 7;
 
 /// Smallest payload buffer the kernel accepts (`FUSE_MIN_READ_BUFFER`).
@@ -154,25 +191,6 @@ pub struct fuse_attr_out {
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
-pub struct fuse_getattr_in {
-    pub getattr_flags: u32,
-    pub dummy: u32,
-    pub fh: u64,
-}
-
-#[repr(C)]
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct fuse_open_in {
-    pub flags: u32,
-    pub open_flags: u32,
-}
-
-#[repr(C)]
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
 pub struct fuse_open_out {
     pub fh: u64,
     pub open_flags: u32,
@@ -201,17 +219,6 @@ pub struct fuse_release_in {
     pub fh: u64,
     pub flags: u32,
     pub release_flags: u32,
-    pub lock_owner: u64,
-}
-
-#[repr(C)]
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct fuse_flush_in {
-    pub fh: u64,
-    pub unused: u32,
-    pub padding: u32,
     pub lock_owner: u64,
 }
 
@@ -289,12 +296,9 @@ const _: () = {
     assert!(size_of::<fuse_attr>() == 88);
     assert!(size_of::<fuse_entry_out>() == 128);
     assert!(size_of::<fuse_attr_out>() == 104);
-    assert!(size_of::<fuse_getattr_in>() == 16);
-    assert!(size_of::<fuse_open_in>() == 8);
     assert!(size_of::<fuse_open_out>() == 16);
     assert!(size_of::<fuse_read_in>() == 40);
     assert!(size_of::<fuse_release_in>() == 24);
-    assert!(size_of::<fuse_flush_in>() == 24);
     assert!(size_of::<fuse_getxattr_in>() == 8);
     assert!(size_of::<fuse_getxattr_out>() == 8);
     assert!(size_of::<fuse_kstatfs>() == 80);
@@ -302,3 +306,117 @@ const _: () = {
     assert!(size_of::<fuse_dirent>() == 24);
     assert!(size_of::<fuse_direntplus>() == 152);
 };
+
+/// The `FOPEN_*` caching flags of an open file.
+pub fn open_flags(cache: CacheFlags) -> u32 {
+    match cache.keep_cache {
+        true => FOPEN_KEEP_CACHE,
+        false => 0,
+    }
+}
+
+impl fuse_attr {
+    /// The attributes of an inode. The image stores one time: access, modification and
+    /// change times are all its mtime (seconds as two's complement, as the kernel reads them).
+    pub fn of(attr: &Attr) -> fuse_attr {
+        let (secs, nanos) = (attr.mtime.secs as u64, attr.mtime.nanos);
+        fuse_attr {
+            ino: attr.ino,
+            size: attr.size,
+            blocks: attr.blocks,
+            atime: secs,
+            mtime: secs,
+            ctime: secs,
+            atimensec: nanos,
+            mtimensec: nanos,
+            ctimensec: nanos,
+            mode: attr.kind.mode_bits() | u32::from(attr.perm),
+            nlink: attr.nlink,
+            uid: attr.uid,
+            gid: attr.gid,
+            rdev: attr.rdev,
+            blksize: attr.block_size,
+            flags: 0,
+        }
+    }
+}
+
+impl fuse_entry_out {
+    /// A lookup's entry (node id 0 for a negative entry, which the kernel caches for its TTL).
+    pub fn of(entry: &Entry) -> fuse_entry_out {
+        match &entry.attr {
+            Some(attr) => fuse_entry_out::with_attr(attr, entry.ttl),
+            None => fuse_entry_out {
+                entry_valid: entry.ttl.as_secs(),
+                entry_valid_nsec: entry.ttl.subsec_nanos(),
+                ..fuse_entry_out::default()
+            },
+        }
+    }
+
+    /// The entry of an inode with attributes `attr`, both valid for `ttl`.
+    pub fn with_attr(attr: &Attr, ttl: Duration) -> fuse_entry_out {
+        fuse_entry_out {
+            nodeid: attr.ino,
+            generation: 0,
+            entry_valid: ttl.as_secs(),
+            attr_valid: ttl.as_secs(),
+            entry_valid_nsec: ttl.subsec_nanos(),
+            attr_valid_nsec: ttl.subsec_nanos(),
+            attr: fuse_attr::of(attr),
+        }
+    }
+}
+
+impl fuse_attr_out {
+    /// Attributes, valid for [`TTL`].
+    pub fn of(attr: &Attr) -> fuse_attr_out {
+        fuse_attr_out {
+            attr_valid: TTL.as_secs(),
+            attr_valid_nsec: TTL.subsec_nanos(),
+            dummy: 0,
+            attr: fuse_attr::of(attr),
+        }
+    }
+}
+
+impl fuse_open_out {
+    /// An open file: its handle, caching flags and passthrough backing id.
+    pub fn of(opened: &Opened<Backing>) -> fuse_open_out {
+        let (passthrough, backing_id) = match &opened.backing {
+            Some(backing) => (FOPEN_PASSTHROUGH, backing.id() as i32),
+            None => (0, 0),
+        };
+        fuse_open_out {
+            fh: opened.handle.fh(),
+            open_flags: open_flags(opened.cache) | passthrough,
+            backing_id,
+        }
+    }
+}
+
+impl fuse_kstatfs {
+    /// The filesystem's sizes: nothing free (it is read-only).
+    pub fn of(s: &Statfs) -> fuse_kstatfs {
+        fuse_kstatfs {
+            blocks: s.blocks,
+            files: s.files,
+            bsize: s.block_size,
+            namelen: s.name_len,
+            frsize: s.block_size,
+            ..fuse_kstatfs::default()
+        }
+    }
+}
+
+impl fuse_dirent {
+    /// The head of directory entry `entry` (of node `ino`), its name to follow.
+    pub fn of(ino: u64, entry: &DirEntry<'_>) -> fuse_dirent {
+        fuse_dirent {
+            ino,
+            off: entry.next_offset,
+            namelen: entry.name.len() as u32,
+            r#type: u32::from(entry.kind.dtype()),
+        }
+    }
+}

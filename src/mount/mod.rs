@@ -18,8 +18,9 @@ use fuser::{Config, SessionACL};
 
 use crate::content::Basedir;
 use crate::erofs::Image;
+use crate::server::core::Core;
 use crate::server::uring::Queues;
-use crate::server::{ImageFs, Stats};
+use crate::server::{DevFuse, Server, Stats};
 use crate::view::View;
 use overlay::{OverlayMountOptions, OverlayXattrs};
 use prefetch::PrefetchThread;
@@ -174,22 +175,19 @@ impl ServeOptions {
         options
     }
 
-    /// With `Some(uid)`, only that user may make requests (the io_uring queues' half of
-    /// [`session_acl`](Self::session_acl)).
+    /// Who may use the mount: everyone with `allow_other`, else only the mounter (the access
+    /// rule the server applies to every request, [`crate::server::abi::allowed`]).
     fn request_owner(&self) -> Option<u32> {
         (!self.allow_other).then(|| rustix::process::geteuid().as_raw())
     }
 
-    /// Who may use the mount: everyone with `allow_other`, else only the mounter.
+    /// fuser lets every request through: the server applies the access rule itself, for
+    /// both transports ([`request_owner`](Self::request_owner)).
     fn session_acl(&self) -> SessionACL {
-        if self.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        }
+        SessionACL::All
     }
 
-    fn filesystem(&self, image: Image) -> io::Result<ImageFs> {
+    fn filesystem(&self, image: Image) -> io::Result<DevFuse> {
         crate::sys::fix_malloc_mmap_threshold();
         let basedir = match &self.basedir {
             // In the overlay views the overlay above reads the basedir, never the server.
@@ -201,12 +199,13 @@ impl ServeOptions {
         };
         let passthrough =
             mode::Privilege::detect().is_ok_and(|p| mode::fuse_passthrough(p, self.view));
-        let fs = ImageFs::new(image, self.view, basedir)
+        let server =
+            Server::new(Core::new(image, self.view, basedir)).with_owner(self.request_owner());
+        server.stats().time_requests(self.time_requests);
+        Ok(DevFuse::new(Arc::new(server))
             .with_passthrough(passthrough)
             .with_busy_poll(self.busy_poll)
-            .with_object_readers(self.threads);
-        fs.stats().time_requests(self.time_requests);
-        Ok(fs)
+            .with_object_readers(self.threads))
     }
 }
 
@@ -312,7 +311,7 @@ pub fn mount(
     let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
-    let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
+    let (session, transport, queues) = plan.serve(fs, |fs| {
         fuse_mount::attached_session(fs, &mountpoint, options)
     })?;
     let mounted = Mounted {
@@ -357,7 +356,7 @@ pub fn mount_overlay(
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
     let (fuse_mount, fuse_fd) = fuse_mount::mount_detached_fuse(&options)?;
-    let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
+    let (session, transport, queues) = plan.serve(fs, |fs| {
         fuser::Session::from_fd(fs, fuse_fd, options.session_acl(), options.fuse_config())
     })?;
     // The overlay looks up the FUSE root while mounting: the server is already running.

@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub mod abi;
+mod buffers;
 pub mod busy_poll;
 pub mod core;
 pub mod fuse;
@@ -27,15 +28,19 @@ pub mod passthrough;
 pub mod uring;
 mod workers;
 
-pub use fuse::ImageFs;
+pub use fuse::DevFuse;
 
+use core::Errno;
 use passthrough::Backing;
 
-/// What both transports share: the core (one handle table: a file opened through
-/// `/dev/fuse` may be read through the ring) and what the kernel granted at INIT.
+/// The transport-neutral server both transports answer through: the core (one handle table:
+/// a file opened through `/dev/fuse` may be read through the ring), who may make requests,
+/// what the kernel granted at INIT, and [`answer`](Server::answer), what every request does.
 #[derive(Debug)]
 pub struct Server {
     core: core::Core<Backing>,
+    /// With `Some(uid)`, only that user may make requests ([`abi::allowed`]).
+    owner: Option<u32>,
     /// A duplicate of the FUSE device, for registering passthrough backing files.
     device: OnceLock<Arc<OwnedFd>>,
     /// Whether the kernel granted passthrough (object reads then bypass the server).
@@ -49,15 +54,52 @@ impl Server {
     pub fn new(core: core::Core<Backing>) -> Server {
         Server {
             core,
+            owner: None,
             device: OnceLock::new(),
             passthrough: AtomicBool::new(false),
             uring: AtomicBool::new(false),
         }
     }
 
+    /// With `Some(uid)`, only that user may make requests, as fuser's `SessionACL::Owner`
+    /// decides (default: everyone).
+    pub fn with_owner(mut self, owner: Option<u32>) -> Server {
+        self.owner = owner;
+        self
+    }
+
     /// The request core.
     pub fn core(&self) -> &core::Core<Backing> {
         &self.core
+    }
+
+    /// The server's counters (shared: they keep counting after the server moves to its
+    /// threads).
+    pub fn stats(&self) -> &Arc<Stats> {
+        self.core.stats()
+    }
+
+    /// What every request does, on either transport: the access rule, the core's answer
+    /// (`op`, which may also encode it), EIO instead if the image changed meanwhile (the
+    /// answer was decoded from the mapping), `reply`, and the request's timing.
+    #[inline]
+    pub(crate) fn answer<'s, T, R>(
+        &'s self,
+        opcode: u32,
+        uid: u32,
+        op: impl FnOnce(&'s core::Core<Backing>) -> Result<T, Errno>,
+        reply: impl FnOnce(Result<T, Errno>) -> R,
+    ) -> R {
+        let stats = self.core.stats();
+        let started = stats.request_started();
+        let answer = match abi::allowed(self.owner, uid, opcode) {
+            true => op(&self.core),
+            false => Err(Errno::ACCESS),
+        };
+        let answer = self.core.checked(answer);
+        let replied = reply(answer);
+        stats.request_finished(started, opcode);
+        replied
     }
 
     /// Hands the server its FUSE device once mounted (needed for passthrough).

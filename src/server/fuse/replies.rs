@@ -1,7 +1,6 @@
 //! How the core's answers become fuser replies: encoded as [`abi`](crate::server::abi)
 //! encodes them for the wire, then handed to fuser in its types.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -12,20 +11,14 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
 };
 
-use super::ImageFs;
+use super::DevFuse;
 use crate::erofs::FileType;
 use crate::server::abi::{fuse_attr, fuse_entry_out, fuse_kstatfs, open_flags};
+use crate::server::buffers;
 use crate::server::core::{
     Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, TTL, XattrReply, fill_listing,
 };
 use crate::server::passthrough::Backing;
-
-thread_local! {
-    /// Buffer for reads that cannot point into the mapping (objects, data across extents)
-    /// and for xattr values and symlink targets, copied before the last check, reused per
-    /// thread: it grows to the largest read once (the kernel's `max_read`).
-    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// A fuser reply: every kind can carry an error.
 pub(super) trait Reply {
@@ -57,11 +50,11 @@ replies!(
 
 /// A fuser reply that carries the core's answers of type `T`.
 pub(super) trait Answer<T>: Reply {
-    fn answer(self, fs: &ImageFs, value: T);
+    fn answer(self, fs: &DevFuse, value: T);
 }
 
 impl Answer<Entry> for ReplyEntry {
-    fn answer(self, _: &ImageFs, entry: Entry) {
+    fn answer(self, _: &DevFuse, entry: Entry) {
         let out = fuse_entry_out::of(&entry);
         let ttl = Duration::new(out.entry_valid, out.entry_valid_nsec);
         self.entry(&ttl, &file_attr(&out.attr), Generation(0));
@@ -69,25 +62,25 @@ impl Answer<Entry> for ReplyEntry {
 }
 
 impl Answer<Attr> for ReplyAttr {
-    fn answer(self, _: &ImageFs, attr: Attr) {
+    fn answer(self, _: &DevFuse, attr: Attr) {
         self.attr(&TTL, &file_attr(&fuse_attr::of(&attr)));
     }
 }
 
 impl Answer<&[u8]> for ReplyData {
-    fn answer(self, fs: &ImageFs, data: &[u8]) {
+    fn answer(self, fs: &DevFuse, data: &[u8]) {
         checked_copy(fs, data, |data| reply_data(self, data));
     }
 }
 
 impl Answer<Read<'_>> for ReplyData {
-    fn answer(self, fs: &ImageFs, read: Read<'_>) {
+    fn answer(self, fs: &DevFuse, read: Read<'_>) {
         match read {
             Read::Mapped(data) => self.data(data),
             Read::Object(object) => fs.read_object(move || {
-                READ_BUFFER.with_borrow_mut(|buf| reply_data(self, object.data(buf)));
+                buffers::with_data(|buf| reply_data(self, object.data(buf)));
             }),
-            read => READ_BUFFER.with_borrow_mut(|buf| {
+            read => buffers::with_data(|buf| {
                 let data = read.data(buf);
                 reply_data(self, fs.checked(data))
             }),
@@ -96,7 +89,7 @@ impl Answer<Read<'_>> for ReplyData {
 }
 
 impl Answer<Opened<Backing>> for ReplyOpen {
-    fn answer(self, _: &ImageFs, opened: Opened<Backing>) {
+    fn answer(self, _: &DevFuse, opened: Opened<Backing>) {
         let fh = FileHandle(opened.handle.fh());
         let flags = FopenFlags::from_bits_retain(open_flags(opened.cache));
         match &opened.backing {
@@ -107,19 +100,19 @@ impl Answer<Opened<Backing>> for ReplyOpen {
 }
 
 impl Answer<Infallible> for ReplyOpen {
-    fn answer(self, _: &ImageFs, never: Infallible) {
+    fn answer(self, _: &DevFuse, never: Infallible) {
         match never {}
     }
 }
 
 impl Answer<()> for ReplyEmpty {
-    fn answer(self, _: &ImageFs, (): ()) {
+    fn answer(self, _: &DevFuse, (): ()) {
         self.ok();
     }
 }
 
 impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDirectory {
-    fn answer(mut self, fs: &ImageFs, entries: I) {
+    fn answer(mut self, fs: &DevFuse, entries: I) {
         let listed = fill_listing(entries, |entry| {
             let name = OsStr::from_bytes(entry.name);
             let kind = fuser_type(entry.kind.mode_bits());
@@ -133,7 +126,7 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
 }
 
 impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for ReplyDirectoryPlus {
-    fn answer(mut self, fs: &ImageFs, entries: I) {
+    fn answer(mut self, fs: &DevFuse, entries: I) {
         let listed = fill_listing(entries, |DirEntryPlus { entry, attr, ttl }| {
             let (node, name) = (INodeNo(entry.node), OsStr::from_bytes(entry.name));
             let attr = file_attr(&fuse_attr::of(&attr));
@@ -147,7 +140,7 @@ impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for Repl
 }
 
 impl Answer<Statfs> for ReplyStatfs {
-    fn answer(self, _: &ImageFs, statfs: Statfs) {
+    fn answer(self, _: &DevFuse, statfs: Statfs) {
         let s = fuse_kstatfs::of(&statfs);
         let (blocks, files, bsize, namelen) = (s.blocks, s.files, s.bsize, s.namelen);
         self.statfs(
@@ -157,7 +150,7 @@ impl Answer<Statfs> for ReplyStatfs {
 }
 
 impl Answer<XattrReply<'_>> for ReplyXattr {
-    fn answer(self, fs: &ImageFs, xattr: XattrReply<'_>) {
+    fn answer(self, fs: &DevFuse, xattr: XattrReply<'_>) {
         match xattr {
             XattrReply::Size(size) => self.size(size),
             XattrReply::Data(data) => checked_copy(fs, data, |data| match data {
@@ -172,8 +165,8 @@ impl Answer<XattrReply<'_>> for ReplyXattr {
 /// before the copy was complete. Sent as it is, the kernel would copy it after the last
 /// check, and a page rewritten in between would go out unnoticed. File data within one
 /// extent (`Read::Mapped`) is still sent from the mapping: zero copy, for that window.
-fn checked_copy(fs: &ImageFs, data: &[u8], send: impl FnOnce(Result<&[u8], Errno>)) {
-    READ_BUFFER.with_borrow_mut(|buf| {
+fn checked_copy(fs: &DevFuse, data: &[u8], send: impl FnOnce(Result<&[u8], Errno>)) {
+    buffers::with_data(|buf| {
         buf.clear();
         buf.extend_from_slice(data);
         send(fs.checked(Ok(&buf[..])));

@@ -9,48 +9,32 @@
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::encode::{self, put};
-use crate::server::Server;
-use crate::server::abi::{self, *};
-use crate::server::core::Errno;
+use crate::server::abi::*;
+use crate::server::core::{Core, Errno};
 use crate::server::handles::Handle;
+use crate::server::passthrough::Backing;
+use crate::server::{Server, buffers};
 use crate::sys::uring::HeaderBuf;
 
-/// What a queue thread keeps across requests.
-pub(super) struct Context<'s> {
-    server: &'s Server,
-    /// With `Some(uid)`, only that user may make requests (as fuser's `SessionACL::Owner`).
-    owner: Option<u32>,
-    /// listxattr's name list, reused so the hot path does not allocate.
-    names: Vec<u8>,
-}
-
-impl<'s> Context<'s> {
-    pub(super) fn new(server: &'s Server, owner: Option<u32>) -> Context<'s> {
-        Context {
-            server,
-            owner,
-            names: Vec::new(),
-        }
-    }
-}
-
-/// Answers the request in a ring entry, in place; returns its commit id.
-pub(super) fn answer(ctx: &mut Context<'_>, header: &mut HeaderBuf, payload: &mut [u8]) -> u64 {
+/// Answers the request in a ring entry, in place, through [`Server::answer`]; returns its
+/// commit id.
+pub(super) fn answer(server: &Server, header: &mut HeaderBuf, payload: &mut [u8]) -> u64 {
     let Ok(req) = fuse_uring_req_header::mut_from_bytes(&mut header.0[..]) else {
         unreachable!("the header buffer is a fuse_uring_req_header");
     };
     let (head, _) = fuse_in_header::read_from_prefix(&req.in_out[..]).unwrap_or_default();
     let in_len = (req.ring_ent_in_out.payload_sz as usize).min(payload.len());
-    let stats = ctx.server.core().stats();
-    let started = stats.request_started();
-    // The reply was copied from the mapping: sent only if the image is still intact.
-    let replied = reply(ctx, &head, &req.op_in, payload, in_len);
-    let replied = ctx.server.core().checked(replied);
-    let (error, len) = match replied {
-        Ok(len) => (0, len),
-        Err(e) => (-e.raw_os_error(), 0),
-    };
-    stats.request_finished(started, head.opcode);
+    let op_in = &req.op_in;
+    // The reply is written (copied from the mapping) before the image's last check.
+    let (error, len) = server.answer(
+        head.opcode,
+        head.uid,
+        |core| reply(server, core, &head, op_in, payload, in_len),
+        |replied| match replied {
+            Ok(len) => (0, len),
+            Err(e) => (-e.raw_os_error(), 0),
+        },
+    );
     let out = fuse_out_header {
         len: (size_of::<fuse_out_header>() + len) as u32,
         error,
@@ -63,17 +47,13 @@ pub(super) fn answer(ctx: &mut Context<'_>, header: &mut HeaderBuf, payload: &mu
 
 /// The reply to one request, written to the start of `payload`; its length.
 fn reply(
-    ctx: &mut Context<'_>,
+    server: &Server,
+    core: &Core<Backing>,
     head: &fuse_in_header,
     op_in: &[u8],
     payload: &mut [u8],
     in_len: usize,
 ) -> Result<usize, Errno> {
-    if !abi::allowed(ctx.owner, head.uid, head.opcode) {
-        return Err(Errno::ACCESS);
-    }
-    let server = ctx.server;
-    let core = server.core();
     let node = head.nodeid;
     match head.opcode {
         FUSE_LOOKUP => {
@@ -122,7 +102,9 @@ fn reply(
         }
         FUSE_LISTXATTR => {
             let arg: fuse_getxattr_in = arg(op_in);
-            encode::xattr(payload, core.listxattr(node, arg.size, &mut ctx.names)?)
+            buffers::with_names(|names| {
+                encode::xattr(payload, core.listxattr(node, arg.size, names)?)
+            })
         }
         _ => Err(Errno::NOSYS),
     }

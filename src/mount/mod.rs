@@ -34,7 +34,8 @@ pub mod prefetch;
 pub mod sandbox;
 pub mod transport;
 
-/// How to serve an image. Build with [`ServeOptions::new`] and the setters.
+/// How to serve an image. Build with [`ServeOptions::new`] and the setters (each documents
+/// its option).
 ///
 /// ```no_run
 /// use lazycfs::mount::ServeOptions;
@@ -46,33 +47,16 @@ pub mod transport;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ServeOptions {
-    /// Objects directory redirected files are read from (`None`: image data only).
-    pub basedir: Option<PathBuf>,
-    /// What the mount shows.
-    pub view: View,
-    /// Let users other than the mounter access the mount (`allow_other`).
-    pub allow_other: bool,
-    /// Threads reading basedir objects (default: the number of CPUs), for requests from
-    /// `/dev/fuse`. One more thread answers all other requests: metadata comes from the mapped
-    /// image and never waits on the disk, and a single reader of the FUSE device answers
-    /// faster than several (the kernel would wake a different one for each request). With
-    /// io_uring a thread per CPU answers every request of its CPU, object reads included.
-    pub threads: usize,
-    /// Poll the FUSE device during bursts of requests instead of sleeping between them
-    /// (see [`crate::server::busy_poll`]; default: on when there is more than one CPU).
-    pub busy_poll: bool,
-    /// Name shown as the mount source.
-    pub fsname: String,
-    /// Serve basedir objects only if their fs-verity digest matches the image's.
-    pub require_verity: bool,
-    /// How requests travel: FUSE over io_uring or `/dev/fuse` (default: io_uring when the
-    /// kernel offers it).
-    pub transport: Transport,
-    /// Measure each request's server CPU time and keep the slowest
-    /// ([`Stats::slowest_request`]; default off, `-v` turns it on).
-    pub time_requests: bool,
+    basedir: Option<PathBuf>,
+    view: View,
+    allow_other: bool,
+    threads: usize,
+    busy_poll: bool,
+    fsname: String,
+    require_verity: bool,
+    transport: Transport,
+    time_requests: bool,
 }
 
 impl Default for ServeOptions {
@@ -100,55 +84,71 @@ impl ServeOptions {
         Self::default()
     }
 
-    /// Sets the basedir.
+    /// Sets the objects directory redirected files are read from (default none: image data
+    /// only).
     pub fn basedir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.basedir = Some(dir.into());
         self
     }
 
-    /// Sets the view.
+    /// Sets what the mount shows (default [`View::Direct`]).
     pub fn view(mut self, view: View) -> Self {
         self.view = view;
         self
     }
 
-    /// Sets `allow_other`.
+    /// Lets users other than the mounter access the mount (`allow_other`; default: when
+    /// root).
     pub fn allow_other(mut self, allow: bool) -> Self {
         self.allow_other = allow;
         self
     }
 
-    /// Sets the number of threads reading basedir objects (at least 1).
+    /// Sets the number of threads reading basedir objects for requests from `/dev/fuse` (at
+    /// least 1; default: the number of CPUs). One more thread answers all other requests:
+    /// metadata comes from the mapped image and never waits on the disk, and a single reader
+    /// of the FUSE device answers faster than several (the kernel would wake a different one
+    /// for each request). With io_uring a thread per CPU answers every request of its CPU,
+    /// object reads included.
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
     }
 
-    /// Turns busy polling during bursts of requests on or off.
+    /// Polls the FUSE device during bursts of requests instead of sleeping between them, or
+    /// not (see [`crate::server::busy_poll`]; default: on when there is more than one CPU).
     pub fn busy_poll(mut self, enabled: bool) -> Self {
         self.busy_poll = enabled;
         self
     }
 
-    /// Requires fs-verity digests of basedir objects to match (`--verity require`).
+    /// Serves basedir objects only if their fs-verity digest matches the image's
+    /// (`--verity require`; default off).
     pub fn require_verity(mut self, require: bool) -> Self {
         self.require_verity = require;
         self
     }
 
-    /// Sets the transport (`--transport`).
+    /// Sets how requests travel: FUSE over io_uring or `/dev/fuse` (`--transport`; default:
+    /// io_uring when the kernel offers it).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
 
-    /// Turns per-request CPU timing on or off.
+    /// The transport asked for (default [`Transport::Auto`]).
+    pub fn requested_transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Measures each request's server CPU time and keeps the slowest
+    /// ([`Stats::slowest_request`]), or not (default off, `-v` turns it on).
     pub fn time_requests(mut self, on: bool) -> Self {
         self.time_requests = on;
         self
     }
 
-    /// Sets the mount source name.
+    /// Sets the name shown as the mount source (default `lazycfs`).
     pub fn fsname(mut self, name: impl Into<String>) -> Self {
         self.fsname = name.into();
         self

@@ -55,7 +55,7 @@ opcodes! {
 /// The requests the kernel may send on behalf of no particular caller (writeback, readahead,
 /// the last close, forgetting): every user may make them, as fuser's `SessionACL::Owner`
 /// decides.
-const WITHOUT_CALLER: [u32; 12] = [
+pub const WITHOUT_CALLER: [u32; 12] = [
     FUSE_FORGET,
     FUSE_READ,
     FUSE_WRITE,

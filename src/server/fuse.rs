@@ -1,5 +1,5 @@
 //! The fuser adapter: each FUSE request goes through one function (`DevFuse::serve`), which
-//! answers it through [`Server::answer`] and sends the answer as fuser's reply. Reads
+//! answers it through `Server::answer` and sends the answer as fuser's reply. Reads
 //! of basedir objects, which may wait on the disk, are answered from worker threads. INIT,
 //! negotiated here, decides passthrough and FUSE over io_uring for both transports.
 

@@ -5,12 +5,21 @@
 //!   can be driven without a mount.
 //! - [`handles`] is its only state: the open basedir objects and their passthrough backing
 //!   ids ([`passthrough::Backing`]), behind typed [`Handle`](handles::Handle)s.
-//! - [`fuse`] is the fuser adapter for `/dev/fuse`: it forwards each request to the core and
-//!   replies, with the per-request hooks in one place. [`busy_poll`] polls the FUSE device
-//!   during bursts of requests, and worker threads read basedir objects, which may wait on the
-//!   disk. fuser also mounts and negotiates INIT for both transports.
+//! - [`Server`] is what both transports answer through: the core, who may make requests, what
+//!   the kernel granted at INIT, and the one function every request goes through (the access
+//!   rule, the core's answer, the changed-image check, the reply, timing). Replies that must
+//!   be copied are assembled in per-thread buffers both transports share.
+//! - [`abi`] is the FUSE wire layer: the opcodes, the access rule, the kernel's structs and
+//!   the one encoding of the core's values into them.
+//! - [`fuse`] is the fuser transport for `/dev/fuse` ([`DevFuse`]): each fuser method asks the
+//!   server and hands fuser the encoded answer. [`busy_poll`] polls the FUSE device during
+//!   bursts of requests, and worker threads read basedir objects, which may wait on the disk.
+//!   fuser also mounts and negotiates INIT for both transports.
 //! - [`uring`] is FUSE over io_uring: one queue per CPU, each answered by a thread pinned to
-//!   that CPU, decoding requests and encoding replies itself, on the same [`Server`].
+//!   that CPU, decoding requests and writing the encoded replies into the ring itself.
+//!
+//! A new opcode takes its core operation, its fuser method and its arm in the ring's
+//! dispatch (plus its line in [`abi`]'s opcode table and any wire struct it brings).
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -35,7 +44,7 @@ use passthrough::Backing;
 
 /// The transport-neutral server both transports answer through: the core (one handle table:
 /// a file opened through `/dev/fuse` may be read through the ring), who may make requests,
-/// what the kernel granted at INIT, and [`answer`](Server::answer), what every request does.
+/// what the kernel granted at INIT, and `answer`, what every request does.
 #[derive(Debug)]
 pub struct Server {
     core: core::Core<Backing>,

@@ -420,3 +420,26 @@ impl fuse_dirent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opcodes_are_named_from_their_one_declaration() {
+        assert_eq!(opcode_name(FUSE_GETXATTR), "GETXATTR");
+        assert_eq!(opcode_name(FUSE_READDIRPLUS), "READDIRPLUS");
+        assert_eq!(opcode_name(9999), "OTHER");
+    }
+
+    #[test]
+    fn the_access_rule_is_fusers_session_acl_owner() {
+        assert!(allowed(None, 1, FUSE_LOOKUP));
+        assert!(allowed(Some(1), 1, FUSE_LOOKUP));
+        assert!(!allowed(Some(1), 2, FUSE_LOOKUP));
+        assert!(!allowed(Some(1), 2, FUSE_GETXATTR));
+        for opcode in WITHOUT_CALLER {
+            assert!(allowed(Some(1), 2, opcode), "{}", opcode_name(opcode));
+        }
+    }
+}

@@ -13,10 +13,10 @@ use fuser::{
 
 use super::DevFuse;
 use crate::erofs::FileType;
-use crate::server::abi::{fuse_attr, fuse_entry_out, fuse_kstatfs, open_flags};
+use crate::server::abi::{fuse_attr, fuse_attr_out, fuse_entry_out, fuse_kstatfs, open_flags};
 use crate::server::buffers;
 use crate::server::core::{
-    Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, TTL, XattrReply, fill_listing,
+    Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, XattrReply, fill_listing,
 };
 use crate::server::passthrough::Backing;
 
@@ -63,7 +63,9 @@ impl Answer<Entry> for ReplyEntry {
 
 impl Answer<Attr> for ReplyAttr {
     fn answer(self, _: &DevFuse, attr: Attr) {
-        self.attr(&TTL, &file_attr(&fuse_attr::of(&attr)));
+        let out = fuse_attr_out::of(&attr);
+        let ttl = Duration::new(out.attr_valid, out.attr_valid_nsec);
+        self.attr(&ttl, &file_attr(&out.attr));
     }
 }
 
@@ -224,5 +226,65 @@ fn fuser_type(mode: u32) -> fuser::FileType {
         Some(FileType::BlockDevice) => fuser::FileType::BlockDevice,
         Some(FileType::Fifo) => fuser::FileType::NamedPipe,
         Some(FileType::Socket) => fuser::FileType::Socket,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::{file_attr, fuser_type};
+    use crate::erofs::FileType;
+    use crate::server::abi::fuse_attr;
+    use crate::server::core::{Attr, Timestamp};
+
+    #[test]
+    fn fuser_gets_the_wire_encoding_of_attributes() {
+        let attr = Attr {
+            ino: 7,
+            size: 11,
+            blocks: 8,
+            mtime: Timestamp {
+                secs: -2,
+                nanos: 500,
+            },
+            kind: FileType::Fifo,
+            perm: 0o4644,
+            nlink: 1,
+            uid: 3,
+            gid: 4,
+            rdev: 5,
+            block_size: 4096,
+        };
+        let fa = file_attr(&fuse_attr::of(&attr));
+        let mtime = UNIX_EPOCH - Duration::from_secs(2) + Duration::from_nanos(500);
+        assert_eq!((fa.ino.0, fa.size, fa.blocks), (7, 11, 8));
+        assert_eq!(
+            (fa.atime, fa.mtime, fa.ctime, fa.crtime),
+            (mtime, mtime, mtime, mtime)
+        );
+        assert_eq!((fa.kind, fa.perm), (fuser::FileType::NamedPipe, 0o4644));
+        assert_eq!(
+            (fa.nlink, fa.uid, fa.gid, fa.rdev, fa.blksize),
+            (1, 3, 4, 5, 4096)
+        );
+    }
+
+    #[test]
+    fn every_file_type_maps_to_fusers() {
+        let types = [
+            (FileType::Regular, fuser::FileType::RegularFile),
+            (FileType::Directory, fuser::FileType::Directory),
+            (FileType::Symlink, fuser::FileType::Symlink),
+            (FileType::CharDevice, fuser::FileType::CharDevice),
+            (FileType::BlockDevice, fuser::FileType::BlockDevice),
+            (FileType::Fifo, fuser::FileType::NamedPipe),
+            (FileType::Socket, fuser::FileType::Socket),
+        ];
+        for (ours, fusers) in types {
+            assert_eq!(fuser_type(ours.mode_bits()), fusers);
+        }
+        // A negative entry's attributes (mode 0) are a regular file's, as fuser's default.
+        assert_eq!(fuser_type(0), fuser::FileType::RegularFile);
     }
 }

@@ -4,6 +4,8 @@
 //! [`check`] a full consistency walk, [`dump`] prints an image as a composefs dumpfile, and
 //! [`objects`] lists the basedir objects it references.
 #![warn(missing_docs)]
+// `unsafe` is `sys`'s alone (it allows it, with a SAFETY comment on each use).
+#![deny(unsafe_code)]
 
 pub mod check;
 pub mod composefs;

@@ -1,6 +1,8 @@
 //! The `lazycfs` command line: parsing and dispatch. The grammar is in `src/cli/args.rs`, each
 //! command in `src/cli/`.
 
+#![deny(unsafe_code)]
+
 mod cli;
 
 use std::process::ExitCode;

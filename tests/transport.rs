@@ -98,7 +98,7 @@ fn without_io_uring_auto_serves_dev_and_uring_is_refused() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let options = ServeOptions::new().basedir(&basedir);
-    assert_eq!(options.transport, Transport::Auto);
+    assert_eq!(options.requested_transport(), Transport::Auto);
     let mounted = lazycfs::mount::mount(Image::open(&image).unwrap(), &mnt, &options).unwrap();
     assert_eq!(mounted.transport(), Transport::Dev);
     assert_eq!(std::fs::read(mnt.join("dash")).unwrap(), b"-");

@@ -214,6 +214,6 @@ fn transport_is_chosen_for_mount_and_run() {
     let args = run_args("run img --basedir objs --transport=dev -- true");
     assert_eq!(args.serve.transport, Transport::Dev);
     let options = args.serve.apply(ServeOptions::new());
-    assert_eq!(options.transport, Transport::Dev);
+    assert_eq!(options.requested_transport(), Transport::Dev);
     assert!(error("mount img mnt --transport ring").contains("auto, uring, dev"));
 }

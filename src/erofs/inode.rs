@@ -85,7 +85,7 @@ impl FileType {
     }
 
     /// The `S_IF*` bits of this type.
-    fn mode_bits(self) -> u32 {
+    pub fn mode_bits(self) -> u32 {
         match self {
             FileType::Regular => mode::S_IFREG,
             FileType::Directory => mode::S_IFDIR,

@@ -23,17 +23,17 @@ use rustix::net::{
 
 use super::newmount::{DetachedMount, FsBuilder};
 use super::{ServeOptions, unmount_with};
-use crate::server::ImageFs;
+use crate::server::DevFuse;
 
 /// A session on a new FUSE mount of `mountpoint`: made with the new mount API and attached once
 /// INIT is done as root (also root in a user namespace), through `fusermount3` otherwise.
 /// lazycfs mounts rather than fuser (see the module docs), so the session unmounts nothing
 /// when it ends.
 pub(super) fn attached_session(
-    fs: ImageFs,
+    fs: DevFuse,
     mountpoint: &Path,
     options: &ServeOptions,
-) -> io::Result<fuser::Session<ImageFs>> {
+) -> io::Result<fuser::Session<DevFuse>> {
     let (acl, config) = (options.session_acl(), options.fuse_config());
     if rustix::process::geteuid().is_root() {
         let (detached, device) = mount_detached_fuse(options)?;

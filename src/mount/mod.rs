@@ -18,8 +18,9 @@ use fuser::{Config, SessionACL};
 
 use crate::content::Basedir;
 use crate::erofs::Image;
+use crate::server::core::Core;
 use crate::server::uring::Queues;
-use crate::server::{ImageFs, Stats};
+use crate::server::{DevFuse, Server, Stats};
 use crate::view::View;
 use overlay::{OverlayMountOptions, OverlayXattrs};
 use prefetch::PrefetchThread;
@@ -33,7 +34,8 @@ pub mod prefetch;
 pub mod sandbox;
 pub mod transport;
 
-/// How to serve an image. Build with [`ServeOptions::new`] and the setters.
+/// How to serve an image. Build with [`ServeOptions::new`] and the setters (each documents
+/// its option).
 ///
 /// ```no_run
 /// use lazycfs::mount::ServeOptions;
@@ -45,33 +47,16 @@ pub mod transport;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ServeOptions {
-    /// Objects directory redirected files are read from (`None`: image data only).
-    pub basedir: Option<PathBuf>,
-    /// What the mount shows.
-    pub view: View,
-    /// Let users other than the mounter access the mount (`allow_other`).
-    pub allow_other: bool,
-    /// Threads reading basedir objects (default: the number of CPUs), for requests from
-    /// `/dev/fuse`. One more thread answers all other requests: metadata comes from the mapped
-    /// image and never waits on the disk, and a single reader of the FUSE device answers
-    /// faster than several (the kernel would wake a different one for each request). With
-    /// io_uring a thread per CPU answers every request of its CPU, object reads included.
-    pub threads: usize,
-    /// Poll the FUSE device during bursts of requests instead of sleeping between them
-    /// (see [`crate::server::busy_poll`]; default: on when there is more than one CPU).
-    pub busy_poll: bool,
-    /// Name shown as the mount source.
-    pub fsname: String,
-    /// Serve basedir objects only if their fs-verity digest matches the image's.
-    pub require_verity: bool,
-    /// How requests travel: FUSE over io_uring or `/dev/fuse` (default: io_uring when the
-    /// kernel offers it).
-    pub transport: Transport,
-    /// Measure each request's server CPU time and keep the slowest
-    /// ([`Stats::slowest_request`]; default off, `-v` turns it on).
-    pub time_requests: bool,
+    basedir: Option<PathBuf>,
+    view: View,
+    allow_other: bool,
+    threads: usize,
+    busy_poll: bool,
+    fsname: String,
+    require_verity: bool,
+    transport: Transport,
+    time_requests: bool,
 }
 
 impl Default for ServeOptions {
@@ -99,55 +84,71 @@ impl ServeOptions {
         Self::default()
     }
 
-    /// Sets the basedir.
+    /// Sets the objects directory redirected files are read from (default none: image data
+    /// only).
     pub fn basedir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.basedir = Some(dir.into());
         self
     }
 
-    /// Sets the view.
+    /// Sets what the mount shows (default [`View::Direct`]).
     pub fn view(mut self, view: View) -> Self {
         self.view = view;
         self
     }
 
-    /// Sets `allow_other`.
+    /// Lets users other than the mounter access the mount (`allow_other`; default: when
+    /// root).
     pub fn allow_other(mut self, allow: bool) -> Self {
         self.allow_other = allow;
         self
     }
 
-    /// Sets the number of threads reading basedir objects (at least 1).
+    /// Sets the number of threads reading basedir objects for requests from `/dev/fuse` (at
+    /// least 1; default: the number of CPUs). One more thread answers all other requests:
+    /// metadata comes from the mapped image and never waits on the disk, and a single reader
+    /// of the FUSE device answers faster than several (the kernel would wake a different one
+    /// for each request). With io_uring a thread per CPU answers every request of its CPU,
+    /// object reads included.
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
     }
 
-    /// Turns busy polling during bursts of requests on or off.
+    /// Polls the FUSE device during bursts of requests instead of sleeping between them, or
+    /// not (see [`crate::server::busy_poll`]; default: on when there is more than one CPU).
     pub fn busy_poll(mut self, enabled: bool) -> Self {
         self.busy_poll = enabled;
         self
     }
 
-    /// Requires fs-verity digests of basedir objects to match (`--verity require`).
+    /// Serves basedir objects only if their fs-verity digest matches the image's
+    /// (`--verity require`; default off).
     pub fn require_verity(mut self, require: bool) -> Self {
         self.require_verity = require;
         self
     }
 
-    /// Sets the transport (`--transport`).
+    /// Sets how requests travel: FUSE over io_uring or `/dev/fuse` (`--transport`; default:
+    /// io_uring when the kernel offers it).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
 
-    /// Turns per-request CPU timing on or off.
+    /// The transport asked for (default [`Transport::Auto`]).
+    pub fn requested_transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Measures each request's server CPU time and keeps the slowest
+    /// ([`Stats::slowest_request`]), or not (default off, `-v` turns it on).
     pub fn time_requests(mut self, on: bool) -> Self {
         self.time_requests = on;
         self
     }
 
-    /// Sets the mount source name.
+    /// Sets the name shown as the mount source (default `lazycfs`).
     pub fn fsname(mut self, name: impl Into<String>) -> Self {
         self.fsname = name.into();
         self
@@ -174,22 +175,19 @@ impl ServeOptions {
         options
     }
 
-    /// With `Some(uid)`, only that user may make requests (the io_uring queues' half of
-    /// [`session_acl`](Self::session_acl)).
+    /// Who may use the mount: everyone with `allow_other`, else only the mounter (the access
+    /// rule the server applies to every request, [`crate::server::abi::allowed`]).
     fn request_owner(&self) -> Option<u32> {
         (!self.allow_other).then(|| rustix::process::geteuid().as_raw())
     }
 
-    /// Who may use the mount: everyone with `allow_other`, else only the mounter.
+    /// fuser lets every request through: the server applies the access rule itself, for
+    /// both transports ([`request_owner`](Self::request_owner)).
     fn session_acl(&self) -> SessionACL {
-        if self.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        }
+        SessionACL::All
     }
 
-    fn filesystem(&self, image: Image) -> io::Result<ImageFs> {
+    fn filesystem(&self, image: Image) -> io::Result<DevFuse> {
         crate::sys::fix_malloc_mmap_threshold();
         let basedir = match &self.basedir {
             // In the overlay views the overlay above reads the basedir, never the server.
@@ -201,12 +199,13 @@ impl ServeOptions {
         };
         let passthrough =
             mode::Privilege::detect().is_ok_and(|p| mode::fuse_passthrough(p, self.view));
-        let fs = ImageFs::new(image, self.view, basedir)
+        let server =
+            Server::new(Core::new(image, self.view, basedir)).with_owner(self.request_owner());
+        server.stats().time_requests(self.time_requests);
+        Ok(DevFuse::new(Arc::new(server))
             .with_passthrough(passthrough)
             .with_busy_poll(self.busy_poll)
-            .with_object_readers(self.threads);
-        fs.stats().time_requests(self.time_requests);
-        Ok(fs)
+            .with_object_readers(self.threads))
     }
 }
 
@@ -312,7 +311,7 @@ pub fn mount(
     let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
-    let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
+    let (session, transport, queues) = plan.serve(fs, |fs| {
         fuse_mount::attached_session(fs, &mountpoint, options)
     })?;
     let mounted = Mounted {
@@ -357,7 +356,7 @@ pub fn mount_overlay(
     let prefetch = PrefetchThread::start(prefetch);
     let stats = fs.stats();
     let (fuse_mount, fuse_fd) = fuse_mount::mount_detached_fuse(&options)?;
-    let (session, transport, queues) = plan.serve(fs, options.request_owner(), |fs| {
+    let (session, transport, queues) = plan.serve(fs, |fs| {
         fuser::Session::from_fd(fs, fuse_fd, options.session_acl(), options.fuse_config())
     })?;
     // The overlay looks up the FUSE root while mounting: the server is already running.

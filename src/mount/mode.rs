@@ -167,7 +167,7 @@ pub enum ModeError {
 
 /// Whether a server serving `view` for a caller with `privilege` may ask the kernel for FUSE
 /// passthrough, which lets the kernel read basedir objects itself (the server is told with
-/// [`ImageFs::with_passthrough`](crate::server::ImageFs::with_passthrough)). Registering a backing file
+/// [`DevFuse::with_passthrough`](crate::server::DevFuse::with_passthrough)). Registering a backing file
 /// needs CAP_SYS_ADMIN in the initial user namespace, and a server under an overlay (an
 /// overlay view) never serves an object's content: the overlay reads the basedir.
 pub fn fuse_passthrough(privilege: Privilege, view: View) -> bool {

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::server::uring::{Queues, Rings, StartError};
-use crate::server::{ImageFs, Server};
+use crate::server::{DevFuse, Server};
 
 /// How FUSE requests travel between the kernel and the server (`--transport`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -71,16 +71,15 @@ impl Plan {
     /// made).
     pub(super) fn serve(
         self,
-        fs: ImageFs,
-        owner: Option<u32>,
-        create: impl FnOnce(ImageFs) -> io::Result<fuser::Session<ImageFs>>,
+        fs: DevFuse,
+        create: impl FnOnce(DevFuse) -> io::Result<fuser::Session<DevFuse>>,
     ) -> io::Result<(fuser::BackgroundSession, Transport, Option<Queues>)> {
         let server = fs.server();
         let busy_poll = fs.busy_poll();
         let session = create(fs)?;
         let device = Arc::new(session.as_fd().try_clone_to_owned()?);
         server.set_device(device.clone());
-        let (transport, queues) = self.start(&server, &device, owner)?;
+        let (transport, queues) = self.start(&server, &device)?;
         if queues.is_none() {
             busy_poll.attach(session.as_fd())?;
         }
@@ -91,7 +90,6 @@ impl Plan {
         self,
         server: &Arc<Server>,
         device: &Arc<std::os::fd::OwnedFd>,
-        owner: Option<u32>,
     ) -> io::Result<(Transport, Option<Queues>)> {
         let Some(rings) = self.rings else {
             return Ok((Transport::Dev, None));
@@ -106,7 +104,7 @@ impl Plan {
             return Ok((Transport::Dev, None));
         }
         let queues = rings.len();
-        match Queues::start(rings, server, device, owner) {
+        match Queues::start(rings, server, device) {
             Ok(queues_started) => {
                 log::info!(
                     "transport uring: {} ({queues} queues, one per CPU)",

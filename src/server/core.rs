@@ -9,6 +9,7 @@
 //! operations that assemble bytes write them into a buffer the caller keeps, so no hot path
 //! allocates.
 
+use std::convert::Infallible;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,7 +212,7 @@ impl<B> Core<B> {
     /// stops sending OPENDIR and RELEASEDIR for the rest of the mount (two round trips per
     /// directory fewer) and opens directories itself with `FOPEN_KEEP_CACHE |
     /// FOPEN_CACHE_DIR`, so it keeps their listings and pages as it would with our answer.
-    pub fn opendir(&self) -> Result<Opened<B>, Errno> {
+    pub fn opendir(&self) -> Result<Infallible, Errno> {
         Err(Errno::NOSYS)
     }
 

@@ -1,9 +1,8 @@
-//! The fuser adapter: each FUSE request goes through one function (`ImageFs::serve`), which
-//! runs the per-request hooks, asks the [`Core`] and sends its answer as fuser's reply. Reads
+//! The fuser adapter: each FUSE request goes through one function (`DevFuse::serve`), which
+//! answers it through `Server::answer` and sends the answer as fuser's reply. Reads
 //! of basedir objects, which may wait on the disk, are answered from worker threads. INIT,
 //! negotiated here, decides passthrough and FUSE over io_uring for both transports.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
@@ -15,23 +14,20 @@ use fuser::{
     ReplyXattr, Request,
 };
 
+use super::abi;
 use super::busy_poll::BusyPoll;
 use super::core::{Core, Errno};
 use super::handles::Handle;
 use super::passthrough::Backing;
-use super::uring::abi;
 use super::workers::Workers;
-use super::{Server, Stats};
-use crate::content::Basedir;
-use crate::erofs::Image;
-use crate::view::View;
+use super::{Server, Stats, buffers};
 
 mod replies;
 
 use replies::{Answer, fuser_errno};
 
-/// A FUSE filesystem serving one image.
-pub struct ImageFs {
+/// The `/dev/fuse` transport: the fuser filesystem answering through a [`Server`].
+pub struct DevFuse {
     server: Arc<Server>,
     /// Whether the caller allows FUSE passthrough.
     passthrough_allowed: bool,
@@ -44,11 +40,11 @@ pub struct ImageFs {
     busy_poll: Arc<BusyPoll>,
 }
 
-impl ImageFs {
-    /// Serves `image` through `view`, reading redirected content from `basedir`.
-    pub fn new(image: Image, view: View, basedir: Option<Basedir>) -> ImageFs {
-        ImageFs {
-            server: Arc::new(Server::new(Core::new(image, view, basedir))),
+impl DevFuse {
+    /// Serves requests from `/dev/fuse` with `server`.
+    pub fn new(server: Arc<Server>) -> DevFuse {
+        DevFuse {
+            server,
             passthrough_allowed: false,
             uring_wanted: false,
             object_readers: 0,
@@ -60,28 +56,28 @@ impl ImageFs {
     /// Asks the kernel for FUSE passthrough, so that it reads basedir objects itself. The
     /// caller decides: registering backing files needs CAP_SYS_ADMIN in the initial user
     /// namespace, and in the overlay views the overlay, not the server, reads objects.
-    pub fn with_passthrough(mut self, allowed: bool) -> ImageFs {
+    pub fn with_passthrough(mut self, allowed: bool) -> DevFuse {
         self.passthrough_allowed = allowed;
         self
     }
 
     /// Asks the kernel for FUSE over io_uring at INIT; whether it granted it is then
     /// [`Server::uring_granted`].
-    pub fn with_uring(mut self, wanted: bool) -> ImageFs {
+    pub fn with_uring(mut self, wanted: bool) -> DevFuse {
         self.uring_wanted = wanted;
         self
     }
 
     /// Reads basedir objects on `n` worker threads instead of the thread that answers
     /// requests (which then never waits on the disk for them); started on first use.
-    pub fn with_object_readers(mut self, n: usize) -> ImageFs {
+    pub fn with_object_readers(mut self, n: usize) -> DevFuse {
         self.object_readers = n;
         self
     }
 
     /// Polls the FUSE device during bursts of requests (see [`super::busy_poll`]); the
     /// caller hands the device to [`busy_poll`](Self::busy_poll)`().attach` once mounted.
-    pub fn with_busy_poll(mut self, enabled: bool) -> ImageFs {
+    pub fn with_busy_poll(mut self, enabled: bool) -> DevFuse {
         self.busy_poll = BusyPoll::new(enabled);
         self
     }
@@ -94,32 +90,30 @@ impl ImageFs {
     /// The server's counters (shared: they keep counting after the server moves to its
     /// threads).
     pub fn stats(&self) -> Arc<Stats> {
-        self.server.core().stats().clone()
+        self.server.stats().clone()
     }
 
-    /// What both transports share.
+    /// The server it answers through (shared with the io_uring queues).
     pub fn server(&self) -> Arc<Server> {
         self.server.clone()
     }
 
-    /// Every request: the hooks, the core's answer, the reply.
+    /// Every request: [`Server::answer`] with fuser's reply.
     fn serve<'s, T, R: Answer<T>>(
         &'s self,
+        req: &Request,
         opcode: u32,
         reply: R,
-        op: impl FnOnce(&'s Core<Backing>, &R) -> Result<T, Errno>,
+        op: impl FnOnce(&'s Core<Backing>) -> Result<T, Errno>,
     ) {
         self.busy_poll.request();
-        let core = self.server.core();
-        let stats = core.stats();
+        let stats = self.server.stats();
         stats.dev_requests.fetch_add(1, Ordering::Relaxed);
-        let started = stats.request_started();
-        // The answer was decoded from the mapping: sent only if the image is still intact.
-        match core.checked(op(core, &reply)) {
-            Ok(value) => reply.answer(self, value),
-            Err(e) => reply.fail(fuser_errno(e)),
-        }
-        stats.request_finished(started, opcode);
+        self.server
+            .answer(opcode, req.uid(), op, |answer| match answer {
+                Ok(value) => reply.answer(self, value),
+                Err(e) => reply.fail(fuser_errno(e)),
+            });
     }
 
     /// EIO instead of `result` if the image changed while it was being built.
@@ -136,13 +130,13 @@ impl ImageFs {
     }
 }
 
-impl Drop for ImageFs {
+impl Drop for DevFuse {
     fn drop(&mut self) {
         self.busy_poll.stop();
     }
 }
 
-impl Filesystem for ImageFs {
+impl Filesystem for DevFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // READDIRPLUS hands the kernel each entry's attributes with its name, so a cold walk
         // costs one request per directory block instead of one lookup per entry.
@@ -164,29 +158,29 @@ impl Filesystem for ImageFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.serve(abi::FUSE_LOOKUP, reply, |core, _| {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.serve(req, abi::FUSE_LOOKUP, reply, |core| {
             core.lookup(parent.0, name.as_bytes())
         });
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.serve(abi::FUSE_GETATTR, reply, |core, _| core.getattr(ino.0));
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.serve(req, abi::FUSE_GETATTR, reply, |core| core.getattr(ino.0));
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.serve(abi::FUSE_READLINK, reply, |core, _| core.readlink(ino.0));
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.serve(req, abi::FUSE_READLINK, reply, |core| core.readlink(ino.0));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.serve(abi::FUSE_OPEN, reply, |core, _| {
+    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.serve(req, abi::FUSE_OPEN, reply, |core| {
             core.open(ino.0, |file| self.server.register_backing(ino.0, file))
         });
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -195,25 +189,25 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.serve(abi::FUSE_READ, reply, |core, _| {
+        self.serve(req, abi::FUSE_READ, reply, |core| {
             core.read(ino.0, Handle::from_fh(fh.0), offset, size)
         });
     }
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.serve(abi::FUSE_FLUSH, reply, |core, _| core.flush());
+        self.serve(req, abi::FUSE_FLUSH, reply, |core| core.flush());
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -221,61 +215,56 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.serve(abi::FUSE_RELEASE, reply, |core, _| {
+        self.serve(req, abi::FUSE_RELEASE, reply, |core| {
             core.release(Handle::from_fh(fh.0))
         });
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.serve(abi::FUSE_OPENDIR, reply, |core, _| core.opendir());
+    fn opendir(&self, req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.serve(req, abi::FUSE_OPENDIR, reply, |core| core.opendir());
     }
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.serve(abi::FUSE_READDIR, reply, |core, _| {
+        self.serve(req, abi::FUSE_READDIR, reply, |core| {
             core.readdir(ino.0, offset)
         });
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.serve(abi::FUSE_READDIRPLUS, reply, |core, _| {
+        self.serve(req, abi::FUSE_READDIRPLUS, reply, |core| {
             core.readdirplus(ino.0, offset)
         });
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.serve(abi::FUSE_STATFS, reply, |core, _| core.statfs());
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.serve(req, abi::FUSE_STATFS, reply, |core| core.statfs());
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.serve(abi::FUSE_GETXATTR, reply, |core, _| {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.serve(req, abi::FUSE_GETXATTR, reply, |core| {
             core.getxattr(ino.0, name.as_bytes(), size)
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        LIST_BUFFER.with_borrow_mut(|buf| {
-            self.serve(abi::FUSE_LISTXATTR, reply, |core, _| {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        buffers::with_names(|buf| {
+            self.serve(req, abi::FUSE_LISTXATTR, reply, |core| {
                 core.listxattr(ino.0, size, buf)
             });
         });
     }
-}
-
-thread_local! {
-    /// listxattr's name list, reused so the hot path does not allocate.
-    static LIST_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }

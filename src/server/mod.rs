@@ -5,12 +5,21 @@
 //!   can be driven without a mount.
 //! - [`handles`] is its only state: the open basedir objects and their passthrough backing
 //!   ids ([`passthrough::Backing`]), behind typed [`Handle`](handles::Handle)s.
-//! - [`fuse`] is the fuser adapter for `/dev/fuse`: it forwards each request to the core and
-//!   replies, with the per-request hooks in one place. [`busy_poll`] polls the FUSE device
-//!   during bursts of requests, and worker threads read basedir objects, which may wait on the
-//!   disk. fuser also mounts and negotiates INIT for both transports.
+//! - [`Server`] is what both transports answer through: the core, who may make requests, what
+//!   the kernel granted at INIT, and the one function every request goes through (the access
+//!   rule, the core's answer, the changed-image check, the reply, timing). Replies that must
+//!   be copied are assembled in per-thread buffers both transports share.
+//! - [`abi`] is the FUSE wire layer: the opcodes, the access rule, the kernel's structs and
+//!   the one encoding of the core's values into them.
+//! - [`fuse`] is the fuser transport for `/dev/fuse` ([`DevFuse`]): each fuser method asks the
+//!   server and hands fuser the encoded answer. [`busy_poll`] polls the FUSE device during
+//!   bursts of requests, and worker threads read basedir objects, which may wait on the disk.
+//!   fuser also mounts and negotiates INIT for both transports.
 //! - [`uring`] is FUSE over io_uring: one queue per CPU, each answered by a thread pinned to
-//!   that CPU, decoding requests and encoding replies itself, on the same [`Server`].
+//!   that CPU, decoding requests and writing the encoded replies into the ring itself.
+//!
+//! A new opcode takes its core operation, its fuser method and its arm in the ring's
+//! dispatch (plus its line in [`abi`]'s opcode table and any wire struct it brings).
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -18,6 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub mod abi;
+mod buffers;
 pub mod busy_poll;
 pub mod core;
 pub mod fuse;
@@ -26,15 +37,19 @@ pub mod passthrough;
 pub mod uring;
 mod workers;
 
-pub use fuse::ImageFs;
+pub use fuse::DevFuse;
 
+use core::Errno;
 use passthrough::Backing;
 
-/// What both transports share: the core (one handle table: a file opened through
-/// `/dev/fuse` may be read through the ring) and what the kernel granted at INIT.
+/// The transport-neutral server both transports answer through: the core (one handle table:
+/// a file opened through `/dev/fuse` may be read through the ring), who may make requests,
+/// what the kernel granted at INIT, and `answer`, what every request does.
 #[derive(Debug)]
 pub struct Server {
     core: core::Core<Backing>,
+    /// With `Some(uid)`, only that user may make requests ([`abi::allowed`]).
+    owner: Option<u32>,
     /// A duplicate of the FUSE device, for registering passthrough backing files.
     device: OnceLock<Arc<OwnedFd>>,
     /// Whether the kernel granted passthrough (object reads then bypass the server).
@@ -48,15 +63,52 @@ impl Server {
     pub fn new(core: core::Core<Backing>) -> Server {
         Server {
             core,
+            owner: None,
             device: OnceLock::new(),
             passthrough: AtomicBool::new(false),
             uring: AtomicBool::new(false),
         }
     }
 
+    /// With `Some(uid)`, only that user may make requests, as fuser's `SessionACL::Owner`
+    /// decides (default: everyone).
+    pub fn with_owner(mut self, owner: Option<u32>) -> Server {
+        self.owner = owner;
+        self
+    }
+
     /// The request core.
     pub fn core(&self) -> &core::Core<Backing> {
         &self.core
+    }
+
+    /// The server's counters (shared: they keep counting after the server moves to its
+    /// threads).
+    pub fn stats(&self) -> &Arc<Stats> {
+        self.core.stats()
+    }
+
+    /// What every request does, on either transport: the access rule, the core's answer
+    /// (`op`, which may also encode it), EIO instead if the image changed meanwhile (the
+    /// answer was decoded from the mapping), `reply`, and the request's timing.
+    #[inline]
+    pub(crate) fn answer<'s, T, R>(
+        &'s self,
+        opcode: u32,
+        uid: u32,
+        op: impl FnOnce(&'s core::Core<Backing>) -> Result<T, Errno>,
+        reply: impl FnOnce(Result<T, Errno>) -> R,
+    ) -> R {
+        let stats = self.core.stats();
+        let started = stats.request_started();
+        let answer = match abi::allowed(self.owner, uid, opcode) {
+            true => op(&self.core),
+            false => Err(Errno::ACCESS),
+        };
+        let answer = self.core.checked(answer);
+        let replied = reply(answer);
+        stats.request_finished(started, opcode);
+        replied
     }
 
     /// Hands the server its FUSE device once mounted (needed for passthrough).
@@ -154,7 +206,7 @@ impl Stats {
         (packed != 0).then(|| {
             let nanos = packed >> OPCODE_BITS;
             let opcode = (packed & ((1 << OPCODE_BITS) - 1)) as u32;
-            (Duration::from_nanos(nanos), uring::abi::opcode_name(opcode))
+            (Duration::from_nanos(nanos), abi::opcode_name(opcode))
         })
     }
 

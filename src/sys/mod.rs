@@ -12,6 +12,8 @@
 //! raises SIGBUS, which [`sigbus`] turns into zeros and a changed image, and a read lease
 //! ([`lease`]) marks the image changed before a writer starts.
 
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io;
 use std::ops::Deref;

@@ -65,29 +65,21 @@ impl Entry {
     }
 }
 
-/// What the kernel may cache of an open file (FUSE's `FOPEN_KEEP_CACHE`, `FOPEN_CACHE_DIR`).
+/// What the kernel may cache of an open file (FUSE's `FOPEN_KEEP_CACHE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheFlags {
     /// Keep the file's cached pages from earlier opens.
     pub keep_cache: bool,
-    /// Cache the directory's listing.
-    pub cache_dir: bool,
 }
 
 impl CacheFlags {
     /// No caching across opens.
-    pub const NONE: CacheFlags = CacheFlags {
-        keep_cache: false,
-        cache_dir: false,
-    };
+    pub const NONE: CacheFlags = CacheFlags { keep_cache: false };
     /// Pages stay cached across opens.
-    pub const KEEP: CacheFlags = CacheFlags {
-        keep_cache: true,
-        cache_dir: false,
-    };
+    pub const KEEP: CacheFlags = CacheFlags { keep_cache: true };
 }
 
-/// An open file or directory.
+/// An open file.
 #[derive(Debug)]
 pub struct Opened<B> {
     /// What reads through it read.

@@ -1,29 +1,24 @@
-//! How the core's answers become fuser replies.
+//! How the core's answers become fuser replies: encoded as [`abi`](crate::server::abi)
+//! encodes them for the wire, then handed to fuser in its types.
 
-use std::cell::RefCell;
+use std::convert::Infallible;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
     FileAttr, FileHandle, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
 };
 
-use super::ImageFs;
+use super::DevFuse;
 use crate::erofs::FileType;
+use crate::server::abi::{fuse_attr, fuse_attr_out, fuse_entry_out, fuse_kstatfs, open_flags};
+use crate::server::buffers;
 use crate::server::core::{
-    Attr, CacheFlags, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, TTL, XattrReply,
-    fill_listing,
+    Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, XattrReply, fill_listing,
 };
 use crate::server::passthrough::Backing;
-
-thread_local! {
-    /// Buffer for reads that cannot point into the mapping (objects, data across extents)
-    /// and for xattr values and symlink targets, copied before the last check, reused per
-    /// thread: it grows to the largest read once (the kernel's `max_read`).
-    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// A fuser reply: every kind can carry an error.
 pub(super) trait Reply {
@@ -55,36 +50,39 @@ replies!(
 
 /// A fuser reply that carries the core's answers of type `T`.
 pub(super) trait Answer<T>: Reply {
-    fn answer(self, fs: &ImageFs, value: T);
+    fn answer(self, fs: &DevFuse, value: T);
 }
 
 impl Answer<Entry> for ReplyEntry {
-    fn answer(self, _: &ImageFs, entry: Entry) {
-        let attr = entry.attr.as_ref().map_or_else(negative_attr, file_attr);
-        self.entry(&entry.ttl, &attr, Generation(0));
+    fn answer(self, _: &DevFuse, entry: Entry) {
+        let out = fuse_entry_out::of(&entry);
+        let ttl = Duration::new(out.entry_valid, out.entry_valid_nsec);
+        self.entry(&ttl, &file_attr(&out.attr), Generation(0));
     }
 }
 
 impl Answer<Attr> for ReplyAttr {
-    fn answer(self, _: &ImageFs, attr: Attr) {
-        self.attr(&TTL, &file_attr(&attr));
+    fn answer(self, _: &DevFuse, attr: Attr) {
+        let out = fuse_attr_out::of(&attr);
+        let ttl = Duration::new(out.attr_valid, out.attr_valid_nsec);
+        self.attr(&ttl, &file_attr(&out.attr));
     }
 }
 
 impl Answer<&[u8]> for ReplyData {
-    fn answer(self, fs: &ImageFs, data: &[u8]) {
+    fn answer(self, fs: &DevFuse, data: &[u8]) {
         checked_copy(fs, data, |data| reply_data(self, data));
     }
 }
 
 impl Answer<Read<'_>> for ReplyData {
-    fn answer(self, fs: &ImageFs, read: Read<'_>) {
+    fn answer(self, fs: &DevFuse, read: Read<'_>) {
         match read {
             Read::Mapped(data) => self.data(data),
             Read::Object(object) => fs.read_object(move || {
-                READ_BUFFER.with_borrow_mut(|buf| reply_data(self, object.data(buf)));
+                buffers::with_data(|buf| reply_data(self, object.data(buf)));
             }),
-            read => READ_BUFFER.with_borrow_mut(|buf| {
+            read => buffers::with_data(|buf| {
                 let data = read.data(buf);
                 reply_data(self, fs.checked(data))
             }),
@@ -93,9 +91,9 @@ impl Answer<Read<'_>> for ReplyData {
 }
 
 impl Answer<Opened<Backing>> for ReplyOpen {
-    fn answer(self, _: &ImageFs, opened: Opened<Backing>) {
+    fn answer(self, _: &DevFuse, opened: Opened<Backing>) {
         let fh = FileHandle(opened.handle.fh());
-        let flags = fopen_flags(opened.cache);
+        let flags = FopenFlags::from_bits_retain(open_flags(opened.cache));
         match &opened.backing {
             Some(backing) => crate::sys::reply_opened_passthrough(self, fh, flags, backing.id()),
             None => self.opened(fh, flags),
@@ -103,17 +101,23 @@ impl Answer<Opened<Backing>> for ReplyOpen {
     }
 }
 
+impl Answer<Infallible> for ReplyOpen {
+    fn answer(self, _: &DevFuse, never: Infallible) {
+        match never {}
+    }
+}
+
 impl Answer<()> for ReplyEmpty {
-    fn answer(self, _: &ImageFs, (): ()) {
+    fn answer(self, _: &DevFuse, (): ()) {
         self.ok();
     }
 }
 
 impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDirectory {
-    fn answer(mut self, fs: &ImageFs, entries: I) {
+    fn answer(mut self, fs: &DevFuse, entries: I) {
         let listed = fill_listing(entries, |entry| {
             let name = OsStr::from_bytes(entry.name);
-            let kind = fuse_type(entry.kind);
+            let kind = fuser_type(entry.kind.mode_bits());
             self.add(INodeNo(entry.node), entry.next_offset, kind, name)
         });
         match fs.checked(listed) {
@@ -124,10 +128,10 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
 }
 
 impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for ReplyDirectoryPlus {
-    fn answer(mut self, fs: &ImageFs, entries: I) {
+    fn answer(mut self, fs: &DevFuse, entries: I) {
         let listed = fill_listing(entries, |DirEntryPlus { entry, attr, ttl }| {
             let (node, name) = (INodeNo(entry.node), OsStr::from_bytes(entry.name));
-            let attr = file_attr(&attr);
+            let attr = file_attr(&fuse_attr::of(&attr));
             self.add(node, entry.next_offset, name, &ttl, &attr, Generation(0))
         });
         match fs.checked(listed) {
@@ -138,23 +142,17 @@ impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for Repl
 }
 
 impl Answer<Statfs> for ReplyStatfs {
-    fn answer(self, _: &ImageFs, s: Statfs) {
-        let (blocks, free, files) = (s.blocks, 0, s.files);
+    fn answer(self, _: &DevFuse, statfs: Statfs) {
+        let s = fuse_kstatfs::of(&statfs);
+        let (blocks, files, bsize, namelen) = (s.blocks, s.files, s.bsize, s.namelen);
         self.statfs(
-            blocks,
-            free,
-            free,
-            files,
-            free,
-            s.block_size,
-            s.name_len,
-            s.block_size,
+            blocks, s.bfree, s.bavail, files, s.ffree, bsize, namelen, s.frsize,
         );
     }
 }
 
 impl Answer<XattrReply<'_>> for ReplyXattr {
-    fn answer(self, fs: &ImageFs, xattr: XattrReply<'_>) {
+    fn answer(self, fs: &DevFuse, xattr: XattrReply<'_>) {
         match xattr {
             XattrReply::Size(size) => self.size(size),
             XattrReply::Data(data) => checked_copy(fs, data, |data| match data {
@@ -169,8 +167,8 @@ impl Answer<XattrReply<'_>> for ReplyXattr {
 /// before the copy was complete. Sent as it is, the kernel would copy it after the last
 /// check, and a page rewritten in between would go out unnoticed. File data within one
 /// extent (`Read::Mapped`) is still sent from the mapping: zero copy, for that window.
-fn checked_copy(fs: &ImageFs, data: &[u8], send: impl FnOnce(Result<&[u8], Errno>)) {
-    READ_BUFFER.with_borrow_mut(|buf| {
+fn checked_copy(fs: &DevFuse, data: &[u8], send: impl FnOnce(Result<&[u8], Errno>)) {
+    buffers::with_data(|buf| {
         buf.clear();
         buf.extend_from_slice(data);
         send(fs.checked(Ok(&buf[..])));
@@ -189,19 +187,9 @@ pub(super) fn fuser_errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.raw_os_error())
 }
 
-fn fopen_flags(cache: CacheFlags) -> FopenFlags {
-    let mut flags = FopenFlags::empty();
-    if cache.keep_cache {
-        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if cache.cache_dir {
-        flags |= FopenFlags::FOPEN_CACHE_DIR;
-    }
-    flags
-}
-
-fn file_attr(attr: &Attr) -> FileAttr {
-    let (secs, nanos) = (attr.mtime.secs, attr.mtime.nanos);
+/// fuser's form of the wire attributes (it encodes them back as they were).
+fn file_attr(attr: &fuse_attr) -> FileAttr {
+    let (secs, nanos) = (attr.mtime as i64, attr.mtimensec);
     let mtime = if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs as u64, nanos)
     } else {
@@ -216,46 +204,87 @@ fn file_attr(attr: &Attr) -> FileAttr {
         mtime,
         ctime: mtime,
         crtime: mtime,
-        kind: fuse_type(attr.kind),
-        perm: attr.perm,
+        kind: fuser_type(attr.mode),
+        perm: (attr.mode & 0o7777) as u16,
         nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
         rdev: attr.rdev,
-        blksize: attr.block_size,
-        flags: 0,
+        blksize: attr.blksize,
+        flags: attr.flags,
     }
 }
 
-/// The attributes of a negative entry: node id 0, nothing else.
-fn negative_attr() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: fuser::FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
+/// fuser's file type of the `S_IFMT` bits of `mode` (a regular file for none: a negative
+/// entry's).
+fn fuser_type(mode: u32) -> fuser::FileType {
+    match FileType::from_mode(mode) {
+        Some(FileType::Regular) | None => fuser::FileType::RegularFile,
+        Some(FileType::Directory) => fuser::FileType::Directory,
+        Some(FileType::Symlink) => fuser::FileType::Symlink,
+        Some(FileType::CharDevice) => fuser::FileType::CharDevice,
+        Some(FileType::BlockDevice) => fuser::FileType::BlockDevice,
+        Some(FileType::Fifo) => fuser::FileType::NamedPipe,
+        Some(FileType::Socket) => fuser::FileType::Socket,
     }
 }
 
-fn fuse_type(t: FileType) -> fuser::FileType {
-    match t {
-        FileType::Regular => fuser::FileType::RegularFile,
-        FileType::Directory => fuser::FileType::Directory,
-        FileType::Symlink => fuser::FileType::Symlink,
-        FileType::CharDevice => fuser::FileType::CharDevice,
-        FileType::BlockDevice => fuser::FileType::BlockDevice,
-        FileType::Fifo => fuser::FileType::NamedPipe,
-        FileType::Socket => fuser::FileType::Socket,
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::{file_attr, fuser_type};
+    use crate::erofs::FileType;
+    use crate::server::abi::fuse_attr;
+    use crate::server::core::{Attr, Timestamp};
+
+    #[test]
+    fn fuser_gets_the_wire_encoding_of_attributes() {
+        let attr = Attr {
+            ino: 7,
+            size: 11,
+            blocks: 8,
+            mtime: Timestamp {
+                secs: -2,
+                nanos: 500,
+            },
+            kind: FileType::Fifo,
+            perm: 0o4644,
+            nlink: 1,
+            uid: 3,
+            gid: 4,
+            rdev: 5,
+            block_size: 4096,
+        };
+        let fa = file_attr(&fuse_attr::of(&attr));
+        let mtime = UNIX_EPOCH - Duration::from_secs(2) + Duration::from_nanos(500);
+        assert_eq!((fa.ino.0, fa.size, fa.blocks), (7, 11, 8));
+        assert_eq!(
+            (fa.atime, fa.mtime, fa.ctime, fa.crtime),
+            (mtime, mtime, mtime, mtime)
+        );
+        assert_eq!((fa.kind, fa.perm), (fuser::FileType::NamedPipe, 0o4644));
+        assert_eq!(
+            (fa.nlink, fa.uid, fa.gid, fa.rdev, fa.blksize),
+            (1, 3, 4, 5, 4096)
+        );
+    }
+
+    #[test]
+    fn every_file_type_maps_to_fusers() {
+        let types = [
+            (FileType::Regular, fuser::FileType::RegularFile),
+            (FileType::Directory, fuser::FileType::Directory),
+            (FileType::Symlink, fuser::FileType::Symlink),
+            (FileType::CharDevice, fuser::FileType::CharDevice),
+            (FileType::BlockDevice, fuser::FileType::BlockDevice),
+            (FileType::Fifo, fuser::FileType::NamedPipe),
+            (FileType::Socket, fuser::FileType::Socket),
+        ];
+        for (ours, fusers) in types {
+            assert_eq!(fuser_type(ours.mode_bits()), fusers);
+        }
+        // A negative entry's attributes (mode 0) are a regular file's, as fuser's default.
+        assert_eq!(fuser_type(0), fuser::FileType::RegularFile);
     }
 }

@@ -8,49 +8,33 @@
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::abi::*;
-use super::encode;
-use crate::server::Server;
-use crate::server::core::Errno;
+use super::encode::{self, put};
+use crate::server::abi::*;
+use crate::server::core::{Core, Errno};
 use crate::server::handles::Handle;
+use crate::server::passthrough::Backing;
+use crate::server::{Server, buffers};
 use crate::sys::uring::HeaderBuf;
 
-/// What a queue thread keeps across requests.
-pub(super) struct Context<'s> {
-    server: &'s Server,
-    /// With `Some(uid)`, only that user may make requests (as fuser's `SessionACL::Owner`).
-    owner: Option<u32>,
-    /// listxattr's name list, reused so the hot path does not allocate.
-    names: Vec<u8>,
-}
-
-impl<'s> Context<'s> {
-    pub(super) fn new(server: &'s Server, owner: Option<u32>) -> Context<'s> {
-        Context {
-            server,
-            owner,
-            names: Vec::new(),
-        }
-    }
-}
-
-/// Answers the request in a ring entry, in place; returns its commit id.
-pub(super) fn answer(ctx: &mut Context<'_>, header: &mut HeaderBuf, payload: &mut [u8]) -> u64 {
+/// Answers the request in a ring entry, in place, through [`Server::answer`]; returns its
+/// commit id.
+pub(super) fn answer(server: &Server, header: &mut HeaderBuf, payload: &mut [u8]) -> u64 {
     let Ok(req) = fuse_uring_req_header::mut_from_bytes(&mut header.0[..]) else {
         unreachable!("the header buffer is a fuse_uring_req_header");
     };
     let (head, _) = fuse_in_header::read_from_prefix(&req.in_out[..]).unwrap_or_default();
     let in_len = (req.ring_ent_in_out.payload_sz as usize).min(payload.len());
-    let stats = ctx.server.core().stats();
-    let started = stats.request_started();
-    // The reply was copied from the mapping: sent only if the image is still intact.
-    let replied = reply(ctx, &head, &req.op_in, payload, in_len);
-    let replied = ctx.server.core().checked(replied);
-    let (error, len) = match replied {
-        Ok(len) => (0, len),
-        Err(e) => (-e.raw_os_error(), 0),
-    };
-    stats.request_finished(started, head.opcode);
+    let op_in = &req.op_in;
+    // The reply is written (copied from the mapping) before the image's last check.
+    let (error, len) = server.answer(
+        head.opcode,
+        head.uid,
+        |core| reply(server, core, &head, op_in, payload, in_len),
+        |replied| match replied {
+            Ok(len) => (0, len),
+            Err(e) => (-e.raw_os_error(), 0),
+        },
+    );
     let out = fuse_out_header {
         len: (size_of::<fuse_out_header>() + len) as u32,
         error,
@@ -63,28 +47,27 @@ pub(super) fn answer(ctx: &mut Context<'_>, header: &mut HeaderBuf, payload: &mu
 
 /// The reply to one request, written to the start of `payload`; its length.
 fn reply(
-    ctx: &mut Context<'_>,
+    server: &Server,
+    core: &Core<Backing>,
     head: &fuse_in_header,
     op_in: &[u8],
     payload: &mut [u8],
     in_len: usize,
 ) -> Result<usize, Errno> {
-    if !allowed(ctx.owner, head) {
-        return Err(Errno::ACCESS);
-    }
-    let server = ctx.server;
-    let core = server.core();
     let node = head.nodeid;
     match head.opcode {
         FUSE_LOOKUP => {
             let entry = core.lookup(node, c_string(&payload[..in_len]))?;
-            encode::entry(payload, &entry)
+            put(payload, fuse_entry_out::of(&entry).as_bytes())
         }
-        FUSE_GETATTR => encode::attr(payload, &core.getattr(node)?),
-        FUSE_READLINK => encode::data(payload, core.readlink(node)?),
+        FUSE_GETATTR => {
+            let attr = fuse_attr_out::of(&core.getattr(node)?);
+            put(payload, attr.as_bytes())
+        }
+        FUSE_READLINK => put(payload, core.readlink(node)?),
         FUSE_OPEN => {
             let opened = core.open(node, |file| server.register_backing(node, file))?;
-            encode::open(payload, &opened)
+            put(payload, fuse_open_out::of(&opened).as_bytes())
         }
         FUSE_READ => {
             let arg: fuse_read_in = arg(op_in);
@@ -97,7 +80,7 @@ fn reply(
             let arg: fuse_release_in = arg(op_in);
             core.release(Handle::from_fh(arg.fh)).map(|()| 0)
         }
-        FUSE_OPENDIR => encode::open(payload, &core.opendir()?),
+        FUSE_OPENDIR => match core.opendir()? {},
         FUSE_READDIR => {
             let arg: fuse_read_in = arg(op_in);
             let size = (arg.size as usize).min(payload.len());
@@ -108,7 +91,10 @@ fn reply(
             let size = (arg.size as usize).min(payload.len());
             encode::direntplus(&mut payload[..size], core.readdirplus(node, arg.offset)?)
         }
-        FUSE_STATFS => encode::statfs(payload, &core.statfs()?),
+        FUSE_STATFS => {
+            let st = fuse_kstatfs::of(&core.statfs()?);
+            put(payload, fuse_statfs_out { st }.as_bytes())
+        }
         FUSE_GETXATTR => {
             let arg: fuse_getxattr_in = arg(op_in);
             let value = core.getxattr(node, c_string(&payload[..in_len]), arg.size)?;
@@ -116,19 +102,11 @@ fn reply(
         }
         FUSE_LISTXATTR => {
             let arg: fuse_getxattr_in = arg(op_in);
-            encode::xattr(payload, core.listxattr(node, arg.size, &mut ctx.names)?)
+            buffers::with_names(|names| {
+                encode::xattr(payload, core.listxattr(node, arg.size, names)?)
+            })
         }
         _ => Err(Errno::NOSYS),
-    }
-}
-
-/// Whether the requester may make this request: as fuser decides for `SessionACL::Owner`,
-/// other users may only make the requests the kernel sends without a caller's uid.
-pub(super) fn allowed(owner: Option<u32>, head: &fuse_in_header) -> bool {
-    const WITHOUT_UID: [u32; 12] = [2, 15, 16, 18, 20, 26, 28, 29, 30, 38, 42, 44];
-    match owner {
-        Some(uid) => head.uid == uid || WITHOUT_UID.contains(&head.opcode),
-        None => true,
     }
 }
 

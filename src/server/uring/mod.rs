@@ -10,7 +10,7 @@
 //! (unmount, abort), every pending command fails and the thread ends.
 //!
 //! The unsafe half (the ring and the buffers the kernel writes into) is `crate::sys::uring`;
-//! `abi` declares the wire structs, `dispatch` decodes a request and `encode` writes replies.
+//! `dispatch` decodes a request and `encode` writes replies, with [`abi`]'s structs.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,10 +21,9 @@ use std::thread::JoinHandle;
 use fuser::{InitFlags, KernelConfig};
 use rustix::io::Errno;
 
-use super::Server;
+use super::{Server, abi};
 use crate::sys::uring::{Event, QueueRing, RegisterError};
 
-pub(super) mod abi;
 mod dispatch;
 mod encode;
 #[cfg(test)]
@@ -120,13 +119,11 @@ pub struct Queues {
 
 impl Queues {
     /// Starts a thread per ring, registers its entries with the connection `device` and
-    /// serves it with `server`. With `owner`, only that uid may make requests (as fuser's
-    /// `SessionACL::Owner`). Returns once every queue has registered.
+    /// serves it with `server`. Returns once every queue has registered.
     pub fn start(
         rings: Rings,
         server: &Arc<Server>,
         device: &Arc<OwnedFd>,
-        owner: Option<u32>,
     ) -> Result<Queues, StartError> {
         let (started, registrations) = mpsc::channel();
         let mut threads = Vec::new();
@@ -134,7 +131,7 @@ impl Queues {
             let (server, device, started) = (server.clone(), device.clone(), started.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("lazycfs-ring-{qid}"))
-                .spawn(move || serve_queue(&server, ring, &device, qid as u16, owner, &started))
+                .spawn(move || serve_queue(&server, ring, &device, qid as u16, &started))
                 .map_err(StartError::Failed)?;
             threads.push(thread);
         }
@@ -167,7 +164,6 @@ fn serve_queue(
     mut ring: QueueRing,
     device: &OwnedFd,
     qid: u16,
-    owner: Option<u32>,
     started: &mpsc::Sender<Result<(), StartError>>,
 ) {
     let mut cpus = rustix::thread::CpuSet::new();
@@ -190,7 +186,6 @@ fn serve_queue(
         }
     };
     let stats = server.core().stats();
-    let mut ctx = dispatch::Context::new(server, owner);
     loop {
         for event in events.drain(..) {
             match event {
@@ -199,7 +194,7 @@ fn serve_queue(
                         continue;
                     };
                     stats.uring_received.fetch_add(1, Ordering::Relaxed);
-                    let commit_id = dispatch::answer(&mut ctx, header, payload);
+                    let commit_id = dispatch::answer(server, header, payload);
                     if let Err(e) = ring.commit(n, commit_id) {
                         log::warn!("queue {qid}: cannot answer a request: {e}");
                         return;

@@ -7,11 +7,11 @@ use composefs::erofs::writer::{ValidatedFileSystem, mkfs_erofs_versioned};
 use composefs::fsverity::Sha256HashValue;
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::abi::*;
-use super::dispatch::{self, Context};
-use super::{encode, parse_cpu_list, payload_len};
+use super::dispatch;
+use super::{parse_cpu_list, payload_len};
 use crate::erofs::{FileType, Image};
 use crate::server::Server;
+use crate::server::abi::*;
 use crate::server::core::{Attr, Core, ROOT_ID, Timestamp};
 use crate::sys::uring::{HEADER_SIZE, HeaderBuf};
 use crate::view::View;
@@ -34,6 +34,7 @@ fn server() -> Server {
         View::Direct,
         None,
     ))
+    .with_owner(Some(OWNER))
 }
 
 /// A reply as the kernel reads it back.
@@ -66,8 +67,7 @@ fn request_as(server: &Server, uid: u32, opcode: u32, node: u64, op: &[u8], args
     req.ring_ent_in_out.payload_sz = args.len() as u32;
     let mut payload = vec![0xAA; payload_len()];
     payload[..args.len()].copy_from_slice(args);
-    let mut ctx = Context::new(server, Some(OWNER));
-    let commit_id = dispatch::answer(&mut ctx, &mut header, &mut payload);
+    let commit_id = dispatch::answer(server, &mut header, &mut payload);
     let req = fuse_uring_req_header::ref_from_bytes(&header.0[..]).unwrap();
     let (out, _) = fuse_out_header::read_from_prefix(&req.in_out[..]).unwrap();
     let len = req.ring_ent_in_out.payload_sz as usize;
@@ -346,7 +346,7 @@ fn times_before_the_epoch_keep_their_bits() {
         rdev: 0,
         block_size: 4096,
     };
-    let encoded = encode::fuse_attr_of(&attr);
+    let encoded = fuse_attr::of(&attr);
     assert_eq!(encoded.mtime as i64, -2);
     assert_eq!(
         (encoded.atime, encoded.ctime),

@@ -1,10 +1,10 @@
 //! `lazycfs create`: a composefs image of a directory tree, and its objects.
 //!
-//! The tree is read once ([`tree`]); each regular file over 64 bytes is hashed (its fs-verity
+//! The tree is read once (`tree`); each regular file over 64 bytes is hashed (its fs-verity
 //! digest, [`verity`]) and stored as an object by worker threads while the walk goes on
-//! ([`store`]); then the image is laid out and written ([`inodes`], [`erofs`]).
+//! (`store`); then the image is laid out and written (`inodes`, `erofs`).
 //!
-//! `--from-dump` reads the tree from a composefs dumpfile instead ([`dumpfile`]); nothing is
+//! `--from-dump` reads the tree from a composefs dumpfile instead (`dumpfile`); nothing is
 //! hashed or stored then.
 //!
 //! The writer is our own rather than the `composefs` crate's: that crate needs OpenSSL

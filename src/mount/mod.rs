@@ -3,7 +3,7 @@
 //!
 //! - [`mode`]: who the caller is and which kind of mount it gets (all of the mode policy).
 //! - [`newmount`]: the new mount API (`fsopen`/`fsconfig`/`fsmount`) every mount but the
-//!   `fusermount3` one is made with, and [`DetachedMount`].
+//!   `fusermount3` one is made with, and [`DetachedMount`](newmount::DetachedMount).
 //! - [`overlay`]: the kernel's half of a composefs mount: overlayfs and kernel EROFS.
 //! - [`prefetch`]: reading the image into the page cache while the mount serves.
 //! - [`sandbox`]: `lazycfs run`, a command inside a private mount.

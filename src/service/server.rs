@@ -515,15 +515,22 @@ fn read_image(fd: BorrowedFd<'_>, limit: u64) -> Result<Vec<u8>, Refusal> {
 }
 
 /// The image the kernel will parse: decoded from the caller's bytes, checked as `lazycfs
-/// check` does, dumped and written afresh by lazycfs's writer.
+/// check` does, dumped and written afresh by lazycfs's writer in the same format version.
 fn rewrite(bytes: Vec<u8>) -> Result<Vec<u8>, Refusal> {
     let bad = |e: &dyn std::fmt::Display| Refusal::BadImage(e.to_string());
     let image = Image::from_bytes(bytes).map_err(|e| bad(&e))?;
     crate::check::check(&image).map_err(|e| bad(&e))?;
+    // The caller's format version: the versions differ in what the kernel shows (e.g. V1
+    // marks directories holding escaped whiteouts opaque, V2 has no nanoseconds).
+    let format = match image.composefs().map(|info| info.composefs_version) {
+        Some(0) => Format::V0,
+        Some(2) => Format::V2,
+        _ => Format::V1,
+    };
     let mut dump = Vec::new();
     crate::dump::dump(&image, &mut dump).map_err(|e| bad(&e))?;
     drop(image);
-    crate::create::image_from_dump(&dump, "the image's dump", Format::V1).map_err(|e| bad(&e))
+    crate::create::image_from_dump(&dump, "the image's dump", format).map_err(|e| bad(&e))
 }
 
 /// A memfd holding `bytes`, sealed against any change.

@@ -26,6 +26,9 @@ const LAZYCFS: &str = env!("CARGO_BIN_EXE_lazycfs");
 const USER: u32 = rootless::USER;
 /// Another unprivileged user.
 const OTHER: u32 = 4242;
+/// The user of the attack tests, with limits of its own (tests run in parallel, and the
+/// per-user mount limit counts every mount of a user).
+const ATTACKER: u32 = 4343;
 
 /// Not a test of its own: the walker run as the unprivileged user in a mount.
 #[test]
@@ -107,15 +110,16 @@ impl Service {
             .unwrap()
     }
 
-    /// The service still serves: a good mount and unmount as [`USER`] work.
-    fn assert_serving(&self, fixture: &Fixture) {
+    /// The service still serves: a good mount and unmount as `uid` work.
+    fn assert_serving(&self, fixture: &Fixture, uid: u32) {
         let mnt_dir = rootless::user_dir();
         let mnt = mnt_dir.path();
+        rustix::fs::chown(mnt, Some(rustix::fs::Uid::from_raw(uid)), None).unwrap();
         let _unmount = Guard::mount(mnt);
-        let out = self.mount_as(USER, &fixture.image, &fixture.basedir, mnt, &[]);
+        let out = self.mount_as(uid, &fixture.image, &fixture.basedir, mnt, &[]);
         assert_ok("mount after a refused request", &out);
         assert_eq!(std::fs::read(mnt.join("a")).unwrap(), b"hello\n");
-        assert_ok("umount", &self.umount_as(USER, mnt));
+        assert_ok("umount", &self.umount_as(uid, mnt));
         assert!(!is_mount_point(mnt));
     }
 }
@@ -164,13 +168,13 @@ fn refusal(what: &str, out: &Output) -> String {
 }
 
 /// A directory owned by `uid`, empty, for a mount.
-fn user_mountpoint(dir: &Path, name: &str) -> PathBuf {
+fn user_mountpoint(dir: &Path, name: &str, uid: u32) -> PathBuf {
     let mnt = dir.join(name);
     std::fs::create_dir(&mnt).unwrap();
     rustix::fs::chown(
         &mnt,
-        Some(rustix::fs::Uid::from_raw(USER)),
-        Some(rustix::fs::Gid::from_raw(USER)),
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(uid)),
     )
     .unwrap();
     mnt
@@ -348,7 +352,7 @@ fn service_mount_is_nosuid_nodev_and_only_its_owner_unmounts_it() {
     }
     let service = Service::start(&[]);
     let fixture = fixture();
-    let mnt = user_mountpoint(fixture.dir.path(), "mnt");
+    let mnt = user_mountpoint(fixture.dir.path(), "mnt", USER);
     let _unmount = Guard::mount(&mnt);
     assert_ok(
         "mount",
@@ -399,7 +403,7 @@ fn service_mount_is_nosuid_nodev_and_only_its_owner_unmounts_it() {
     // Unmounting again: nothing of the service's is there.
     let out = service.umount_as(USER, &mnt);
     assert!(!out.status.success());
-    service.assert_serving(&fixture);
+    service.assert_serving(&fixture, USER);
 }
 
 /// The options of the mount on `path` (`/proc/self/mountinfo`'s per-mount options).
@@ -437,7 +441,7 @@ fn basedir_is_read_with_the_callers_rights() {
         .status()
         .unwrap();
     assert!(status.success());
-    let mnt = user_mountpoint(fixture.dir.path(), "mnt");
+    let mnt = user_mountpoint(fixture.dir.path(), "mnt", USER);
     let _unmount = Guard::mount(&mnt);
     assert_ok(
         "mount",
@@ -521,11 +525,11 @@ fn bad_requests_get_their_error_and_the_service_keeps_serving() {
     let socket = &service.socket;
     let image = open(&fixture.image, OFlags::RDONLY);
     let basedir = open(&fixture.basedir, OFlags::RDONLY | OFlags::DIRECTORY);
-    let mnt = user_mountpoint(fixture.dir.path(), "mnt");
+    let mnt = user_mountpoint(fixture.dir.path(), "mnt", ATTACKER);
     let _unmount = Guard::mount(&mnt);
     let mnt_fd = open(&mnt, OFlags::RDONLY | OFlags::DIRECTORY);
     let mount = |image: BorrowedFd<'_>, basedir: BorrowedFd<'_>, mnt: BorrowedFd<'_>| {
-        raw_request(socket, USER, MOUNT, &[image, basedir, mnt])
+        raw_request(socket, ATTACKER, MOUNT, &[image, basedir, mnt])
     };
 
     // A symlink where a directory is expected.
@@ -547,7 +551,7 @@ fn bad_requests_get_their_error_and_the_service_keeps_serving() {
         "error: mountpoint: owned by uid 0, not by the caller"
     );
     // A mountpoint that is not empty.
-    let full = user_mountpoint(fixture.dir.path(), "full");
+    let full = user_mountpoint(fixture.dir.path(), "full", ATTACKER);
     std::fs::write(full.join("file"), b"").unwrap();
     let full_fd = open(&full, OFlags::RDONLY | OFlags::DIRECTORY);
     assert_eq!(
@@ -597,7 +601,7 @@ fn bad_requests_get_their_error_and_the_service_keeps_serving() {
     );
     let answer = raw_request(
         socket,
-        USER,
+        ATTACKER,
         text.as_bytes(),
         &[image.as_fd(), basedir.as_fd(), mnt_fd.as_fd()],
     );
@@ -611,45 +615,45 @@ fn bad_requests_get_their_error_and_the_service_keeps_serving() {
     );
     // Wrong numbers of fds, unknown requests, extra text.
     assert_eq!(
-        raw_request(socket, USER, MOUNT, &[image.as_fd()]),
+        raw_request(socket, ATTACKER, MOUNT, &[image.as_fd()]),
         "error: bad request: 1 file descriptors, 3 expected"
     );
     assert_eq!(
-        raw_request(socket, USER, b"lazycfs-service 1\nformat\n\n", &[]),
+        raw_request(socket, ATTACKER, b"lazycfs-service 1\nformat\n\n", &[]),
         "error: bad request: unknown request \"format\""
     );
     assert_eq!(
-        raw_request(socket, USER, b"GET / HTTP/1.0\n\n", &[]),
+        raw_request(socket, ATTACKER, b"GET / HTTP/1.0\n\n", &[]),
         "error: bad request: request does not start with \"lazycfs-service 1\""
     );
     // Disconnecting mid-request.
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            become_user(USER);
+            become_user(ATTACKER);
             let stream = UnixStream::connect(socket).unwrap();
             send(&stream, b"lazycfs-service 1\nmo", &[image.as_fd()]);
         });
     });
     // The per-user limit: one mount, then a second is refused.
     assert_eq!(mount(image.as_fd(), basedir.as_fd(), mnt_fd.as_fd()), "ok");
-    let second = user_mountpoint(fixture.dir.path(), "second");
+    let second = user_mountpoint(fixture.dir.path(), "second", ATTACKER);
     let second_fd = open(&second, OFlags::RDONLY | OFlags::DIRECTORY);
     assert_eq!(
         mount(image.as_fd(), basedir.as_fd(), second_fd.as_fd()),
-        format!("error: uid {USER} has 1 service mounts already (--max-mounts-per-user)")
+        format!("error: uid {ATTACKER} has 1 service mounts already (--max-mounts-per-user)")
     );
-    assert_ok("umount", &service.umount_as(USER, &mnt));
+    assert_ok("umount", &service.umount_as(ATTACKER, &mnt));
     // An unmount request for something else: a directory inside a mount, a plain directory.
     assert_eq!(
         raw_request(
             socket,
-            USER,
+            ATTACKER,
             b"lazycfs-service 1\numount\n\n",
             &[second_fd.as_fd()]
         ),
         "error: mountpoint: not the root of a mount"
     );
-    service.assert_serving(&fixture);
+    service.assert_serving(&fixture, ATTACKER);
 }
 
 /// Images `check` refuses: not EROFS, a corrupt superblock root, a directory cycle (the
@@ -703,7 +707,7 @@ fn slow_and_flooding_callers_are_cut_off() {
             .unwrap()
     });
     assert_eq!(answer, "error: request not received within 1 s\n");
-    service.assert_serving(&fixture);
+    service.assert_serving(&fixture, USER);
     // A flood: two silent connections hold both slots; the third is refused at once (the
     // service accepts connections in order and counts each as it accepts it).
     let service = Service::start(&["--max-requests", "2"]);
@@ -718,7 +722,7 @@ fn slow_and_flooding_callers_are_cut_off() {
         "error: busy: 2 requests in flight (--max-requests)\n"
     );
     drop(silent);
-    service.assert_serving(&fixture);
+    service.assert_serving(&fixture, USER);
 }
 
 #[test]
@@ -767,7 +771,7 @@ fn socket_activation_and_the_client_errors() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mnt = user_mountpoint(fixture.dir.path(), "mnt");
+    let mnt = user_mountpoint(fixture.dir.path(), "mnt", USER);
     let _unmount = Guard::mount(&mnt);
     let mount = |image: &Path| {
         as_uid(USER, LAZYCFS)

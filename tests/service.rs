@@ -205,7 +205,7 @@ fn fixture() -> Fixture {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("null"),
+        src.join("null"),
         rustix::fs::FileType::CharacterDevice,
         Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),

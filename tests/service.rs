@@ -230,9 +230,17 @@ fn fixture() -> Fixture {
     }
 }
 
-/// True if the service tests can run here (root, composefs, setpriv; fails under `CI`).
+/// True if the service tests can run here (root, composefs, setpriv, loop devices; fails
+/// under `CI`).
 fn ready(test: &str) -> bool {
-    kernel::require_composefs(test) && rootless::require(test)
+    if !(kernel::require_composefs(test) && rootless::require(test)) {
+        return false;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        common::skip(test, "no /dev/loop-control (module loop)");
+        return false;
+    }
+    true
 }
 
 /// The walk of `dir` as [`USER`] (the unprivileged caller), through [`service_walk_helper`].

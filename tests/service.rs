@@ -63,12 +63,14 @@ impl Service {
         let socket = dir.path().join("mount.sock");
         let notify_path = dir.path().join("notify");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
         let child = Command::new(LAZYCFS)
             .args(["-v", "service", "--listen"])
             .arg(&socket)
             .args(extra)
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let guard = Guard::process(child);
@@ -78,6 +80,11 @@ impl Service {
             _dir: dir,
             socket,
         }
+    }
+
+    /// What the service logged so far (`-v`).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("service.log")).unwrap()
     }
 
     /// `lazycfs mount --mode service IMAGE MOUNTPOINT --basedir BASEDIR` as `uid`.
@@ -836,4 +843,96 @@ fn socket_activation_and_the_client_errors() {
             dir.path().join("none.sock").display()
         )
     );
+}
+
+#[test]
+fn cache_is_keyed_by_content_and_auto_mode_picks_the_service() {
+    let test = "cache_is_keyed_by_content_and_auto_mode_picks_the_service";
+    if !ready(test) {
+        return;
+    }
+    let service = Service::start(&[]);
+    let fixture = fixture();
+    // The same bytes under another name: one rewrite for both.
+    let copy = fixture.dir.path().join("copy.cfs");
+    std::fs::copy(&fixture.image, &copy).unwrap();
+    rootless::make_readable(&copy);
+    let first = user_mountpoint(fixture.dir.path(), "first", USER);
+    let second = user_mountpoint(fixture.dir.path(), "second", USER);
+    let _unmount = Guard::mount(&first).and_mount(&second);
+    assert_ok(
+        "first mount",
+        &service.mount_as(USER, &fixture.image, &fixture.basedir, &first, &[]),
+    );
+    // --mode auto, as an unprivileged caller with a service that answers.
+    let out = as_uid(USER, LAZYCFS)
+        .args(["-v", "mount"])
+        .arg(&copy)
+        .arg(&second)
+        .arg("--basedir")
+        .arg(&fixture.basedir)
+        .env("LAZYCFS_SERVICE_SOCKET", &service.socket)
+        .output()
+        .unwrap();
+    assert_ok("auto mount", &out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("mode service: not root, and the mount service answers"),
+        "-v does not say why: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mount_options(&second).contains("nosuid"));
+    assert_eq!(std::fs::read(second.join("a")).unwrap(), b"hello\n");
+    let log = service.log();
+    let done: Vec<&str> = log.lines().filter(|l| l.contains("mount done")).collect();
+    assert_eq!(done.len(), 2, "{log}");
+    assert!(done[0].ends_with("mount done (image rewritten)"), "{log}");
+    assert!(
+        done[1].ends_with("mount done (image rewritten earlier, from the cache)"),
+        "{log}"
+    );
+    for mnt in [&first, &second] {
+        assert_ok("umount", &service.umount_as(USER, mnt));
+    }
+}
+
+#[test]
+fn auto_mode_falls_back_to_fuse_without_a_service() {
+    let test = "auto_mode_falls_back_to_fuse_without_a_service";
+    if !ready(test) {
+        return;
+    }
+    let fixture = fixture();
+    let mnt = user_mountpoint(fixture.dir.path(), "mnt", USER);
+    let _unmount = Guard::mount(&mnt);
+    let none = fixture.dir.path().join("none.sock");
+    let out = as_uid(USER, LAZYCFS)
+        .args(["-v", "mount", "--no-object-check"])
+        .arg(&fixture.image)
+        .arg(&mnt)
+        .arg("--basedir")
+        .arg(&fixture.basedir)
+        .env("LAZYCFS_SERVICE_SOCKET", &none)
+        .output()
+        .unwrap();
+    assert_ok("auto mount without a service", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "not using the mount service: mount service at {}: No such file or directory",
+            none.display()
+        )) && stderr.contains("mode direct"),
+        "{stderr}"
+    );
+    // A FUSE mount without allow_other: only its user reads it.
+    let out = as_uid(USER, "cat").arg(mnt.join("a")).output().unwrap();
+    assert_eq!(out.stdout, b"hello\n");
+    let out = as_uid(USER, LAZYCFS)
+        .arg("umount")
+        .arg(&mnt)
+        .env("LAZYCFS_SERVICE_SOCKET", &none)
+        .output()
+        .unwrap();
+    assert_ok("umount of the FUSE mount", &out);
+    assert!(!is_mount_point(&mnt));
 }

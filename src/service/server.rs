@@ -248,12 +248,15 @@ fn handle(stream: &UnixStream, shared: &Shared) -> Result<(), Refusal> {
         Request::Mount {
             digest,
             require_verity,
-        } => mount(&caller, &fds, *digest, *require_verity, shared),
-        Request::Umount => unmount(&caller, fds[0].as_fd()),
+        } => mount(&caller, &fds, *digest, *require_verity, shared).map(|cached| match cached {
+            true => " (image rewritten earlier, from the cache)",
+            false => " (image rewritten)",
+        }),
+        Request::Umount => unmount(&caller, fds[0].as_fd()).map(|()| ""),
     };
     match &result {
-        Ok(()) => log::info!(
-            "uid {} (pid {}): {} done",
+        Ok(how) => log::info!(
+            "uid {} (pid {}): {} done{how}",
             caller.uid,
             caller.pid,
             request_name(&request)
@@ -265,7 +268,7 @@ fn handle(stream: &UnixStream, shared: &Shared) -> Result<(), Refusal> {
             request_name(&request)
         ),
     }
-    result
+    result.map(drop)
 }
 
 fn request_name(request: &Request) -> &'static str {
@@ -354,13 +357,14 @@ fn receive(
     Ok((request, fds))
 }
 
+/// Mounts for `caller`; whether the rewritten image came from the cache.
 fn mount(
     caller: &Caller,
     fds: &[OwnedFd],
     digest: Option<[u8; 32]>,
     require_verity: bool,
     shared: &Shared,
-) -> Result<(), Refusal> {
+) -> Result<bool, Refusal> {
     let [image, basedir, mountpoint] = fds else {
         unreachable!("receive checked the count");
     };
@@ -391,6 +395,7 @@ fn mount(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&key);
+    let from_cache = cached.is_some();
     let memfd = match cached {
         Some(memfd) => memfd,
         None => {
@@ -430,7 +435,8 @@ fn mount(
             e.kind(),
             format!("attaching the mount on the mountpoint: {e}"),
         ))
-    })
+    })?;
+    Ok(from_cache)
 }
 
 fn bad_fd(what: &'static str, why: impl ToString) -> Refusal {

@@ -579,6 +579,13 @@ fn bad_requests_get_their_error_and_the_service_keeps_serving() {
         mount(path_only.as_fd(), basedir.as_fd(), mnt_fd.as_fd()),
         "error: image: not open for reading"
     );
+    // An image that changes while the service reads it: /proc/version says 0 bytes when
+    // stat'ed, then reads as more (as a file that grows meanwhile).
+    let growing = open(Path::new("/proc/version"), OFlags::RDONLY);
+    assert_eq!(
+        mount(growing.as_fd(), basedir.as_fd(), mnt_fd.as_fd()),
+        "error: image: changed while the service read it"
+    );
     // An image too big.
     let big = fixture.dir.path().join("big.cfs");
     std::fs::write(&big, vec![0u8; 1_000_001]).unwrap();

@@ -555,8 +555,8 @@ fn sealed_memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// Runs `f` on a thread of its own with the caller's uid, gid and groups, and no capability
-/// but `CAP_SYS_ADMIN` (to mount). Credentials belong to a thread: the thread ends with `f`,
+/// Runs `f` on a thread of its own with the caller's effective uid and gid, its groups, and
+/// no capability but `CAP_SYS_ADMIN` (to mount). Credentials belong to a thread: the thread ends with `f`,
 /// and no other thread of the service is affected.
 fn as_caller<T: Send>(caller: &Caller, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     std::thread::scope(|scope| {
@@ -577,11 +577,14 @@ fn become_caller(caller: &Caller) -> io::Result<()> {
     let uid = Uid::from_raw(caller.uid);
     let gid = Gid::from_raw(caller.gid);
     let groups: Vec<Gid> = caller.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    // Keep the permitted set across the change of uid, then keep only CAP_SYS_ADMIN.
-    rustix::thread::set_keep_capabilities(true)?;
+    // Effective (and so filesystem) ids are the caller's: overlayfs checks its layers
+    // against those. Real and saved ids stay root, so that the caller may neither signal
+    // this thread (a SIGKILL would end the service) nor ptrace it while it runs as them; with
+    // a root id left the permitted set survives, and only CAP_SYS_ADMIN is kept of it.
+    let root_gid = Gid::ROOT;
     rustix::thread::set_thread_groups(&groups)?;
-    rustix::thread::set_thread_res_gid(gid, gid, gid)?;
-    rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+    rustix::thread::set_thread_res_gid(root_gid, gid, root_gid)?;
+    rustix::thread::set_thread_res_uid(Uid::ROOT, uid, Uid::ROOT)?;
     rustix::thread::set_capabilities(
         None,
         CapabilitySets {

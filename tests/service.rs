@@ -449,10 +449,25 @@ fn basedir_is_read_with_the_callers_rights() {
         .status()
         .unwrap();
     assert!(status.success());
-    // Files 0600, directories still open: the caller opens the basedir itself.
+    // Files 0600 of another user, directories still open: the caller opens the basedir
+    // itself.
     let status = Command::new("find")
         .arg(&private)
         .args(["-type", "f", "-exec", "chmod", "go-r", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("find")
+        .arg(&private)
+        .args([
+            "-type",
+            "f",
+            "-exec",
+            "chown",
+            &OTHER.to_string(),
+            "{}",
+            "+",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -463,7 +478,9 @@ fn basedir_is_read_with_the_callers_rights() {
         &service.mount_as(USER, &fixture.image, &private, &mnt, &[]),
     );
     // Root reading through the caller's mount gets the caller's rights on objects too.
-    let err = std::fs::read(mnt.join("object")).unwrap_err();
+    let err = std::fs::read(mnt.join("object"))
+        .map(|b| b.len())
+        .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc_eacces()), "{err}");
     // Inline content (in the image) is readable.
     assert_eq!(std::fs::read(mnt.join("a")).unwrap(), b"hello\n");
@@ -478,6 +495,54 @@ fn basedir_is_read_with_the_callers_rights() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_ok("umount", &service.umount_as(USER, &mnt));
+    // Root as the caller (with CAP_DAC_OVERRIDE in the initial namespace) reads them: the
+    // overlay gets the caller's file capabilities too, so root gets the rootful mount.
+    let root_mnt = fixture.dir.path().join("root-mnt");
+    std::fs::create_dir(&root_mnt).unwrap();
+    let _unmount_root = Guard::mount(&root_mnt);
+    let out = Command::new(LAZYCFS)
+        .args(["mount", "--mode", "service", "--service-socket"])
+        .arg(&service.socket)
+        .arg(&fixture.image)
+        .arg(&root_mnt)
+        .arg("--basedir")
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert_ok("mount as root", &out);
+    assert_eq!(
+        std::fs::read(root_mnt.join("object")).unwrap(),
+        vec![7u8; 10_000]
+    );
+    // Root without those capabilities (dropped from its bounding set, so gone after exec)
+    // gets a mount that refuses the object, as opening it directly would.
+    let capless_mnt = fixture.dir.path().join("capless-mnt");
+    std::fs::create_dir(&capless_mnt).unwrap();
+    let _unmount_capless = Guard::mount(&capless_mnt);
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-dac_override,-dac_read_search", "--"])
+        .arg(LAZYCFS)
+        .args(["mount", "--mode", "service", "--service-socket"])
+        .arg(&service.socket)
+        .arg(&fixture.image)
+        .arg(&capless_mnt)
+        .arg("--basedir")
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert_ok("mount as root without file capabilities", &out);
+    let err = std::fs::read(capless_mnt.join("object"))
+        .map(|b| b.len())
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_eacces()), "{err}");
+    for mnt in [&root_mnt, &capless_mnt] {
+        let out = Command::new(LAZYCFS)
+            .arg("umount")
+            .arg(mnt)
+            .output()
+            .unwrap();
+        assert_ok("umount as root", &out);
+    }
 }
 
 /// Sends `text` with `fds` to the service as `uid` (a thread with that uid connects, so

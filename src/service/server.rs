@@ -136,6 +136,10 @@ struct Caller {
     gid: u32,
     groups: Vec<u32>,
     pid: i32,
+    /// The capabilities that bypass file permissions (`CAP_DAC_OVERRIDE`,
+    /// `CAP_DAC_READ_SEARCH`) the caller has in the initial user namespace: the overlay reads
+    /// the basedir with them too, so that root gets the rootful mount.
+    file_caps: rustix::thread::CapabilitySet,
 }
 
 /// State shared by the request threads.
@@ -280,12 +284,48 @@ fn request_name(request: &Request) -> &'static str {
 
 fn caller(stream: &UnixStream) -> io::Result<Caller> {
     let cred = rustix::net::sockopt::socket_peercred(stream)?;
+    let pid = cred.pid.as_raw_nonzero().get();
     Ok(Caller {
         uid: cred.uid.as_raw(),
         gid: cred.gid.as_raw(),
         groups: crate::sys::peer_groups(stream)?,
-        pid: cred.pid.as_raw_nonzero().get(),
+        pid,
+        file_caps: file_capabilities(stream, pid).unwrap_or_else(|e| {
+            log::debug!("pid {pid}: no capabilities granted: {e}");
+            rustix::thread::CapabilitySet::empty()
+        }),
     })
+}
+
+/// The file-permission capabilities the peer process has in the initial user namespace
+/// (none if it is in another one). Read from `/proc/PID`, then confirmed to be the peer's:
+/// its pidfd (`SO_PEERPIDFD`) still names a running process with that pid, so the pid was
+/// not reused meanwhile.
+fn file_capabilities(stream: &UnixStream, pid: i32) -> io::Result<rustix::thread::CapabilitySet> {
+    use rustix::thread::CapabilitySet;
+    use std::os::unix::fs::MetadataExt;
+    let pidfd = crate::sys::peer_pidfd(stream)?;
+    let user_ns = std::fs::metadata(format!("/proc/{pid}/ns/user"))?.ino();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let alive = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?
+        .lines()
+        .any(|line| {
+            line.split_once(':')
+                .is_some_and(|(k, v)| k == "Pid" && v.trim() == pid.to_string())
+        });
+    if !alive {
+        return Err(io::Error::other("the caller exited"));
+    }
+    if user_ns != crate::mount::mode::PROC_USER_INIT_INO {
+        return Ok(CapabilitySet::empty());
+    }
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .ok_or_else(|| io::Error::other("no CapEff in /proc/PID/status"))?;
+    Ok(CapabilitySet::from_bits_retain(effective)
+        & (CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH))
 }
 
 /// Reads one request and its file descriptors, by `deadline`.
@@ -556,7 +596,8 @@ fn sealed_memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Runs `f` on a thread of its own with the caller's effective uid and gid, its groups, and
-/// no capability but `CAP_SYS_ADMIN` (to mount). Credentials belong to a thread: the thread ends with `f`,
+/// no capability but `CAP_SYS_ADMIN` (to mount) and the caller's own file-permission
+/// capabilities (see [`Caller::file_caps`]). Credentials belong to a thread: the thread ends with `f`,
 /// and no other thread of the service is affected.
 fn as_caller<T: Send>(caller: &Caller, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     std::thread::scope(|scope| {
@@ -588,8 +629,8 @@ fn become_caller(caller: &Caller) -> io::Result<()> {
     rustix::thread::set_capabilities(
         None,
         CapabilitySets {
-            effective: CapabilitySet::SYS_ADMIN,
-            permitted: CapabilitySet::SYS_ADMIN,
+            effective: CapabilitySet::SYS_ADMIN | caller.file_caps,
+            permitted: CapabilitySet::SYS_ADMIN | caller.file_caps,
             inheritable: CapabilitySet::empty(),
         },
     )?;

@@ -357,3 +357,29 @@ pub(crate) fn loop_device(
     }
     Err(io::Error::other("no free loop device"))
 }
+
+/// `SO_PEERPIDFD` (Linux 6.5; the same number on every architecture lazycfs builds for).
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// A pidfd of the process at the other end of a connected Unix socket (`SO_PEERPIDFD`): it
+/// names that process for as long as it is held, even after it exits and its pid is reused.
+pub(crate) fn peer_pidfd(socket: impl AsFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fd: libc::c_int = -1;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes one int (the new descriptor) into `fd`, of `len` bytes.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 || fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor the kernel just opened for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -753,3 +753,44 @@ impl Cache {
         self.bytes += size;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd() -> Arc<OwnedFd> {
+        Arc::new(rustix::fs::memfd_create("test", rustix::fs::MemfdFlags::CLOEXEC).unwrap())
+    }
+
+    #[test]
+    fn cache_keeps_the_newest_within_its_bytes() {
+        let mut cache = Cache::new(100);
+        cache.insert([1; 32], fd(), 60);
+        cache.insert([2; 32], fd(), 30);
+        assert!(cache.get(&[1; 32]).is_some() && cache.get(&[2; 32]).is_some());
+        // 60 + 30 + 20 > 100: the oldest goes.
+        cache.insert([3; 32], fd(), 20);
+        assert!(cache.get(&[1; 32]).is_none());
+        assert!(cache.get(&[2; 32]).is_some() && cache.get(&[3; 32]).is_some());
+        // Larger than the whole cache: not kept, nothing evicted.
+        cache.insert([4; 32], fd(), 101);
+        assert!(cache.get(&[4; 32]).is_none() && cache.get(&[2; 32]).is_some());
+        assert_eq!(cache.bytes, 50);
+    }
+
+    #[test]
+    fn sealed_memfd_refuses_changes() {
+        let memfd = sealed_memfd(b"image").unwrap();
+        assert_eq!(
+            rustix::io::pwrite(&memfd, b"x", 0),
+            Err(rustix::io::Errno::PERM)
+        );
+        assert_eq!(
+            rustix::fs::ftruncate(&memfd, 1),
+            Err(rustix::io::Errno::PERM)
+        );
+        let mut buf = [0u8; 5];
+        assert_eq!(rustix::io::pread(&memfd, &mut buf, 0), Ok(5));
+        assert_eq!(&buf, b"image");
+    }
+}

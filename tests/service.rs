@@ -956,7 +956,7 @@ fn cache_is_keyed_by_content_and_auto_mode_picks_the_service() {
     assert!(mount_options(&second).contains("nosuid"));
     assert_eq!(std::fs::read(second.join("a")).unwrap(), b"hello\n");
     let log = service.log();
-    let done: Vec<&str> = log.lines().filter(|l| l.contains("mount done")).collect();
+    let done: Vec<&str> = log.lines().filter(|l| l.contains(": mount done")).collect();
     assert_eq!(done.len(), 2, "{log}");
     assert!(done[0].ends_with("mount done (image rewritten)"), "{log}");
     assert!(
@@ -966,6 +966,45 @@ fn cache_is_keyed_by_content_and_auto_mode_picks_the_service() {
     for mnt in [&first, &second] {
         assert_ok("umount", &service.umount_as(USER, mnt));
     }
+    // The same file again, unchanged: not even read. Then changed (same bytes written over
+    // it, which changes its ctime): read again, found in the cache by content.
+    assert_ok(
+        "third mount",
+        &service.mount_as(USER, &fixture.image, &fixture.basedir, &first, &[]),
+    );
+    assert_ok("umount", &service.umount_as(USER, &first));
+    let bytes = std::fs::read(&fixture.image).unwrap();
+    std::fs::write(&fixture.image, &bytes).unwrap();
+    assert_ok(
+        "fourth mount",
+        &service.mount_as(USER, &fixture.image, &fixture.basedir, &first, &[]),
+    );
+    assert_ok("umount", &service.umount_as(USER, &first));
+    // Another user's mount of the same file reads it itself.
+    let other = user_mountpoint(fixture.dir.path(), "other", OTHER);
+    let _unmount_other = Guard::mount(&other);
+    assert_ok(
+        "mount by another user",
+        &service.mount_as(OTHER, &fixture.image, &fixture.basedir, &other, &[]),
+    );
+    assert_ok("umount", &service.umount_as(OTHER, &other));
+    let log = service.log();
+    let done: Vec<&str> = log.lines().filter(|l| l.contains(": mount done")).collect();
+    assert_eq!(done.len(), 5, "{log}");
+    assert!(
+        done[2].ends_with(
+            "mount done (image unchanged since read: not read again, rewrite from the cache)"
+        ),
+        "{log}"
+    );
+    assert!(
+        done[3].ends_with("mount done (image rewritten earlier, from the cache)"),
+        "{log}"
+    );
+    assert!(
+        done[4].ends_with("mount done (image rewritten earlier, from the cache)"),
+        "{log}"
+    );
 }
 
 #[test]

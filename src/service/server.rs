@@ -252,10 +252,7 @@ fn handle(stream: &UnixStream, shared: &Shared) -> Result<(), Refusal> {
         Request::Mount {
             digest,
             require_verity,
-        } => mount(&caller, &fds, *digest, *require_verity, shared).map(|cached| match cached {
-            true => " (image rewritten earlier, from the cache)",
-            false => " (image rewritten)",
-        }),
+        } => mount(&caller, &fds, *digest, *require_verity, shared),
         Request::Umount => unmount(&caller, fds[0].as_fd()).map(|()| ""),
     };
     match &result {
@@ -397,14 +394,14 @@ fn receive(
     Ok((request, fds))
 }
 
-/// Mounts for `caller`; whether the rewritten image came from the cache.
+/// Mounts for `caller`; how the image was had, for the log.
 fn mount(
     caller: &Caller,
     fds: &[OwnedFd],
     digest: Option<[u8; 32]>,
     require_verity: bool,
     shared: &Shared,
-) -> Result<bool, Refusal> {
+) -> Result<&'static str, Refusal> {
     let [image, basedir, mountpoint] = fds else {
         unreachable!("receive checked the count");
     };
@@ -420,8 +417,28 @@ fn mount(
             limit,
         });
     }
-    let bytes = read_image(image.as_fd(), shared.limits.max_image_bytes)?;
-    let key = FsVerityHasher::digest(&bytes);
+    // An image this caller had mounted before, unchanged since (same inode, size and times:
+    // any write changes its ctime), is not read again.
+    let identity = image_identity(caller, image.as_fd())?;
+    let known = shared
+        .cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .known(&identity);
+    let (key, bytes) = match known {
+        Some(key) => (key, None),
+        None => {
+            let (bytes, read_identity) =
+                read_image(caller, image.as_fd(), shared.limits.max_image_bytes)?;
+            let key = FsVerityHasher::digest(&bytes);
+            shared
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remember(read_identity, key);
+            (key, Some(bytes))
+        }
+    };
     if let Some(expected) = digest {
         if expected != key {
             return Err(Refusal::Digest {
@@ -435,10 +452,19 @@ fn mount(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&key);
-    let from_cache = cached.is_some();
+    let how = match (&bytes, cached.is_some()) {
+        (None, true) => " (image unchanged since read: not read again, rewrite from the cache)",
+        (Some(_), true) => " (image rewritten earlier, from the cache)",
+        (_, false) => " (image rewritten)",
+    };
     let memfd = match cached {
         Some(memfd) => memfd,
         None => {
+            let bytes = match bytes {
+                Some(bytes) => bytes,
+                // Known, but its rewrite has left the cache since.
+                None => read_image(caller, image.as_fd(), shared.limits.max_image_bytes)?.0,
+            };
             let rewritten = rewrite(bytes)?;
             let memfd = Arc::new(sealed_memfd(&rewritten).map_err(Refusal::Kernel)?);
             shared
@@ -476,7 +502,7 @@ fn mount(
             format!("attaching the mount on the mountpoint: {e}"),
         ))
     })?;
-    Ok(from_cache)
+    Ok(how)
 }
 
 fn bad_fd(what: &'static str, why: impl ToString) -> Refusal {
@@ -516,17 +542,47 @@ fn check_mountpoint(caller: &Caller, fd: BorrowedFd<'_>) -> Result<(), Refusal> 
     Ok(())
 }
 
-/// The caller's image, read into memory: a regular file open for reading, at most `limit`
-/// bytes, whose size and times did not change while it was read.
-fn read_image(fd: BorrowedFd<'_>, limit: u64) -> Result<Vec<u8>, Refusal> {
+/// What identifies an image file's content for one caller without reading it: the caller,
+/// the file (device, inode) and its size, modification and change times. Any write to the
+/// file changes its ctime, which no caller can set. Bound to the caller, so that another
+/// user's file that reuses an inode number never maps to this caller's image.
+type Identity = (u32, u64, u64, i64, i64, u64, i64, u64);
+
+fn identity_of(caller: &Caller, stat: &rustix::fs::Stat) -> Identity {
+    (
+        caller.uid,
+        stat.st_dev,
+        stat.st_ino,
+        stat.st_size,
+        stat.st_mtime,
+        stat.st_mtime_nsec as u64,
+        stat.st_ctime,
+        stat.st_ctime_nsec as u64,
+    )
+}
+
+/// Checks the caller's image fd (a regular file open for reading) and returns its identity.
+fn image_identity(caller: &Caller, fd: BorrowedFd<'_>) -> Result<Identity, Refusal> {
     let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| bad_fd("image", e))?;
     if flags.contains(OFlags::PATH) || (flags & OFlags::RWMODE) == OFlags::WRONLY {
         return Err(bad_fd("image", "not open for reading"));
     }
-    let before = rustix::fs::fstat(fd).map_err(|e| bad_fd("image", e))?;
-    if FileType::from_raw_mode(before.st_mode) != FileType::RegularFile {
+    let stat = rustix::fs::fstat(fd).map_err(|e| bad_fd("image", e))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Err(bad_fd("image", "not a regular file"));
     }
+    Ok(identity_of(caller, &stat))
+}
+
+/// The caller's image, read into memory: a regular file open for reading, at most `limit`
+/// bytes, whose size and times did not change while it was read; and its identity then.
+fn read_image(
+    caller: &Caller,
+    fd: BorrowedFd<'_>,
+    limit: u64,
+) -> Result<(Vec<u8>, Identity), Refusal> {
+    image_identity(caller, fd)?;
+    let before = rustix::fs::fstat(fd).map_err(|e| bad_fd("image", e))?;
     let size = before.st_size as u64;
     if size > limit {
         return Err(Refusal::ImageTooBig { size, limit });
@@ -557,7 +613,7 @@ fn read_image(fd: BorrowedFd<'_>, limit: u64) -> Result<Vec<u8>, Refusal> {
     if longer != 0 || times(&before) != times(&after) {
         return Err(Refusal::ImageChanged);
     }
-    Ok(bytes)
+    Ok((bytes, identity_of(caller, &before)))
 }
 
 /// The image the kernel will parse: decoded from the caller's bytes, checked as `lazycfs
@@ -721,7 +777,12 @@ struct Cache {
     entries: VecDeque<([u8; 32], Arc<OwnedFd>, u64)>,
     bytes: u64,
     limit: u64,
+    /// The digests of images read before, by [`Identity`] (at most [`MAX_KNOWN`]).
+    known: std::collections::HashMap<Identity, [u8; 32]>,
 }
+
+/// Identities remembered; the memory is forgotten whole when full.
+const MAX_KNOWN: usize = 4096;
 
 impl Cache {
     fn new(limit: u64) -> Cache {
@@ -729,7 +790,24 @@ impl Cache {
             entries: VecDeque::new(),
             bytes: 0,
             limit,
+            known: std::collections::HashMap::new(),
         }
+    }
+
+    /// The digest of the image with this identity, if it was read before and its rewrite is
+    /// still cached.
+    fn known(&self, identity: &Identity) -> Option<[u8; 32]> {
+        self.known
+            .get(identity)
+            .copied()
+            .filter(|key| self.get(key).is_some())
+    }
+
+    fn remember(&mut self, identity: Identity, key: [u8; 32]) {
+        if self.known.len() >= MAX_KNOWN {
+            self.known.clear();
+        }
+        self.known.insert(identity, key);
     }
 
     fn get(&self, key: &[u8; 32]) -> Option<Arc<OwnedFd>> {

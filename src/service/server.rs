@@ -555,9 +555,9 @@ fn identity_of(caller: &Caller, stat: &rustix::fs::Stat) -> Identity {
         stat.st_ino,
         stat.st_size,
         stat.st_mtime,
-        stat.st_mtime_nsec as u64,
+        stat.st_mtime_nsec,
         stat.st_ctime,
-        stat.st_ctime_nsec as u64,
+        stat.st_ctime_nsec,
     )
 }
 

@@ -16,6 +16,7 @@ pub mod erofs;
 pub mod mount;
 pub mod objects;
 pub mod server;
+pub mod service;
 mod sys;
 pub mod view;
 

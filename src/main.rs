@@ -35,7 +35,11 @@ fn main() -> ExitCode {
         Command::Mount(args) => cli::mount::mount(args, cli.verbose > 0),
         Command::Create(args) => cli::create::create(args),
         Command::Run(args) => cli::run::run(args),
-        Command::Umount { mountpoint } => cli::mount::umount(&mountpoint),
+        Command::Umount {
+            mountpoint,
+            service_socket,
+        } => cli::mount::umount(&mountpoint, &service_socket),
+        Command::Service(args) => cli::service::service(args),
         Command::Completions { shell } => cli::docs::completions(shell),
         Command::Manpage { dir: Some(dir), .. } => cli::docs::manpages(&dir),
         Command::Manpage { command, dir: None } => cli::docs::manpage(command.as_deref()),

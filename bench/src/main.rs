@@ -257,6 +257,20 @@ fn servers(lazycfs: &Path, baselines: &[(String, PathBuf)]) -> Vec<Server> {
     ] {
         list.push(lazycfs_server(name, lazycfs, lazycfs_args(mode, extra)));
     }
+    // The mount service: the same kernel mount as `kernel`, of the service's rewrite, with
+    // the basedir read with the caller's rights; startup once with the rewrite, once with it
+    // cached.
+    for (name, cached) in [("lazycfs service", true), ("lazycfs service first", false)] {
+        list.push(Server {
+            name,
+            kind: Kind::Service {
+                program: lazycfs.to_path_buf(),
+                cached,
+            },
+            missing: None,
+            uring: false,
+        });
+    }
     // Server names live for the whole run.
     for (label, program) in baselines {
         let direct: &'static str = Box::leak(label.clone().into_boxed_str());

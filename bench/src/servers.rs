@@ -33,6 +33,11 @@ pub enum Kind {
     Kernel { overlay: bool },
     /// A FUSE server process.
     Fuse { program: PathBuf, args: Vec<Arg> },
+    /// `lazycfs service` (started for the mount, not timed) and a `lazycfs mount --mode
+    /// service` client: the kernel composefs mount of the service's rewrite of the image.
+    /// With `cached`, an untimed mount and unmount first, so the timed one finds the rewrite
+    /// in the service's cache.
+    Service { program: PathBuf, cached: bool },
 }
 
 /// One argument of a FUSE server's command line.
@@ -74,7 +79,7 @@ impl Server {
     ) -> anyhow::Result<(Mount, Duration)> {
         let probe = dirs.mountpoint.join(&image.probe);
         ensure_unmounted(&dirs.mountpoint)?;
-        let start = Instant::now();
+        let mut start = Instant::now();
         let mut mount = Mount {
             mountpoints: Vec::new(),
             child: None,
@@ -121,6 +126,56 @@ impl Server {
                     Ok(child)
                 })?;
                 mount.child = Some(child);
+                mount.mountpoints.push(dirs.mountpoint.clone());
+            }
+            Kind::Service { program, cached } => {
+                let (log, log_path) = self.log_file(dirs)?;
+                mount.log = Some((log_path, log.metadata()?.len()));
+                let socket = dirs.tmp.join("service.sock");
+                let mut command = Command::new(program);
+                command
+                    .args(["service", "--listen"])
+                    .arg(&socket)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log);
+                let child = cleanup::starting(|| {
+                    let child = command
+                        .spawn()
+                        .with_context(|| format!("starting {}", program.display()))?;
+                    cleanup::register_child(child.id());
+                    Ok(child)
+                })?;
+                mount.child = Some(child);
+                let listening = Instant::now();
+                while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                    if listening.elapsed() > timeout {
+                        bail!(
+                            "{}: the service does not answer on {}",
+                            self.name,
+                            socket.display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let client = || -> anyhow::Result<()> {
+                    let status = Command::new(program)
+                        .args(["mount", "--mode", "service", "--service-socket"])
+                        .arg(&socket)
+                        .arg(&image.path)
+                        .arg(&dirs.mountpoint)
+                        .arg("--basedir")
+                        .arg(&dirs.basedir)
+                        .status()?;
+                    anyhow::ensure!(status.success(), "{}: mount failed ({status})", self.name);
+                    Ok(())
+                };
+                if *cached {
+                    client()?;
+                    unmount(&dirs.mountpoint, UnmountFlags::DETACH)?;
+                }
+                start = Instant::now();
+                client()?;
                 mount.mountpoints.push(dirs.mountpoint.clone());
             }
         }

@@ -108,11 +108,29 @@ pub enum Command {
     Create(CreateArgs),
     /// Run a command inside a private mount of an image (any user; exits with its status)
     Run(RunArgs),
-    /// Unmount a lazycfs mount (as `fusermount3 -u` does)
+    /// Unmount a lazycfs mount (as `fusermount3 -u` does; a mount service mount through the
+    /// service)
     Umount {
         /// The mountpoint
         mountpoint: PathBuf,
+        /// The mount service's socket (for mounts made with `--mode service`)
+        #[arg(
+            long,
+            value_name = "PATH",
+            env = "LAZYCFS_SERVICE_SOCKET",
+            default_value = lazycfs::service::DEFAULT_SOCKET
+        )]
+        service_socket: PathBuf,
     },
+    /// Run the mount service: a root daemon that mounts composefs images with the kernel for
+    /// unprivileged users (`mount --mode service`)
+    ///
+    /// Callers pass file descriptors only (image, basedir, an empty mountpoint directory they
+    /// own). The service rewrites each image with lazycfs's own writer into a sealed memfd
+    /// (the caller's bytes never reach the kernel's parser), mounts it on kernel EROFS under an
+    /// overlayfs that reads the basedir with the caller's rights, `ro,nosuid,nodev`. Started by
+    /// systemd socket activation (`LISTEN_FDS`) or by hand; tells systemd when ready.
+    Service(ServiceArgs),
     /// Print a shell completion script
     ///
     /// For example `lazycfs completions bash > /usr/share/bash-completion/completions/lazycfs`,
@@ -223,8 +241,43 @@ pub struct MountArgs {
     /// Refuse to mount unless the image file's own fs-verity digest is this (64 hex digits)
     #[arg(long, value_name = "HEX", allow_hyphen_values = true)]
     pub digest: Option<String>,
+    /// The mount service's socket (`--mode service`, and `auto` for an unprivileged caller)
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "LAZYCFS_SERVICE_SOCKET",
+        default_value = lazycfs::service::DEFAULT_SOCKET
+    )]
+    pub service_socket: PathBuf,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The socket to listen on, unless systemd passes one (socket activation)
+    #[arg(
+        long,
+        value_name = "PATH",
+        allow_hyphen_values = true,
+        default_value = lazycfs::service::DEFAULT_SOCKET
+    )]
+    pub listen: PathBuf,
+    /// Largest image accepted, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub max_image_size: u64,
+    /// Seconds a caller has to send its whole request
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub request_timeout: u64,
+    /// Requests served at once; further connections are refused until one ends
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_requests: usize,
+    /// Service mounts one user may have at once
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_mounts_per_user: usize,
+    /// Bytes of rewritten images kept, so that mounting the same image again costs no rewrite
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub cache_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -319,7 +372,8 @@ impl ServeArgs {
 /// `--mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
-    /// Kernel for root, overlay for root in a user namespace, direct for anyone else
+    /// Kernel for root, overlay for root in a user namespace, the mount service for anyone
+    /// else when it answers, else direct
     #[default]
     Auto,
     /// FUSE only, following redirects (any user)
@@ -328,6 +382,8 @@ pub enum ModeArg {
     Overlay,
     /// Kernel EROFS + overlayfs (root)
     Kernel,
+    /// Kernel EROFS + overlayfs made by the mount service (`lazycfs service`) for any user
+    Service,
 }
 
 /// `--verity`.

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod logger;
 pub mod mount;
 pub mod run;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

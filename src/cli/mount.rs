@@ -17,6 +17,12 @@ use super::{USAGE_ERROR, check_basedir, open_image};
 const READY: &str = "lazycfs: ready";
 
 pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
+    if let Some(why) = use_service(&args) {
+        if verbose {
+            eprintln!("lazycfs: mode service: {why}");
+        }
+        return mount_service(&args);
+    }
     let image = open_image(&args.image, USAGE_ERROR)?;
     check_basedir(args.basedir.as_deref(), USAGE_ERROR)?;
     if let Some(hex) = &args.digest {
@@ -84,6 +90,71 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
     serve_until_stopped(mounted, &stop)
 }
 
+/// Why the mount goes through the mount service, or `None` when it does not: asked for, or
+/// `--mode auto` for an unprivileged caller with a basedir, no upper directory and a service
+/// that answers (`-v` says why not, and the mount falls back to FUSE).
+fn use_service(args: &MountArgs) -> Option<&'static str> {
+    match args.mode {
+        ModeArg::Service => return Some("requested"),
+        ModeArg::Auto => {}
+        _ => return None,
+    }
+    if Privilege::detect().ok()? != Privilege::Unprivileged
+        || args.basedir.is_none()
+        || args.serve.upper.is_some()
+    {
+        return None;
+    }
+    match lazycfs::service::client::answers(&args.service_socket) {
+        Ok(()) => Some("not root, and the mount service answers: kernel EROFS + overlayfs"),
+        Err(e) => {
+            log::info!("not using the mount service: {e}");
+            None
+        }
+    }
+}
+
+/// `--mode service`: the mount service mounts the image for us (the kernel's composefs
+/// mount); nothing stays running here.
+fn mount_service(args: &MountArgs) -> Result<ExitCode, ExitCode> {
+    let Some(basedir) = &args.basedir else {
+        eprintln!("lazycfs: the service mode needs --basedir");
+        return Err(ExitCode::from(USAGE_ERROR));
+    };
+    if args.serve.upper.is_some() {
+        eprintln!("lazycfs: the service mode makes read-only mounts: no --upper");
+        return Err(ExitCode::from(USAGE_ERROR));
+    }
+    let digest = match &args.digest {
+        Some(hex) => Some(lazycfs::service::parse_digest(hex).map_err(|e| {
+            eprintln!("lazycfs: --digest: {e}");
+            ExitCode::from(USAGE_ERROR)
+        })?),
+        None => None,
+    };
+    let request = lazycfs::service::client::MountRequest::new()
+        .digest(digest)
+        .require_verity(args.serve.verity == super::args::VerityMode::Require);
+    match lazycfs::service::client::mount(
+        &args.service_socket,
+        &args.image,
+        basedir,
+        &args.mountpoint,
+        &request,
+    ) {
+        Ok(()) => {
+            if args.foreground {
+                println!("{READY}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("lazycfs: mount {}: {e}", args.mountpoint.display());
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 /// The mode to use, or a one-line error (exit 2) when the requested one cannot work.
 fn choose_mode(args: &MountArgs) -> Result<(Mode, &'static str), ExitCode> {
     let fail = |why: String| {
@@ -96,6 +167,7 @@ fn choose_mode(args: &MountArgs) -> Result<(Mode, &'static str), ExitCode> {
         ModeArg::Direct => Some(Mode::Direct),
         ModeArg::Overlay => Some(Mode::Overlay),
         ModeArg::Kernel => Some(Mode::Kernel),
+        ModeArg::Service => unreachable!("handled by mount_service"),
     };
     let wants = Wants {
         basedir: args.basedir.is_some(),
@@ -239,13 +311,41 @@ fn relay_available(mut pipe: std::process::ChildStderr) {
     let _ = io::stderr().write_all(&logged);
 }
 
-/// `lazycfs umount`: unmounts any lazycfs mount (FUSE, overlay or kernel).
-pub fn umount(mountpoint: &Path) -> Result<ExitCode, ExitCode> {
-    match lazycfs::mount::unmount(mountpoint) {
+/// `lazycfs umount`: unmounts any lazycfs mount (FUSE, overlay or kernel); a mount the mount
+/// service made is unmounted by the service unless we are root.
+pub fn umount(mountpoint: &Path, service_socket: &Path) -> Result<ExitCode, ExitCode> {
+    let by_service = !rustix::process::geteuid().is_root() && is_service_mount(mountpoint);
+    let result = if by_service {
+        lazycfs::service::client::unmount(service_socket, mountpoint).map_err(io::Error::other)
+    } else {
+        lazycfs::mount::unmount(mountpoint)
+    };
+    match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("lazycfs umount: {}: {e}", mountpoint.display());
             Err(ExitCode::from(1))
         }
     }
+}
+
+/// Whether the mount on `mountpoint` is one the mount service made (its source, in our
+/// mountinfo).
+fn is_service_mount(mountpoint: &Path) -> bool {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let Ok(stat) = rustix::fs::statx(
+        rustix::fs::CWD,
+        mountpoint,
+        AtFlags::empty(),
+        StatxFlags::MNT_ID,
+    ) else {
+        return false;
+    };
+    let id = stat.stx_mnt_id.to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.split(' ').next() == Some(id.as_str()))
+        .filter_map(|line| line.split_once(" - ")?.1.split(' ').nth(1))
+        .any(lazycfs::service::is_service_source)
 }

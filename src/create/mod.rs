@@ -331,16 +331,8 @@ pub fn create_from_dump(
     if signal != 0 {
         return Err(CreateError::Interrupted(signal as i32));
     }
-    let (files, bytes) = tree
-        .nodes
-        .iter()
-        .filter_map(|node| match node.kind {
-            tree::Kind::Object { size, .. } => Some(size),
-            _ => None,
-        })
-        .fold((0, 0), |(files, bytes), size| (files + 1, bytes + size));
-    let inodes = inodes::collect(&tree, &[], options.format)?;
-    let bytes_out = erofs::write(&inodes, options.format)?;
+    let (files, bytes) = object_totals(&tree);
+    let bytes_out = write_tree(&tree, options.format)?;
     output.finish(&bytes_out, stop)?;
     Ok(Created {
         digest: FsVerityHasher::digest(&bytes_out),
@@ -349,6 +341,29 @@ pub fn create_from_dump(
         objects_written: 0,
         objects_present: 0,
     })
+}
+
+/// The composefs image of a dumpfile held in memory (`name` is what errors call it), as
+/// [`create_from_dump`] writes it. The mount service writes the images the kernel mounts
+/// with this, from the dump of a caller's image.
+pub fn image_from_dump(text: &[u8], name: &str, format: Format) -> Result<Vec<u8>, CreateError> {
+    write_tree(&dumpfile::parse(text, name)?, format)
+}
+
+fn write_tree(tree: &tree::Tree, format: Format) -> Result<Vec<u8>, CreateError> {
+    let inodes = inodes::collect(tree, &[], format)?;
+    erofs::write(&inodes, format)
+}
+
+/// Files whose content is an object, and their bytes.
+fn object_totals(tree: &tree::Tree) -> (u64, u64) {
+    tree.nodes
+        .iter()
+        .filter_map(|node| match node.kind {
+            tree::Kind::Object { size, .. } => Some(size),
+            _ => None,
+        })
+        .fold((0, 0), |(files, bytes), size| (files + 1, bytes + size))
 }
 
 /// Hashes one file and stores its object; `None` if told to quit midway.

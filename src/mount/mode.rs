@@ -13,7 +13,7 @@ use crate::view::View;
 
 /// Inode number of the initial user namespace's `/proc/self/ns/user` (`PROC_USER_INIT_INO`
 /// in `include/linux/proc_ns.h`).
-const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
+pub(crate) const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
 
 /// The caller's standing for mounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,6 +35,20 @@ impl DetachedMount {
         .map_err(|e| io::Error::other(format!("attaching the mount on {}: {e}", target.display())))
     }
 
+    /// Attaches the mount on the directory `target` is open on (`MOVE_MOUNT_T_EMPTY_PATH`):
+    /// the directory itself, whatever path leads to it now. The directory must be in this
+    /// process's mount namespace.
+    pub fn attach_to(self, target: BorrowedFd<'_>) -> io::Result<()> {
+        move_mount(
+            self.fd.as_fd(),
+            "",
+            target,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(Into::into)
+    }
+
     /// A path that names the mount's root while this value lives (`/proc/self/fd/N`), usable
     /// as an overlay layer.
     pub fn proc_path(&self) -> PathBuf {
@@ -74,6 +88,13 @@ impl FsBuilder {
         let value = value.as_ref();
         fsconfig_set_string(&self.fd, key, value)
             .map_err(|e| self.error(&format!("{key}={}", Path::new(value).display()), e))?;
+        Ok(self)
+    }
+
+    /// Sets `key` to the file or directory `fd` is open on (`FSCONFIG_SET_FD`), for
+    /// filesystems that take one (overlayfs layers since Linux 6.13).
+    pub(crate) fn fd(&self, key: &str, fd: BorrowedFd<'_>) -> io::Result<&Self> {
+        rustix::mount::fsconfig_set_fd(&self.fd, key, fd).map_err(|e| self.error(key, e))?;
         Ok(self)
     }
 

@@ -225,3 +225,163 @@ pub(crate) fn fix_malloc_mmap_threshold() {
         }
     }
 }
+
+/// The supplementary groups of the peer of a connected Unix socket (`SO_PEERGROUPS`), as they
+/// were when it connected. At most 65536 groups (the kernel's `NGROUPS_MAX`).
+pub(crate) fn peer_groups(socket: impl AsFd) -> io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * size_of::<u32>()) as libc::socklen_t;
+        // SAFETY: `groups` has room for `len` bytes, which the kernel writes at most (and
+        // sets `len` to what it wrote, or to what it needs when ERANGE).
+        let ret = unsafe {
+            libc::getsockopt(
+                socket.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / size_of::<u32>();
+        if ret == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ERANGE) || needed <= groups.len() || needed > 65536 {
+            return Err(error);
+        }
+        groups.resize(needed, 0);
+    }
+}
+
+/// Takes ownership of a file descriptor handed over by systemd's socket activation
+/// (`LISTEN_FDS`, numbered from 3), which `sd_notify::listen_fds` listed. Called once per
+/// descriptor.
+pub(crate) fn adopt_listen_fd(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    if fd < 3 {
+        return Err(io::Error::from(rustix::io::Errno::BADF));
+    }
+    // Refuse a number that is not open (a wrong LISTEN_FDS) before owning it.
+    // SAFETY: borrowed only for this one fcntl, which fails with EBADF if it is not open.
+    rustix::fs::fcntl_getfl(unsafe { BorrowedFd::borrow_raw(fd) })?;
+    // SAFETY: the service manager passes these descriptors to this process for it to own;
+    // `listen_fds` lists each once and the caller adopts each once, so nothing else owns or
+    // closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `LOOP_CTL_GET_FREE`: the number of a free loop device (allocated if need be).
+const LOOP_CTL_GET_FREE: rustix::ioctl::Opcode = 0x4C82;
+/// `LOOP_CONFIGURE`: attach a file and set the device up in one call (Linux 5.8).
+const LOOP_CONFIGURE: rustix::ioctl::Opcode = 0x4C0A;
+/// `LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR`: a read-only device that detaches its file when
+/// last closed (once the mount on it is gone).
+const LO_FLAGS: u32 = 1 | 4;
+
+/// `struct loop_config` of `<linux/loop.h>`, with its `struct loop_info64` flattened.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+    reserved: [u64; 8],
+}
+
+/// A read-only loop device backed by `file`, which detaches itself when last closed; its
+/// path (`/dev/loopN`) and an open descriptor that keeps it set up meanwhile. For files that
+/// file-backed EROFS does not take (a memfd: tmpfs has no `read_folio`).
+pub(crate) fn loop_device(
+    file: impl AsFd,
+) -> io::Result<(std::path::PathBuf, std::os::fd::OwnedFd)> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let control = rustix::fs::open(
+        "/dev/loop-control",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // Another process may take the free device between the two calls: try again.
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number (or -1).
+        let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if number < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path = std::path::PathBuf::from(format!("/dev/loop{number}"));
+        let device = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let config = LoopConfig {
+            fd: file.as_fd().as_raw_fd() as u32,
+            block_size: 0,
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: LO_FLAGS,
+            lo_file_name: [0; 64],
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+            reserved: [0; 8],
+        };
+        // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which `LoopConfig` lays out
+        // field for field (`repr(C)`, 304 bytes); the kernel only reads it.
+        let configured = unsafe {
+            rustix::ioctl::ioctl(
+                &device,
+                rustix::ioctl::Setter::<LOOP_CONFIGURE, LoopConfig>::new(config),
+            )
+        };
+        match configured {
+            Ok(()) => return Ok((path, device)),
+            Err(rustix::io::Errno::BUSY) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("no free loop device"))
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5; the same number on every architecture lazycfs builds for).
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// A pidfd of the process at the other end of a connected Unix socket (`SO_PEERPIDFD`): it
+/// names that process for as long as it is held, even after it exits and its pid is reused.
+pub(crate) fn peer_pidfd(socket: impl AsFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fd: libc::c_int = -1;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes one int (the new descriptor) into `fd`, of `len` bytes.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 || fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor the kernel just opened for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -164,18 +164,29 @@ pub fn unreachable_entry(path: Vec<u8>, errno: i32) -> Entry {
 ///
 /// Panics with context on any I/O error: this is test support code.
 pub fn walk(root: &Path) -> Vec<Entry> {
+    walk_tolerating(root, &[])
+}
+
+/// [`walk`] for an unprivileged walker: an entry whose reading fails with one of `errnos`
+/// (e.g. EACCES for a 0700 directory of another user) is recorded by path and errno alone,
+/// as entries lstat refuses are.
+pub fn walk_tolerating(root: &Path, errnos: &[i32]) -> Vec<Entry> {
     let mut out = Vec::new();
-    walk_rec(root, b"/".to_vec(), &mut out);
+    walk_rec(root, b"/".to_vec(), &mut out, errnos);
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }
 
-fn walk_rec(abs: &Path, rel: Vec<u8>, out: &mut Vec<Entry>) {
+fn walk_rec(abs: &Path, rel: Vec<u8>, out: &mut Vec<Entry>, tolerated: &[i32]) {
     // An entry listed by readdir but refused by lstat (EIO) is recorded by path alone.
     let entry = match read_entry(abs, rel.clone()) {
         Ok(entry) => entry,
         // (overlayfs lists whiteouts in lower directories but lookup says ENOENT.)
-        Err(e) if matches!(e.raw_os_error(), Some(5) | Some(2)) => {
+        Err(e)
+            if matches!(e.raw_os_error(), Some(5) | Some(2))
+                || e.raw_os_error()
+                    .is_some_and(|errno| tolerated.contains(&errno)) =>
+        {
             out.push(unreachable_entry(rel, e.raw_os_error().unwrap()));
             return;
         }
@@ -195,7 +206,7 @@ fn walk_rec(abs: &Path, rel: Vec<u8>, out: &mut Vec<Entry>) {
             child_rel.push(b'/');
         }
         child_rel.extend_from_slice(&name);
-        walk_rec(&child_abs, child_rel, out);
+        walk_rec(&child_abs, child_rel, out, tolerated);
     }
 }
 

@@ -118,13 +118,7 @@ impl Server {
                     .stdin(Stdio::null())
                     .stdout(log.try_clone()?)
                     .stderr(log);
-                let child = cleanup::starting(|| {
-                    let child = command
-                        .spawn()
-                        .with_context(|| format!("starting {}", program.display()))?;
-                    cleanup::register_child(child.id());
-                    Ok(child)
-                })?;
+                let child = spawn_registered(&mut command, program)?;
                 mount.child = Some(child);
                 mount.mountpoints.push(dirs.mountpoint.clone());
             }
@@ -139,13 +133,7 @@ impl Server {
                     .stdin(Stdio::null())
                     .stdout(log.try_clone()?)
                     .stderr(log);
-                let child = cleanup::starting(|| {
-                    let child = command
-                        .spawn()
-                        .with_context(|| format!("starting {}", program.display()))?;
-                    cleanup::register_child(child.id());
-                    Ok(child)
-                })?;
+                let child = spawn_registered(&mut command, program)?;
                 mount.child = Some(child);
                 let listening = Instant::now();
                 while std::os::unix::net::UnixStream::connect(&socket).is_err() {
@@ -375,4 +363,15 @@ fn ensure_unmounted(path: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("unmounting stale {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Starts `command` (running `program`) and registers it for the cleanup after a crash.
+fn spawn_registered(command: &mut Command, program: &Path) -> anyhow::Result<Child> {
+    cleanup::starting(|| {
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        cleanup::register_child(child.id());
+        Ok(child)
+    })
 }

@@ -16,14 +16,14 @@ use super::xattrs::{self, Shared, Stored};
 use super::{CreateError, Format};
 use crate::erofs::format::{
     COMPOSEFS_BLOCK_BITS, COMPOSEFS_FLAGS_HAS_ACL, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC,
-    ComposefsHeader, Dirent, INODE_SLOT_BITS, InodeCompact, InodeExtended, SUPER_MAGIC,
-    SUPER_OFFSET, SuperBlock, chunk, compat, datalayout, iformat, mode::S_IFLNK, mode::S_IFMT,
+    ComposefsHeader, Dirent, DiskSuperblock, INODE_SLOT_BITS, InodeCompact, InodeExtended,
+    SUPER_MAGIC, SUPER_OFFSET, chunk, compat, datalayout, iformat, mode::S_IFLNK, mode::S_IFMT,
     xattr_index,
 };
 
 const BLOCK: u64 = 1 << COMPOSEFS_BLOCK_BITS;
 const SLOT: u64 = 1 << INODE_SLOT_BITS;
-const INODES_AT: u64 = (SUPER_OFFSET + size_of::<SuperBlock>()) as u64;
+const INODES_AT: u64 = (SUPER_OFFSET + size_of::<DiskSuperblock>()) as u64;
 /// A directory's last, partial block stays inline up to this many bytes.
 const DIR_INLINE_MAX: u64 = BLOCK / 2;
 /// V0/V1 keep a regular file's partial last block inline up to this many bytes.
@@ -146,7 +146,7 @@ pub fn write(inodes: &Inodes<'_>, format: Format) -> Result<Vec<u8>, CreateError
 
     let mut out = vec![0u8; len];
     put(&mut out, 0, composefs_header(format, has_acl).as_bytes());
-    let superblock = SuperBlock {
+    let superblock = DiskSuperblock {
         magic: U32::new(SUPER_MAGIC),
         checksum: U32::new(0),
         feature_compat: U32::new(compat::MTIME | compat::XATTR_FILTER),

@@ -28,7 +28,7 @@ pub const SYMLINK_MAX: u64 = 4096;
 
 /// Size of the superblock with its extension slots (`sb_extslots`, 16 bytes each).
 pub const fn superblock_size(extslots: u8) -> usize {
-    size_of::<SuperBlock>() + extslots as usize * 16
+    size_of::<DiskSuperblock>() + extslots as usize * 16
 }
 
 /// Byte offset of block `blkaddr` (the kernel's `erofs_pos`); `None` on overflow.
@@ -104,7 +104,7 @@ pub mod incompat {
 #[derive(Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
 #[allow(missing_docs)] // fields mirror erofs_fs.h
-pub struct SuperBlock {
+pub struct DiskSuperblock {
     pub magic: U32,
     pub checksum: U32,
     pub feature_compat: U32,
@@ -419,7 +419,7 @@ pub const COMPOSEFS_FLAGS_HAS_ACL: u32 = 1;
 pub const COMPOSEFS_BLOCK_BITS: u8 = 12;
 
 const _: () = {
-    assert!(size_of::<SuperBlock>() == 128);
+    assert!(size_of::<DiskSuperblock>() == 128);
     assert!(size_of::<InodeCompact>() == 32);
     assert!(size_of::<InodeExtended>() == 64);
     assert!(size_of::<XattrIbodyHeader>() == 12);

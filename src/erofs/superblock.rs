@@ -9,7 +9,7 @@ use zerocopy::little_endian::U16;
 use super::bytes::ReadRef;
 use super::data::Extent;
 use super::error::{Error, Result};
-use super::format::{self, ComposefsHeader, SuperBlock, XattrLongPrefix, compat, incompat};
+use super::format::{self, ComposefsHeader, DiskSuperblock, XattrLongPrefix, compat, incompat};
 use super::inode::Inode;
 use crate::sys::Mapping;
 
@@ -223,7 +223,7 @@ impl Image {
     /// Reads the long xattr name prefix table (`xattr_prefix_start`, in the packed inode if
     /// there is one). Bounded: at most 128 entries of at most 64 KiB each.
     fn read_long_prefixes(&self) -> Result<Vec<LongPrefix>> {
-        let sb: &SuperBlock = self
+        let sb: &DiskSuperblock = self
             .read_at(format::SUPER_OFFSET as u64)
             .ok_or(Error::TooShort(self.data.len()))?;
         let count = sb.xattr_prefix_count;
@@ -265,7 +265,7 @@ impl Image {
 }
 
 fn parse_superblock(data: &[u8]) -> Result<Superblock> {
-    let raw: &SuperBlock = data
+    let raw: &DiskSuperblock = data
         .read_at(format::SUPER_OFFSET as u64)
         .ok_or(Error::TooShort(data.len()))?;
     let magic = raw.magic.get();

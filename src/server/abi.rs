@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::core::{Attr, CacheFlags, DirEntry, Entry, Opened, Statfs, TTL};
+use super::core::{Attr, CacheFlags, Entry, Opened, ReaddirEntry, Statfs, TTL};
 use super::passthrough::Backing;
 
 /// Declares the opcodes (each once): their constants and [`opcode_name`].
@@ -411,7 +411,7 @@ impl fuse_kstatfs {
 
 impl fuse_dirent {
     /// The head of directory entry `entry` (of node `ino`), its name to follow.
-    pub fn of(ino: u64, entry: &DirEntry<'_>) -> fuse_dirent {
+    pub fn of(ino: u64, entry: &ReaddirEntry<'_>) -> fuse_dirent {
         fuse_dirent {
             ino,
             off: entry.next_offset,

@@ -30,8 +30,8 @@ mod tests;
 
 pub(crate) use replies::fill_listing;
 pub use replies::{
-    Attr, CacheFlags, DirEntry, DirEntryPlus, Entry, ImageRead, ObjectRead, Opened, Read, Statfs,
-    Timestamp, XattrReply,
+    Attr, CacheFlags, Entry, ImageRead, ObjectRead, Opened, Read, ReaddirEntry, ReaddirPlusEntry,
+    Statfs, Timestamp, XattrReply,
 };
 
 /// How long the kernel may cache entries and attributes: the image never changes, so for as
@@ -217,12 +217,12 @@ impl<B> Core<B> {
     }
 
     /// The entries of directory `node` the view lists, from position `offset` (0, or an
-    /// entry's [`next_offset`](DirEntry::next_offset)).
+    /// entry's [`next_offset`](ReaddirEntry::next_offset)).
     pub fn readdir(
         &self,
         node: u64,
         offset: u64,
-    ) -> Result<impl Iterator<Item = Result<DirEntry<'_>, Errno>>, Errno> {
+    ) -> Result<impl Iterator<Item = Result<ReaddirEntry<'_>, Errno>>, Errno> {
         Ok(self.listed_entries(node, offset)?.map(|entry| {
             let entry = entry?;
             let kind = match FileType::from_dirent(entry.file_type) {
@@ -241,7 +241,7 @@ impl<B> Core<B> {
         &self,
         node: u64,
         offset: u64,
-    ) -> Result<impl Iterator<Item = Result<DirEntryPlus<'_>, Errno>>, Errno> {
+    ) -> Result<impl Iterator<Item = Result<ReaddirPlusEntry<'_>, Errno>>, Errno> {
         let dir = self.inode(node)?;
         let (mut xattr_budget, mut first) = (READDIRPLUS_XATTR_BUDGET, true);
         Ok(self.listed_entries(node, offset)?.map_while(move |entry| {
@@ -266,7 +266,7 @@ impl<B> Core<B> {
                 };
                 let entry = self.dir_entry(&entry, inode.file_type());
                 let attr = self.attr(&inode);
-                Ok(Some(DirEntryPlus { entry, attr, ttl }))
+                Ok(Some(ReaddirPlusEntry { entry, attr, ttl }))
             });
             entry.transpose()
         }))
@@ -377,8 +377,8 @@ impl<B> Core<B> {
         }
     }
 
-    fn dir_entry<'img>(&self, entry: &erofs::DirEntry<'img>, kind: FileType) -> DirEntry<'img> {
-        DirEntry {
+    fn dir_entry<'img>(&self, entry: &erofs::DirEntry<'img>, kind: FileType) -> ReaddirEntry<'img> {
+        ReaddirEntry {
             node: self.node_id(entry.nid),
             next_offset: entry.next_pos,
             kind,

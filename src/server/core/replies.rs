@@ -192,7 +192,7 @@ impl ObjectRead {
 
 /// One listed directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirEntry<'img> {
+pub struct ReaddirEntry<'img> {
     /// Node id of the inode it names.
     pub node: u64,
     /// Position of the entry after it: where a listing resumes.
@@ -205,9 +205,9 @@ pub struct DirEntry<'img> {
 
 /// A listed directory entry with its inode's attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirEntryPlus<'img> {
+pub struct ReaddirPlusEntry<'img> {
     /// The entry.
-    pub entry: DirEntry<'img>,
+    pub entry: ReaddirEntry<'img>,
     /// Its inode's attributes.
     pub attr: Attr,
     /// How long the kernel may keep the entry and attributes (zero for entries lookup

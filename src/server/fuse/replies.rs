@@ -16,7 +16,8 @@ use crate::erofs::FileType;
 use crate::server::abi::{fuse_attr, fuse_attr_out, fuse_entry_out, fuse_kstatfs, open_flags};
 use crate::server::buffers;
 use crate::server::core::{
-    Attr, DirEntry, DirEntryPlus, Entry, Errno, Opened, Read, Statfs, XattrReply, fill_listing,
+    Attr, Entry, Errno, Opened, Read, ReaddirEntry, ReaddirPlusEntry, Statfs, XattrReply,
+    fill_listing,
 };
 use crate::server::passthrough::Backing;
 
@@ -113,7 +114,7 @@ impl Answer<()> for ReplyEmpty {
     }
 }
 
-impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDirectory {
+impl<'a, I: Iterator<Item = Result<ReaddirEntry<'a>, Errno>>> Answer<I> for ReplyDirectory {
     fn answer(mut self, fs: &DevFuse, entries: I) {
         let listed = fill_listing(entries, |entry| {
             let name = OsStr::from_bytes(entry.name);
@@ -127,9 +128,9 @@ impl<'a, I: Iterator<Item = Result<DirEntry<'a>, Errno>>> Answer<I> for ReplyDir
     }
 }
 
-impl<'a, I: Iterator<Item = Result<DirEntryPlus<'a>, Errno>>> Answer<I> for ReplyDirectoryPlus {
+impl<'a, I: Iterator<Item = Result<ReaddirPlusEntry<'a>, Errno>>> Answer<I> for ReplyDirectoryPlus {
     fn answer(mut self, fs: &DevFuse, entries: I) {
-        let listed = fill_listing(entries, |DirEntryPlus { entry, attr, ttl }| {
+        let listed = fill_listing(entries, |ReaddirPlusEntry { entry, attr, ttl }| {
             let (node, name) = (INodeNo(entry.node), OsStr::from_bytes(entry.name));
             let attr = file_attr(&fuse_attr::of(&attr));
             self.add(node, entry.next_offset, name, &ttl, &attr, Generation(0))

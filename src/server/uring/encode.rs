@@ -5,7 +5,7 @@
 use zerocopy::IntoBytes;
 
 use crate::server::abi::{fuse_dirent, fuse_direntplus, fuse_entry_out, fuse_getxattr_out};
-use crate::server::core::{DirEntry, DirEntryPlus, Errno, XattrReply, fill_listing};
+use crate::server::core::{Errno, ReaddirEntry, ReaddirPlusEntry, XattrReply, fill_listing};
 
 /// An xattr value or name list, or its size.
 pub(super) fn xattr(out: &mut [u8], reply: XattrReply<'_>) -> Result<usize, Errno> {
@@ -19,7 +19,7 @@ pub(super) fn xattr(out: &mut [u8], reply: XattrReply<'_>) -> Result<usize, Errn
 /// error (as [`fill_listing`] hands them over).
 pub(super) fn dirents<'a>(
     out: &mut [u8],
-    entries: impl Iterator<Item = Result<DirEntry<'a>, Errno>>,
+    entries: impl Iterator<Item = Result<ReaddirEntry<'a>, Errno>>,
 ) -> Result<usize, Errno> {
     let mut len = 0;
     fill_listing(entries, |entry| {
@@ -32,10 +32,10 @@ pub(super) fn dirents<'a>(
 /// As [`dirents`], with each entry's attributes.
 pub(super) fn direntplus<'a>(
     out: &mut [u8],
-    entries: impl Iterator<Item = Result<DirEntryPlus<'a>, Errno>>,
+    entries: impl Iterator<Item = Result<ReaddirPlusEntry<'a>, Errno>>,
 ) -> Result<usize, Errno> {
     let mut len = 0;
-    fill_listing(entries, |DirEntryPlus { entry, attr, ttl }| {
+    fill_listing(entries, |ReaddirPlusEntry { entry, attr, ttl }| {
         let head = fuse_direntplus {
             entry_out: fuse_entry_out::with_attr(&attr, ttl),
             dirent: fuse_dirent::of(attr.ino, &entry),

@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn readdirplus(core: &Core<u32>, dir: u64, offset: u64) -> Vec<DirEntryPlus<'_>> {
+fn readdirplus(core: &Core<u32>, dir: u64, offset: u64) -> Vec<ReaddirPlusEntry<'_>> {
     core.readdirplus(dir, offset)
         .unwrap()
         .map(|e| e.unwrap())

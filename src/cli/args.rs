@@ -335,9 +335,9 @@ pub struct ServeArgs {
         value_enum,
         value_name = "TRANSPORT",
         env = "LAZYCFS_TRANSPORT",
-        default_value_t = Transport::Auto
+        default_value_t = TransportArg::Auto
     )]
-    pub transport: Transport,
+    pub transport: TransportArg,
     /// Do not count the objects missing from the basedir. The count walks the whole image
     /// beside the mount and prints a warning when some are missing; `mount` without
     /// --foreground returns, and `run` exits, once it is done
@@ -355,7 +355,7 @@ impl ServeArgs {
             options = options.busy_poll(false);
         }
         options
-            .transport(self.transport)
+            .transport(self.transport.into())
             .require_verity(self.verity == VerityMode::Require)
     }
 
@@ -384,6 +384,29 @@ pub enum ModeArg {
     Kernel,
     /// Kernel EROFS + overlayfs made by the mount service (`lazycfs service`) for any user
     Service,
+}
+
+/// `--transport` (the library's [`Transport`], as the command line spells it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    /// FUSE over io_uring when the kernel offers it, else /dev/fuse
+    #[default]
+    Auto,
+    /// FUSE over io_uring: one queue per CPU, each request answered on the CPU that made it
+    /// (Linux 6.14+, `fuse.enable_uring=1`)
+    Uring,
+    /// Requests read from and answered through /dev/fuse
+    Dev,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Transport {
+        match arg {
+            TransportArg::Auto => Transport::Auto,
+            TransportArg::Uring => Transport::Uring,
+            TransportArg::Dev => Transport::Dev,
+        }
+    }
 }
 
 /// `--verity`.

@@ -208,11 +208,14 @@ fn a_missing_argument_is_named_with_the_command_s_usage() {
 
 #[test]
 fn transport_is_chosen_for_mount_and_run() {
-    assert_eq!(mount_args("mount img mnt").serve.transport, Transport::Auto);
+    assert_eq!(
+        mount_args("mount img mnt").serve.transport,
+        TransportArg::Auto
+    );
     let args = mount_args("mount img mnt --transport uring");
-    assert_eq!(args.serve.transport, Transport::Uring);
+    assert_eq!(args.serve.transport, TransportArg::Uring);
     let args = run_args("run img --basedir objs --transport=dev -- true");
-    assert_eq!(args.serve.transport, Transport::Dev);
+    assert_eq!(args.serve.transport, TransportArg::Dev);
     let options = args.serve.apply(ServeOptions::new());
     assert_eq!(options.requested_transport(), Transport::Dev);
     assert!(error("mount img mnt --transport ring").contains("auto, uring, dev"));

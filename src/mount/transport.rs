@@ -9,7 +9,7 @@ use crate::server::uring::{Queues, Rings, StartError};
 use crate::server::{DevFuse, Server};
 
 /// How FUSE requests travel between the kernel and the server (`--transport`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Transport {
     /// FUSE over io_uring when the kernel offers it, else /dev/fuse
     #[default]

@@ -306,22 +306,10 @@ pub fn mount(
     options: &ServeOptions,
 ) -> io::Result<Mounted> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
-    let plan = transport::Plan::new(options.transport)?;
-    let prefetch = image.prefetcher();
-    let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
-    let prefetch = PrefetchThread::start(prefetch);
-    let stats = fs.stats();
-    let (session, transport, queues) = plan.serve(fs, |fs| {
+    let serving = serve(image, options, |fs| {
         fuse_mount::attached_session(fs, &mountpoint, options)
     })?;
-    let mounted = Mounted {
-        session: Some(session),
-        mountpoint,
-        stats,
-        transport,
-        queues,
-        _prefetch: prefetch,
-    };
+    let mounted = serving.mounted_on(mountpoint);
     wait_until_answering(&mounted)?;
     Ok(mounted)
 }
@@ -350,28 +338,65 @@ pub fn mount_overlay(
         _ => View::OverlayUser,
     };
     let options = options.clone().view(view);
-    let plan = transport::Plan::new(options.transport)?;
-    let prefetch = image.prefetcher();
-    let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
-    let prefetch = PrefetchThread::start(prefetch);
-    let stats = fs.stats();
-    let (fuse_mount, fuse_fd) = fuse_mount::mount_detached_fuse(&options)?;
-    let (session, transport, queues) = plan.serve(fs, |fs| {
+    let mut detached = None;
+    let serving = serve(image, &options, |fs| {
+        let (fuse_mount, fuse_fd) = fuse_mount::mount_detached_fuse(&options)?;
+        detached = Some(fuse_mount);
         fuser::Session::from_fd(fs, fuse_fd, options.session_acl(), options.fuse_config())
     })?;
+    let fuse_mount = detached.ok_or_else(|| io::Error::other("no FUSE mount was made"))?;
     // The overlay looks up the FUSE root while mounting: the server is already running.
     let overlay_mount = overlay::mount_overlayfs_on(&fuse_mount.proc_path(), &basedir, overlay)?;
     // The overlay holds its own reference to the FUSE mount; once the overlay goes, the FUSE
     // filesystem goes and the server stops.
     drop(fuse_mount);
     overlay_mount.attach(&mountpoint)?;
-    Ok(Mounted {
-        session: Some(session),
-        mountpoint,
+    Ok(serving.mounted_on(mountpoint))
+}
+
+/// A server started on its session, not yet a [`Mounted`] (which detaches its mount point
+/// when dropped, so it is made only once the mount is in place).
+struct Serving {
+    session: fuser::BackgroundSession,
+    stats: Arc<Stats>,
+    transport: Transport,
+    queues: Option<Queues>,
+    prefetch: PrefetchThread,
+}
+
+impl Serving {
+    fn mounted_on(self, mountpoint: PathBuf) -> Mounted {
+        Mounted {
+            session: Some(self.session),
+            mountpoint,
+            stats: self.stats,
+            transport: self.transport,
+            queues: self.queues,
+            _prefetch: self.prefetch,
+        }
+    }
+}
+
+/// What every mount does before its own part: the transport plan, the prefetch thread
+/// (started before the session, so that its reads overlap the mount's setup) and the server
+/// on the FUSE session `create` makes.
+fn serve(
+    image: Image,
+    options: &ServeOptions,
+    create: impl FnOnce(DevFuse) -> io::Result<fuser::Session<DevFuse>>,
+) -> io::Result<Serving> {
+    let plan = transport::Plan::new(options.transport)?;
+    let prefetch = image.prefetcher();
+    let fs = options.filesystem(image)?.with_uring(plan.wants_uring());
+    let prefetch = PrefetchThread::start(prefetch);
+    let stats = fs.stats();
+    let (session, transport, queues) = plan.serve(fs, create)?;
+    Ok(Serving {
+        session,
         stats,
         transport,
         queues,
-        _prefetch: prefetch,
+        prefetch,
     })
 }
 

@@ -9,7 +9,7 @@ mod common;
 use std::io::{IoSlice, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -38,6 +38,14 @@ fn service_walk_helper() {
     let cwd = std::env::current_dir().unwrap();
     let walk = rootless::fingerprint(tree::walk_tolerating(&cwd, &[libc_eacces()]));
     std::fs::write(out, rootless::to_text(&walk)).unwrap();
+}
+
+/// Not a test of its own: the walker `lazycfs run` starts in its namespaces
+/// ([`rootless::walk_in_run`]).
+#[test]
+#[ignore = "the walker the tests run as a child process"]
+fn walk_helper() {
+    rootless::walk_helper();
 }
 
 fn libc_eacces() -> i32 {
@@ -187,8 +195,8 @@ fn user_mountpoint(dir: &Path, name: &str, uid: u32) -> PathBuf {
     mnt
 }
 
-/// A small image made by `lazycfs create` of a tree with a plain file, an object, a
-/// setuid-root copy of `id`, a device node (/dev/null's numbers), all world-readable.
+/// A small image made by `lazycfs create` of a tree with a plain file, an object,
+/// setuid-root copies of `id` and `cat`, a device node (/dev/null's numbers), all world-readable.
 struct Fixture {
     dir: tempfile::TempDir,
     image: PathBuf,
@@ -204,12 +212,10 @@ fn fixture() -> Fixture {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("a"), b"hello\n").unwrap();
     std::fs::write(src.join("object"), vec![7u8; 10_000]).unwrap();
-    std::fs::copy("/usr/bin/id", src.join("setuid-id")).unwrap();
-    std::fs::set_permissions(
-        src.join("setuid-id"),
-        std::fs::Permissions::from_mode(0o4755),
-    )
-    .unwrap();
+    for (program, name) in [("/usr/bin/id", "setuid-id"), ("/usr/bin/cat", "setuid-cat")] {
+        std::fs::copy(program, src.join(name)).unwrap();
+        std::fs::set_permissions(src.join(name), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    }
     rustix::fs::mknodat(
         rustix::fs::CWD,
         src.join("null"),
@@ -357,6 +363,280 @@ fn corpus_service_mounts_match_rootful() {
         compared += 1;
     }
     assert_eq!(compared, cfs::CORPUS_WRITABLE);
+}
+
+/// `lazycfs run --mode service` as [`USER`] (in a user namespace of its own, its subordinate
+/// ids mapped): the service places the mount in the run's namespaces, and what the run sees
+/// is the rootful kernel composefs mount of the same image as root sees it, minus the
+/// `trusted.*` xattrs the user never sees.
+fn assert_run_through_service_matches_rootful(
+    service: &Service,
+    what: &str,
+    image: &Path,
+    basedir: &Path,
+) {
+    rootless::make_readable(image);
+    rootless::make_readable(basedir);
+    let reference = kernel::KernelMount::composefs(image, basedir)
+        .unwrap_or_else(|e| panic!("{what}: kernel composefs mount: {e}"));
+    let theirs =
+        rootless::without_trusted_xattrs(rootless::fingerprint(tree::walk(reference.path())));
+    drop(reference);
+    let socket = service.socket.to_str().unwrap();
+    let extra = ["--mode", "service", "--service-socket", socket];
+    let (ours, stderr) = rootless::walk_in_run(Path::new(LAZYCFS), image, basedir, &extra)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        stderr.contains("mode service: requested") && !stderr.contains("image reads"),
+        "{what}: the run did not mount through the service alone:\n{stderr}"
+    );
+    let opts = CompareOptions {
+        ino: false,
+        content: true,
+        both_unreadable: false,
+    };
+    if let Err(diff) = tree::compare_with(&theirs, &ours, opts) {
+        panic!("{what}: rootful kernel composefs vs service mount in the run's namespaces: {diff}");
+    }
+}
+
+#[test]
+fn own_namespace_mounts_match_rootful_kernel_mount() {
+    let test = "own_namespace_mounts_match_rootful_kernel_mount";
+    if !ready(test) {
+        return;
+    }
+    let service = Service::start(&[]);
+    let dir = tempfile::Builder::new()
+        .prefix("lazycfs-svc")
+        .tempdir()
+        .unwrap();
+    rootless::make_readable(dir.path());
+    for version in cfs::VERSIONS {
+        let (image, basedir) = composefs_image(
+            dir.path(),
+            "kinds",
+            include_str!("data/kinds.dump"),
+            version,
+        );
+        let what = format!("kinds V{version}");
+        assert_run_through_service_matches_rootful(&service, &what, &image, &basedir);
+    }
+    let fixture = fixture();
+    let (image, basedir) = (&fixture.image, &fixture.basedir);
+    assert_run_through_service_matches_rootful(&service, "lazycfs create", image, basedir);
+    let mounts = service.log().matches("mount done").count();
+    assert_eq!(mounts, cfs::VERSIONS.len() + 1, "{}", service.log());
+}
+
+#[test]
+fn corpus_own_namespace_mounts_match_rootful() {
+    let test = "corpus_own_namespace_mounts_match_rootful";
+    if !ready(test) {
+        return;
+    }
+    let Some(corpus) = cfs::writable_corpus(test) else {
+        return;
+    };
+    let service = Service::start(&[]);
+    let dir = tempfile::Builder::new()
+        .prefix("lazycfs-svc")
+        .tempdir()
+        .unwrap();
+    rootless::make_readable(dir.path());
+    let mut compared = 0;
+    for (name, dump) in corpus {
+        let (image, basedir) = composefs_image(dir.path(), name, &dump.text, dump.version);
+        assert_run_through_service_matches_rootful(&service, name, &image, &basedir);
+        compared += 1;
+    }
+    eprintln!("{compared} corpus images compared");
+    assert_eq!(compared, cfs::CORPUS_WRITABLE);
+}
+
+/// In its own namespaces (where `--mode auto` picks the service) the caller may lift
+/// `nosuid,nodev` (the mount is its own), and that gains it nothing: the overlay belongs to its user namespace, so device nodes never
+/// open, and a setuid-root file runs as the caller's own root there, not as root.
+#[test]
+fn own_namespace_mount_opens_no_device_and_runs_setuid_files_as_the_caller() {
+    let test = "own_namespace_mount_opens_no_device_and_runs_setuid_files_as_the_caller";
+    if !ready(test) {
+        return;
+    }
+    let service = Service::start(&[]);
+    let fixture = fixture();
+    // A file only root may read.
+    let secret = fixture.dir.path().join("secret");
+    std::fs::write(&secret, b"secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let work = rootless::user_dir();
+    let mnt = work.path().join("mnt");
+    let script = format!(
+        r#"
+        set -u
+        mkdir {mnt}
+        {lazycfs} -v mount --service-socket {socket} {image} {mnt} --basedir {basedir} \
+            || exit 10
+        grep -q " {mnt} ro,nosuid,nodev,.* - overlay lazycfs:uid={user} " /proc/self/mountinfo \
+            && echo placed
+        mount -o remount,bind,suid,dev {mnt} && echo lifted
+        head -c1 {mnt}/null >/dev/null 2>&1 || echo device-refused
+        setpriv --reuid=1 --regid=1 --clear-groups {mnt}/setuid-id -u
+        setpriv --reuid=1 --regid=1 --clear-groups {mnt}/setuid-cat {secret} \
+            >/dev/null 2>&1 || echo secret-refused
+        umount {mnt} && echo unmounted
+        "#,
+        mnt = mnt.display(),
+        lazycfs = LAZYCFS,
+        socket = service.socket.display(),
+        image = fixture.image.display(),
+        basedir = fixture.basedir.display(),
+        user = USER,
+        secret = secret.display(),
+    );
+    let out = rootless::in_user_namespace(Path::new("/bin/sh"))
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_ok("the script in the user's namespaces", &out);
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "placed",
+            "lifted",
+            "device-refused",
+            // Stored as uid 0: the caller's root in its namespace.
+            "0",
+            "secret-refused",
+            "unmounted"
+        ],
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `--mode auto` picked the service for root in a user namespace.
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("mode service: not root, and the mount service answers"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It was never a mount in the service's namespace.
+    assert!(!is_mount_point(&mnt));
+}
+
+/// A user + mount namespace of `uid`'s own, held by a process that sleeps until the guard
+/// kills it; its pid, and its user and mount namespace files, open.
+fn namespaces_of(uid: u32) -> (Guard, u32, OwnedFd, OwnedFd) {
+    let child = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args([
+            "--clear-groups",
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+        ])
+        .args(["sleep", "600"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let guard = Guard::process(child);
+    let own = std::fs::metadata("/proc/self/ns/mnt").unwrap();
+    // Bounded: unshare takes milliseconds; the test fails if it never does.
+    for _ in 0..500 {
+        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/mnt"));
+        if theirs.is_ok_and(|m| m.ino() != own.ino()) {
+            let user = open(Path::new(&format!("/proc/{pid}/ns/user")), OFlags::RDONLY);
+            let mnt = open(Path::new(&format!("/proc/{pid}/ns/mnt")), OFlags::RDONLY);
+            return (guard, pid, user, mnt);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("uid {uid}'s unshare did not make its namespaces");
+}
+
+#[test]
+fn own_namespace_requests_need_the_callers_own_namespaces() {
+    let test = "own_namespace_requests_need_the_callers_own_namespaces";
+    if !ready(test) {
+        return;
+    }
+    let service = Service::start(&[]);
+    let fixture = fixture();
+    let image = open(&fixture.image, OFlags::RDONLY);
+    let basedir = open(&fixture.basedir, OFlags::RDONLY | OFlags::DIRECTORY);
+    let mnt_dir = rootless::user_dir();
+    let mnt = open(mnt_dir.path(), OFlags::RDONLY | OFlags::DIRECTORY);
+    let (_mine, my_pid, my_user, my_mnt) = namespaces_of(USER);
+    let (_others, _, other_user, other_mnt) = namespaces_of(OTHER);
+    let init_user = open(Path::new("/proc/self/ns/user"), OFlags::RDONLY);
+    let init_mnt = open(Path::new("/proc/self/ns/mnt"), OFlags::RDONLY);
+    const OWN: &[u8] = b"lazycfs-service 1\nmount\nplace own-namespaces\n\n";
+    let request_with = |basedir: &OwnedFd, user_ns: &OwnedFd, mount_ns: &OwnedFd| {
+        let fds = [&image, basedir, &mnt, user_ns, mount_ns].map(AsFd::as_fd);
+        raw_request(&service.socket, USER, OWN, &fds)
+    };
+    let request = |user_ns: &OwnedFd, mount_ns: &OwnedFd| request_with(&basedir, user_ns, mount_ns);
+    assert_eq!(
+        request(&init_user, &init_mnt),
+        "error: user namespace: the service's own, not one the caller created"
+    );
+    assert_eq!(
+        request(&other_user, &other_mnt),
+        format!("error: user namespace: created by uid {OTHER}, not by the caller")
+    );
+    assert_eq!(
+        request(&my_mnt, &my_mnt),
+        "error: user namespace: not a user namespace"
+    );
+    assert_eq!(
+        request(&image, &my_mnt),
+        "error: user namespace: not a user namespace"
+    );
+    assert_eq!(
+        request(&my_user, &my_user),
+        "error: mount namespace: not a mount namespace"
+    );
+    assert_eq!(
+        request(&my_user, &init_mnt),
+        "error: mount namespace: not owned by the caller's user namespace"
+    );
+    assert_eq!(
+        request(&my_user, &other_mnt),
+        "error: mount namespace: not owned by the caller's user namespace"
+    );
+    // Its own namespaces, but the basedir, then the mountpoint, in the service's mount
+    // namespace.
+    assert_eq!(
+        request(&my_user, &my_mnt),
+        "error: creating the overlay over the image and the basedir: Invalid argument (os \
+         error 22)"
+    );
+    let their_basedir = open(
+        &Path::new(&format!("/proc/{my_pid}/root"))
+            .join(fixture.basedir.strip_prefix("/").unwrap()),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+    );
+    assert_eq!(
+        request_with(&their_basedir, &my_user, &my_mnt),
+        "error: attaching the mount on the mountpoint: Invalid argument (os error 22)"
+    );
+    assert_eq!(
+        raw_request(
+            &service.socket,
+            USER,
+            OWN,
+            &[image.as_fd(), basedir.as_fd(), mnt.as_fd()]
+        ),
+        "error: bad request: 3 file descriptors, 5 expected"
+    );
+    service.assert_serving(&fixture, USER);
 }
 
 #[test]
@@ -574,7 +854,7 @@ fn become_user(uid: u32) {
 
 fn send(stream: &UnixStream, text: &[u8], fds: &[BorrowedFd<'_>]) {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(6))];
     let mut ancillary = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() {
         assert!(ancillary.push(SendAncillaryMessage::ScmRights(fds)));

@@ -128,8 +128,10 @@ pub enum Command {
     /// Callers pass file descriptors only (image, basedir, an empty mountpoint directory they
     /// own). The service rewrites each image with lazycfs's own writer into a sealed memfd
     /// (the caller's bytes never reach the kernel's parser), mounts it on kernel EROFS under an
-    /// overlayfs that reads the basedir with the caller's rights, `ro,nosuid,nodev`. Started by
-    /// systemd socket activation (`LISTEN_FDS`) or by hand; tells systemd when ready.
+    /// overlayfs that reads the basedir with the caller's rights, `ro,nosuid,nodev`. A caller
+    /// in a user and mount namespace of its own (`unshare -Urm`, `lazycfs run`) gets the mount
+    /// there instead, its overlay made inside its user namespace. Started by systemd socket
+    /// activation (`LISTEN_FDS`) or by hand; tells systemd when ready.
     Service(ServiceArgs),
     /// Print a shell completion script
     ///
@@ -290,6 +292,17 @@ pub struct RunArgs {
     /// Run the command with the mount as its root directory (default: as its working directory)
     #[arg(long)]
     pub chroot: bool,
+    /// How to mount (-v says which and why)
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = RunModeArg::Auto)]
+    pub mode: RunModeArg,
+    /// The mount service's socket (`--mode service`, and `auto` when not root)
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "LAZYCFS_SERVICE_SOCKET",
+        default_value = lazycfs::service::DEFAULT_SOCKET
+    )]
+    pub service_socket: PathBuf,
     /// The command and its arguments (`--` before them is optional); never empty
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -372,8 +385,8 @@ impl ServeArgs {
 /// `--mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
-    /// Kernel for root, overlay for root in a user namespace, the mount service for anyone
-    /// else when it answers, else direct
+    /// Kernel for root; else the mount service when it answers (with --basedir, no --upper);
+    /// else overlay for root in a user namespace, direct for anyone else
     #[default]
     Auto,
     /// FUSE only, following redirects (any user)
@@ -382,7 +395,23 @@ pub enum ModeArg {
     Overlay,
     /// Kernel EROFS + overlayfs (root)
     Kernel,
-    /// Kernel EROFS + overlayfs made by the mount service (`lazycfs service`) for any user
+    /// Kernel EROFS + overlayfs made by the mount service (`lazycfs service`) for any user,
+    /// in the caller's own namespaces when it runs in a user namespace of its own
+    Service,
+}
+
+/// `run --mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum RunModeArg {
+    /// Kernel for root, else the mount service when it answers (and there is no --upper),
+    /// else overlay
+    #[default]
+    Auto,
+    /// FUSE as the lower layer of a `userxattr` overlay, in the run's user namespace (not root)
+    Overlay,
+    /// Kernel EROFS + overlayfs (root)
+    Kernel,
+    /// Kernel EROFS + overlayfs made by the mount service, in the run's own namespaces
     Service,
 }
 

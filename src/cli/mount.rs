@@ -91,7 +91,7 @@ pub fn mount(args: MountArgs, verbose: bool) -> Result<ExitCode, ExitCode> {
 }
 
 /// Why the mount goes through the mount service, or `None` when it does not: asked for, or
-/// `--mode auto` for an unprivileged caller with a basedir, no upper directory and a service
+/// `--mode auto` for a caller that is not root in the initial namespace, with a basedir, no upper directory and a service
 /// that answers (`-v` says why not, and the mount falls back to FUSE).
 fn use_service(args: &MountArgs) -> Option<&'static str> {
     match args.mode {
@@ -99,7 +99,7 @@ fn use_service(args: &MountArgs) -> Option<&'static str> {
         ModeArg::Auto => {}
         _ => return None,
     }
-    if Privilege::detect().ok()? != Privilege::Unprivileged
+    if Privilege::detect().ok()? == Privilege::InitialRoot
         || args.basedir.is_none()
         || args.serve.upper.is_some()
     {

@@ -9,14 +9,49 @@ use lazycfs::mount::ServeOptions;
 use lazycfs::mount::sandbox::{RunError, RunOptions, enter_private_namespaces};
 use std::io::ErrorKind;
 
-use super::args::RunArgs;
+use super::args::{RunArgs, RunModeArg};
 use super::{check_basedir, open_image};
+use lazycfs::mount::mode::Privilege;
+use std::path::PathBuf;
 
 /// Exit status when `lazycfs run` itself fails (as `podman run`/`env` do: 125), when the
 /// command cannot be executed (126) or is not found (127).
 const RUN_FAILED: u8 = 125;
 const NOT_EXECUTABLE: u8 = 126;
 const NOT_FOUND: u8 = 127;
+
+/// The mount service's socket when the run mounts through it (`None`: it mounts itself), or
+/// why the requested mode cannot be.
+fn run_mode(args: &RunArgs, privilege: Privilege) -> Result<Option<PathBuf>, &'static str> {
+    let root = privilege == Privilege::InitialRoot;
+    let service = Some(args.service_socket.clone());
+    match args.mode {
+        RunModeArg::Kernel if !root => Err("the kernel mode needs root in the initial namespace"),
+        RunModeArg::Overlay if root => Err("as root, `run` mounts with the kernel (--mode kernel)"),
+        RunModeArg::Kernel | RunModeArg::Overlay => Ok(None),
+        RunModeArg::Service if args.serve.upper.is_some() => {
+            Err("the service mode makes read-only mounts: no --upper")
+        }
+        RunModeArg::Service => {
+            log::info!("mode service: requested");
+            Ok(service)
+        }
+        RunModeArg::Auto if root || args.serve.upper.is_some() => Ok(None),
+        RunModeArg::Auto => match lazycfs::service::client::answers(&args.service_socket) {
+            Ok(()) => {
+                log::info!(
+                    "mode service: not root, and the mount service answers: kernel EROFS + \
+                     overlayfs in this run's namespaces"
+                );
+                Ok(service)
+            }
+            Err(e) => {
+                log::info!("not using the mount service: {e}");
+                Ok(None)
+            }
+        },
+    }
+}
 
 pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
     let image = open_image(&args.image, RUN_FAILED)?;
@@ -45,9 +80,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode, ExitCode> {
             .allow_other(false)
             .fsname(format!("lazycfs:{}", args.image.display())),
     );
+    let service = run_mode(&args, privilege).map_err(|why| {
+        eprintln!("lazycfs run: {why}");
+        ExitCode::from(RUN_FAILED)
+    })?;
     let options = RunOptions::new(serve)
         .overlay(args.serve.overlay())
-        .chroot(args.chroot);
+        .chroot(args.chroot)
+        .service(service);
     let (command, command_args) = args
         .command
         .split_first()

@@ -458,6 +458,63 @@ fn escape(name: &[u8]) -> Vec<u8> {
     }
 }
 
+impl Inodes<'_> {
+    /// Renames the overlay's xattrs for an unprivileged overlayfs (`userxattr`) stacked on the
+    /// image, so that it shows what the rootful mount of the image shows, as
+    /// [`View::OverlayUser`](crate::view::View::OverlayUser) presents an image to one: the
+    /// private `trusted.overlay.X` become `user.overlay.X` for the overlay to obey, escaped
+    /// `trusted.overlay.overlay.X` lose their escape (that overlay leaves `trusted.*` alone),
+    /// and the image's own `user.overlay.X` are escaped as `user.overlay.overlay.X`.
+    ///
+    /// A metacopy file without a redirect, whose data no layer holds, is an I/O error to the
+    /// rootful overlay's lookup; an unprivileged overlay would refuse it with EPERM instead
+    /// (it never follows metacopy origins). Its metacopy xattr gets a value too short to be
+    /// one, which overlayfs' lookup refuses with the rootful mount's EIO.
+    pub fn for_user_xattr_overlay(&mut self) {
+        let user = index_prefix(xattr_index::USER).expect("a standard xattr index");
+        let is = |name: &[u8], what: &[u8]| name.strip_prefix(user) == Some(what);
+        for inode in &mut self.list {
+            for (name, _) in &mut inode.xattrs {
+                *name = user_xattr_overlay_name(name);
+            }
+            let redirected = inode.xattrs.iter().any(|(name, _)| is(name, REDIRECT));
+            if !redirected {
+                for (name, value) in &mut inode.xattrs {
+                    if is(name, METACOPY) {
+                        *value = UNREACHABLE_METACOPY.to_vec();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A metacopy xattr value overlayfs refuses (shorter than its 4-byte header).
+const UNREACHABLE_METACOPY: &[u8] = b"\0";
+
+/// An image xattr's name as a `userxattr` overlay must find it (see
+/// [`Inodes::for_user_xattr_overlay`]).
+fn user_xattr_overlay_name(name: &[u8]) -> Vec<u8> {
+    let trusted = index_prefix(xattr_index::TRUSTED).expect("a standard xattr index");
+    let user = index_prefix(xattr_index::USER).expect("a standard xattr index");
+    if let Some(rest) = name.strip_prefix(trusted) {
+        if let Some(unescaped) = rest
+            .strip_prefix(OVERLAY)
+            .filter(|r| r.starts_with(OVERLAY))
+        {
+            return xattr_name(xattr_index::TRUSTED, &[unescaped]);
+        }
+        if rest.starts_with(OVERLAY) {
+            return xattr_name(xattr_index::USER, &[rest]);
+        }
+    } else if let Some(rest) = name.strip_prefix(user) {
+        if rest.starts_with(OVERLAY) {
+            return xattr_name(xattr_index::USER, &[OVERLAY, rest]);
+        }
+    }
+    name.to_vec()
+}
+
 /// `/xx/<62 hex>`: where the object named by `digest` is under the basedir.
 pub fn redirect(digest: &[u8; 32]) -> Vec<u8> {
     let hex = super::hex(digest);

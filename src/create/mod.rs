@@ -350,6 +350,21 @@ pub fn image_from_dump(text: &[u8], name: &str, format: Format) -> Result<Vec<u8
     write_tree(&dumpfile::parse(text, name)?, format)
 }
 
+/// As [`image_from_dump`], for an unprivileged overlayfs (`userxattr`) to stack on: the
+/// overlay's xattrs are in the `user.overlay.` namespace, as the FUSE overlay view presents
+/// them ([`View::OverlayUser`](crate::view::View::OverlayUser)). No reference writer makes
+/// these; the mount service mounts them in a caller's own user namespace.
+pub fn user_xattr_image_from_dump(
+    text: &[u8],
+    name: &str,
+    format: Format,
+) -> Result<Vec<u8>, CreateError> {
+    let tree = dumpfile::parse(text, name)?;
+    let mut inodes = inodes::collect(&tree, &[], format)?;
+    inodes.for_user_xattr_overlay();
+    erofs::write(&inodes, format)
+}
+
 fn write_tree(tree: &tree::Tree, format: Format) -> Result<Vec<u8>, CreateError> {
     let inodes = inodes::collect(tree, &[], format)?;
     erofs::write(&inodes, format)

@@ -42,7 +42,7 @@ impl Privilege {
 }
 
 /// Whether the calling process is in the initial user namespace.
-fn in_initial_user_namespace() -> io::Result<bool> {
+pub(crate) fn in_initial_user_namespace() -> io::Result<bool> {
     let ns = std::fs::metadata("/proc/self/ns/user")
         .map_err(|e| io::Error::new(e.kind(), format!("/proc/self/ns/user: {e}")))?;
     Ok(ns.ino() == PROC_USER_INIT_INO)

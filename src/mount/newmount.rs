@@ -71,6 +71,26 @@ pub(crate) struct FsBuilder {
     fs: &'static str,
 }
 
+/// A filesystem created but not yet mounted (an `fsopen` context after `FSCONFIG_CMD_CREATE`).
+pub(crate) struct CreatedFs {
+    builder: FsBuilder,
+}
+
+impl CreatedFs {
+    /// A mount of the filesystem with `attrs`, attached nowhere.
+    pub(crate) fn mount(&self, attrs: MountAttrFlags) -> io::Result<DetachedMount> {
+        let fd = fsmount(&self.builder.fd, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+            .map_err(|e| self.builder.error("fsmount", e))?;
+        Ok(DetachedMount { fd })
+    }
+}
+
+impl AsFd for CreatedFs {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.builder.fd.as_fd()
+    }
+}
+
 impl FsBuilder {
     /// Starts configuring a filesystem of type `fs` (`"fuse"`, `"overlay"`, `"erofs"`).
     pub(crate) fn open(fs: &'static str) -> io::Result<FsBuilder> {
@@ -106,10 +126,15 @@ impl FsBuilder {
 
     /// Creates the filesystem and a mount of it with `attrs`, attached nowhere.
     pub(crate) fn mount(self, attrs: MountAttrFlags) -> io::Result<DetachedMount> {
+        let created = self.create()?;
+        created.mount(attrs)
+    }
+
+    /// Creates the filesystem, to be mounted later (perhaps by another process: the mount
+    /// belongs to the mount namespace of whoever mounts it).
+    pub(crate) fn create(self) -> io::Result<CreatedFs> {
         fsconfig_create(&self.fd).map_err(|e| self.error("creating the filesystem", e))?;
-        let fd = fsmount(&self.fd, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-            .map_err(|e| self.error("fsmount", e))?;
-        Ok(DetachedMount { fd })
+        Ok(CreatedFs { builder: self })
     }
 
     /// The error for a failed step, with the kernel's log messages for this context.

@@ -184,6 +184,10 @@ pub struct RunOptions {
     pub overlay: OverlayMountOptions,
     /// Run the command with the mount as its root directory instead of its working directory.
     pub chroot: bool,
+    /// Mount through the mount service listening on this socket (`lazycfs service`): the
+    /// kernel's composefs mount, placed in the run's own namespaces. Read-only: no upper
+    /// directory.
+    pub service: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -193,7 +197,14 @@ impl RunOptions {
             serve,
             overlay: OverlayMountOptions::new(),
             chroot: false,
+            service: None,
         }
+    }
+
+    /// Sets the mount service to mount through (`None`: mount here).
+    pub fn service(mut self, socket: Option<PathBuf>) -> Self {
+        self.service = socket;
+        self
     }
 
     /// Sets the overlay options.
@@ -225,7 +236,8 @@ pub enum RunError {
     },
 }
 
-/// The mount a command runs in: kernel (no server) or overlay-on-FUSE.
+/// The mount a command runs in: kernel (made here or by the mount service; no server) or
+/// overlay-on-FUSE.
 enum RunMount {
     Kernel,
     Fuse(Mounted),
@@ -251,7 +263,10 @@ pub fn run(
         .ok_or_else(|| RunError::Mount(io::Error::other("`run` needs a basedir")))?;
     let mountpoint = private_mountpoint().map_err(RunError::Mount)?;
     let result = (|| {
-        let mount = if Mode::for_run(privilege) == Mode::Kernel {
+        let mount = if let Some(socket) = &options.service {
+            mount_by_service(socket, image_path, &basedir, &mountpoint, &options.overlay)?;
+            RunMount::Kernel
+        } else if Mode::for_run(privilege) == Mode::Kernel {
             mount_kernel_composefs(image_path, &basedir, &options.overlay)
                 .and_then(|m| m.attach(&mountpoint))
                 .map_err(RunError::Mount)?;
@@ -268,6 +283,27 @@ pub fn run(
     })();
     let _ = std::fs::remove_dir(&mountpoint);
     result
+}
+
+/// Has the mount service mount the image on `mountpoint`, in this process's namespaces.
+fn mount_by_service(
+    socket: &Path,
+    image: &Path,
+    basedir: &Path,
+    mountpoint: &Path,
+    overlay: &OverlayMountOptions,
+) -> Result<(), RunError> {
+    use crate::service::{Placement, client};
+    if overlay.upper.is_some() {
+        return Err(RunError::Mount(io::Error::other(
+            "the mount service makes read-only mounts: no --upper",
+        )));
+    }
+    let request = client::MountRequest::new()
+        .require_verity(overlay.require_verity)
+        .placement(Placement::OwnNamespaces);
+    client::mount(socket, image, basedir, mountpoint, &request)
+        .map_err(|e| RunError::Mount(io::Error::other(e.to_string())))
 }
 
 fn run_command(

@@ -10,7 +10,7 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
-use super::{Request, ServiceError};
+use super::{Placement, Request, ServiceError};
 
 /// What to ask the service to mount.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +20,10 @@ pub struct MountRequest {
     pub digest: Option<[u8; 32]>,
     /// `verity=require` on the overlay (`--verity require`).
     pub require_verity: bool,
+    /// Where the mount goes; `None`: in this process's own namespaces when it is in a user
+    /// namespace other than the initial one, else on the mountpoint as a directory the
+    /// caller owns.
+    pub placement: Option<Placement>,
 }
 
 impl MountRequest {
@@ -39,11 +43,28 @@ impl MountRequest {
         self.require_verity = require;
         self
     }
+
+    /// Sets where the mount goes.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
 }
 
-/// Asks the service listening on `socket` to mount `image` with `basedir` on `mountpoint`
-/// (an empty directory the caller owns). Each is opened here with the caller's rights; the
-/// service gets the file descriptors. Returns once mounted.
+/// Where a mount for this process goes unless told: in its own namespaces when it runs in a
+/// user namespace of its own (`unshare -Urm`, `podman unshare`, `lazycfs run`).
+pub fn default_placement() -> Placement {
+    match crate::mount::mode::in_initial_user_namespace() {
+        Ok(false) => Placement::OwnNamespaces,
+        _ => Placement::Directory,
+    }
+}
+
+/// Asks the service listening on `socket` to mount `image` with `basedir` on `mountpoint`:
+/// an empty directory the caller owns, or with [`Placement::OwnNamespaces`] any directory in
+/// this process's mount namespace, which must belong to a user namespace this user created.
+/// Each is opened here with the caller's rights; the service gets the file descriptors.
+/// Returns once mounted.
 pub fn mount(
     socket: &Path,
     image: &Path,
@@ -54,10 +75,20 @@ pub fn mount(
     let image_fd = open(image, OFlags::RDONLY)?;
     let basedir_fd = open(basedir, OFlags::RDONLY | OFlags::DIRECTORY)?;
     let mountpoint_fd = open(mountpoint, OFlags::RDONLY | OFlags::DIRECTORY)?;
-    let fds = [image_fd.as_fd(), basedir_fd.as_fd(), mountpoint_fd.as_fd()];
+    let mut fds = vec![image_fd.as_fd(), basedir_fd.as_fd(), mountpoint_fd.as_fd()];
+    let placement = request.placement.unwrap_or_else(default_placement);
+    let namespaces;
+    if placement == Placement::OwnNamespaces {
+        namespaces = [
+            open(Path::new("/proc/self/ns/user"), OFlags::RDONLY)?,
+            open(Path::new("/proc/self/ns/mnt"), OFlags::RDONLY)?,
+        ];
+        fds.extend(namespaces.iter().map(AsFd::as_fd));
+    }
     let request = Request::Mount {
         digest: request.digest,
         require_verity: request.require_verity,
+        placement,
     };
     send(socket, &request, &fds)
 }

@@ -7,8 +7,11 @@
 //!   refuses), writes a fresh image from its dump with lazycfs's writer into a sealed memfd,
 //!   mounts that on kernel EROFS, and builds the overlay with the caller's own uid, gids and
 //!   no capability but `CAP_SYS_ADMIN`, so the basedir is read with the caller's rights.
-//! - [`client`]: the caller's side, used by `lazycfs mount --mode service` and `lazycfs
-//!   umount`.
+//!   A caller in a user and mount namespace of its own gets the mount there instead
+//!   ([`Placement::OwnNamespaces`], made by `own_namespaces`): the overlay is made inside
+//!   its user namespace, over the image rewritten with `user.overlay.*` xattrs.
+//! - [`client`]: the caller's side, used by `lazycfs mount --mode service`, `lazycfs run`
+//!   and `lazycfs umount`.
 //!
 //! The protocol is one request per connection on a Unix stream socket: a few text lines ending
 //! with an empty line, sent with its file descriptors (`SCM_RIGHTS`) in the first message; the
@@ -18,6 +21,7 @@ use std::io;
 use std::path::Path;
 
 pub mod client;
+mod own_namespaces;
 pub mod server;
 
 /// Where the service listens unless told otherwise (`--listen`, `--service-socket`).
@@ -29,8 +33,9 @@ const HELLO: &str = "lazycfs-service 1";
 /// The longest request text accepted (the lines; the file descriptors travel beside them).
 const MAX_REQUEST_BYTES: usize = 4096;
 
-/// The most file descriptors a request carries (mount: image, basedir, mountpoint).
-const MAX_FDS: usize = 3;
+/// The most file descriptors a request carries (mount: image, basedir, mountpoint, and for
+/// the placement in the caller's own namespaces its user and mount namespaces).
+const MAX_FDS: usize = 5;
 
 /// Prefix of the mount source of every mount the service makes, followed by the caller's
 /// uid: how `umount` and the per-user limit recognise them. Only root in the initial mount
@@ -49,6 +54,20 @@ pub fn is_service_source(source: &str) -> bool {
         .is_some_and(|uid| uid.parse::<u32>().is_ok())
 }
 
+/// Where the service puts a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Placement {
+    /// On an empty directory the caller owns, in the service's own namespaces (a plain user
+    /// in the initial namespaces, as `fusermount3` mounts); the service unmounts it for its
+    /// owner.
+    #[default]
+    Directory,
+    /// In the caller's own user and mount namespaces (file descriptors 3 and 4 of the
+    /// request), on any directory there: the caller's own mount, which it unmounts itself.
+    OwnNamespaces,
+}
+
 /// What a caller asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Request {
@@ -58,6 +77,8 @@ enum Request {
         digest: Option<[u8; 32]>,
         /// `--verity require`.
         require_verity: bool,
+        /// Where the mount goes.
+        placement: Placement,
     },
     /// Unmount the service mount whose root fd 0 is open on.
     Umount,
@@ -71,6 +92,7 @@ impl Request {
             Request::Mount {
                 digest,
                 require_verity,
+                placement,
             } => {
                 text.push_str("mount\n");
                 if let Some(digest) = digest {
@@ -78,6 +100,9 @@ impl Request {
                 }
                 if *require_verity {
                     text.push_str("verity require\n");
+                }
+                if *placement == Placement::OwnNamespaces {
+                    text.push_str("place own-namespaces\n");
                 }
             }
             Request::Umount => text.push_str("umount\n"),
@@ -97,6 +122,7 @@ impl Request {
             Some("mount") => Request::Mount {
                 digest: None,
                 require_verity: false,
+                placement: Placement::Directory,
             },
             Some("umount") => Request::Umount,
             other => return Err(format!("unknown request {:?}", other.unwrap_or(""))),
@@ -109,6 +135,9 @@ impl Request {
                 (Request::Mount { require_verity, .. }, Some(("verity", "require"))) => {
                     *require_verity = true;
                 }
+                (Request::Mount { placement, .. }, Some(("place", "own-namespaces"))) => {
+                    *placement = Placement::OwnNamespaces;
+                }
                 _ => return Err(format!("unknown request line {line:?}")),
             }
         }
@@ -118,7 +147,14 @@ impl Request {
     /// How many file descriptors the request comes with.
     fn fds(&self) -> usize {
         match self {
-            Request::Mount { .. } => 3,
+            Request::Mount {
+                placement: Placement::Directory,
+                ..
+            } => 3,
+            Request::Mount {
+                placement: Placement::OwnNamespaces,
+                ..
+            } => 5,
             Request::Umount => 1,
         }
     }
@@ -191,10 +227,12 @@ mod tests {
             Request::Mount {
                 digest: None,
                 require_verity: false,
+                placement: Placement::Directory,
             },
             Request::Mount {
                 digest: Some([0xab; 32]),
                 require_verity: true,
+                placement: Placement::OwnNamespaces,
             },
             Request::Umount,
         ] {
@@ -211,6 +249,8 @@ mod tests {
         assert!(Request::decode(b"lazycfs-service 1\nmount\ndigest 12").is_err());
         assert!(Request::decode(b"lazycfs-service 1\numount\nverity require").is_err());
         assert!(Request::decode(b"lazycfs-service 1\nmount\n\xff").is_err());
+        assert!(Request::decode(b"lazycfs-service 1\nmount\nplace elsewhere").is_err());
+        assert!(Request::decode(b"lazycfs-service 1\numount\nplace own-namespaces").is_err());
     }
 
     #[test]

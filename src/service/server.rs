@@ -15,6 +15,11 @@
 //!    credentials of whoever created it, so the basedir is read with the caller's rights;
 //! 6. attaches the overlay on the mountpoint fd.
 //!
+//! For a caller in its own namespaces ([`Placement::OwnNamespaces`]) step 2 checks that the
+//! caller created the user namespace and that it owns the mount namespace, step 4 writes the
+//! overlay's xattrs as `user.overlay.*`, and steps 5 and 6 happen in a forked child inside
+//! those namespaces (see `own_namespaces`).
+//!
 //! Mounts carry the source `lazycfs:uid=UID`, which `umount` and the per-user limit read back
 //! from `/proc/self/mountinfo`; the service keeps no state about them, so it may restart.
 
@@ -22,7 +27,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSliceMut, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,7 +38,8 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::mount::MountAttrFlags;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 
-use super::{MAX_FDS, MAX_REQUEST_BYTES, Request, mount_source};
+use super::own_namespaces::OwnNamespaceMount;
+use super::{MAX_FDS, MAX_REQUEST_BYTES, Placement, Request, mount_source};
 use crate::create::verity::FsVerityHasher;
 use crate::create::{Format, hex};
 use crate::erofs::Image;
@@ -252,7 +258,8 @@ fn handle(stream: &UnixStream, shared: &Shared) -> Result<(), Refusal> {
         Request::Mount {
             digest,
             require_verity,
-        } => mount(&caller, &fds, *digest, *require_verity, shared),
+            placement,
+        } => mount(&caller, &fds, *digest, *require_verity, *placement, shared),
         Request::Umount => unmount(&caller, fds[0].as_fd()).map(|()| ""),
     };
     match &result {
@@ -400,42 +407,94 @@ fn mount(
     fds: &[OwnedFd],
     digest: Option<[u8; 32]>,
     require_verity: bool,
+    placement: Placement,
     shared: &Shared,
 ) -> Result<&'static str, Refusal> {
-    let [image, basedir, mountpoint] = fds else {
-        unreachable!("receive checked the count");
-    };
-    check_mountpoint(caller, mountpoint.as_fd())?;
-    let basedir_stat = rustix::fs::fstat(basedir).map_err(|e| bad_fd("basedir", e))?;
-    if FileType::from_raw_mode(basedir_stat.st_mode) != FileType::Directory {
-        return Err(bad_fd("basedir", "not a directory"));
+    let (image, basedir, mountpoint) = (&fds[0], &fds[1], &fds[2]);
+    match placement {
+        Placement::Directory => {
+            check_mountpoint(caller, mountpoint.as_fd())?;
+            check_directory("basedir", basedir.as_fd())?;
+            let limit = shared.limits.max_mounts_per_user;
+            if mounts_of(caller.uid) >= limit {
+                return Err(Refusal::TooManyMounts {
+                    uid: caller.uid,
+                    limit,
+                });
+            }
+        }
+        Placement::OwnNamespaces => {
+            check_namespaces(caller, fds[3].as_fd(), fds[4].as_fd())?;
+            check_directory("mountpoint", mountpoint.as_fd())?;
+            check_directory("basedir", basedir.as_fd())?;
+        }
     }
-    let limit = shared.limits.max_mounts_per_user;
-    if mounts_of(caller.uid) >= limit {
-        return Err(Refusal::TooManyMounts {
-            uid: caller.uid,
-            limit,
-        });
+    let (memfd, how) = rewritten_image(caller, image.as_fd(), digest, placement, shared)?;
+    // File-backed EROFS refuses a memfd (tmpfs files have no `read_folio`): a loop device
+    // over it, which goes away with the mount (autoclear).
+    let (device, _device_fd) = crate::sys::loop_device(memfd.as_fd())
+        .map_err(|e| Refusal::Kernel(io::Error::new(e.kind(), format!("loop device: {e}"))))?;
+    let erofs = FsBuilder::open("erofs").map_err(Refusal::Kernel)?;
+    // Read-only superblock: the block device is opened read-only (it is one).
+    erofs
+        .flag("ro")
+        .and_then(|e| e.string("source", &device))
+        .map_err(Refusal::Kernel)?;
+    let erofs = erofs.create().map_err(Refusal::Kernel)?;
+    match placement {
+        Placement::Directory => {
+            let erofs = erofs.mount(SERVICE_MOUNT_ATTRS).map_err(Refusal::Kernel)?;
+            let identity = CallerIdentity::of(caller);
+            let overlay = as_caller(&identity, || {
+                overlay(caller.uid, erofs.as_fd(), basedir.as_fd(), require_verity)
+            })
+            .map_err(Refusal::Kernel)?;
+            overlay.attach_to(mountpoint.as_fd()).map_err(|e| {
+                Refusal::Kernel(io::Error::new(
+                    e.kind(),
+                    format!("attaching the mount on the mountpoint: {e}"),
+                ))
+            })?;
+        }
+        Placement::OwnNamespaces => {
+            let source = std::ffi::CString::new(mount_source(caller.uid))
+                .expect("a mount source has no NUL");
+            let own = OwnNamespaceMount {
+                erofs: erofs.as_fd(),
+                basedir: basedir.as_fd(),
+                mountpoint: mountpoint.as_fd(),
+                user_ns: fds[3].as_fd(),
+                mount_ns: fds[4].as_fd(),
+                identity: CallerIdentity::of(caller),
+                source: &source,
+                require_verity,
+            };
+            own.place(shared.limits.request_timeout)?;
+        }
     }
+    Ok(how)
+}
+
+/// The sealed memfd of the image the kernel will mount for this request (from the cache, or
+/// read, checked and rewritten now); how it was had, for the log.
+fn rewritten_image(
+    caller: &Caller,
+    image: BorrowedFd<'_>,
+    digest: Option<[u8; 32]>,
+    placement: Placement,
+    shared: &Shared,
+) -> Result<(Arc<OwnedFd>, &'static str), Refusal> {
+    let cache = || shared.cache.lock().unwrap_or_else(|e| e.into_inner());
     // An image this caller had mounted before, unchanged since (same inode, size and times:
     // any write changes its ctime), is not read again.
-    let identity = image_identity(caller, image.as_fd())?;
-    let known = shared
-        .cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .known(&identity);
+    let identity = image_identity(caller, image)?;
+    let known = cache().known(&identity, placement);
     let (key, bytes) = match known {
         Some(key) => (key, None),
         None => {
-            let (bytes, read_identity) =
-                read_image(caller, image.as_fd(), shared.limits.max_image_bytes)?;
+            let (bytes, read_identity) = read_image(caller, image, shared.limits.max_image_bytes)?;
             let key = FsVerityHasher::digest(&bytes);
-            shared
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remember(read_identity, key);
+            cache().remember(read_identity, key);
             (key, Some(bytes))
         }
     };
@@ -447,63 +506,30 @@ fn mount(
             });
         }
     }
-    let cached = shared
-        .cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key);
+    let cached = cache().get(&(key, placement));
     let how = match (&bytes, cached.is_some()) {
         (None, true) => " (image unchanged since read: not read again, rewrite from the cache)",
         (Some(_), true) => " (image rewritten earlier, from the cache)",
         (_, false) => " (image rewritten)",
     };
-    let memfd = match cached {
-        Some(memfd) => memfd,
-        None => {
-            let bytes = match bytes {
-                Some(bytes) => bytes,
-                // Known, but its rewrite has left the cache since.
-                None => read_image(caller, image.as_fd(), shared.limits.max_image_bytes)?.0,
-            };
-            let rewritten = rewrite(bytes)?;
-            let memfd = Arc::new(sealed_memfd(&rewritten).map_err(Refusal::Kernel)?);
-            shared
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, memfd.clone(), rewritten.len() as u64);
-            memfd
-        }
+    if let Some(memfd) = cached {
+        return Ok((memfd, how));
+    }
+    let bytes = match bytes {
+        Some(bytes) => bytes,
+        // Known, but its rewrite has left the cache since.
+        None => read_image(caller, image, shared.limits.max_image_bytes)?.0,
     };
-    // File-backed EROFS refuses a memfd (tmpfs files have no `read_folio`): a loop device
-    // over it, which goes away with the mount (autoclear).
-    let (device, _device_fd) = crate::sys::loop_device(memfd.as_fd())
-        .map_err(|e| Refusal::Kernel(io::Error::new(e.kind(), format!("loop device: {e}"))))?;
-    let erofs = FsBuilder::open("erofs").map_err(Refusal::Kernel)?;
-    // Read-only superblock: the block device is opened read-only (it is one).
-    erofs
-        .flag("ro")
-        .and_then(|e| e.string("source", &device))
-        .map_err(Refusal::Kernel)?;
-    let erofs = erofs
-        .mount(
-            MountAttrFlags::MOUNT_ATTR_RDONLY
-                | MountAttrFlags::MOUNT_ATTR_NOSUID
-                | MountAttrFlags::MOUNT_ATTR_NODEV,
-        )
-        .map_err(Refusal::Kernel)?;
-    let overlay = as_caller(caller, || {
-        overlay(caller.uid, erofs.as_fd(), basedir.as_fd(), require_verity)
-    })
-    .map_err(Refusal::Kernel)?;
-    overlay.attach_to(mountpoint.as_fd()).map_err(|e| {
-        Refusal::Kernel(io::Error::new(
-            e.kind(),
-            format!("attaching the mount on the mountpoint: {e}"),
-        ))
-    })?;
-    Ok(how)
+    let rewritten = rewrite(bytes, placement)?;
+    let memfd = Arc::new(sealed_memfd(&rewritten).map_err(Refusal::Kernel)?);
+    cache().insert((key, placement), memfd.clone(), rewritten.len() as u64);
+    Ok((memfd, how))
 }
+
+/// Every service mount is read-only, `nosuid` and `nodev`.
+pub(super) const SERVICE_MOUNT_ATTRS: MountAttrFlags = MountAttrFlags::MOUNT_ATTR_RDONLY
+    .union(MountAttrFlags::MOUNT_ATTR_NOSUID)
+    .union(MountAttrFlags::MOUNT_ATTR_NODEV);
 
 fn bad_fd(what: &'static str, why: impl ToString) -> Refusal {
     Refusal::BadFd {
@@ -514,10 +540,7 @@ fn bad_fd(what: &'static str, why: impl ToString) -> Refusal {
 
 /// The mountpoint must be a directory the caller owns, and empty (as `fusermount3` wants it).
 fn check_mountpoint(caller: &Caller, fd: BorrowedFd<'_>) -> Result<(), Refusal> {
-    let stat = rustix::fs::fstat(fd).map_err(|e| bad_fd("mountpoint", e))?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
-        return Err(bad_fd("mountpoint", "not a directory"));
-    }
+    let stat = check_directory("mountpoint", fd)?;
     if stat.st_uid != caller.uid {
         return Err(bad_fd(
             "mountpoint",
@@ -538,6 +561,65 @@ fn check_mountpoint(caller: &Caller, fd: BorrowedFd<'_>) -> Result<(), Refusal> 
         if name != b"." && name != b".." {
             return Err(bad_fd("mountpoint", "not empty"));
         }
+    }
+    Ok(())
+}
+
+/// `fd` must be open on a directory; its status.
+fn check_directory(what: &'static str, fd: BorrowedFd<'_>) -> Result<rustix::fs::Stat, Refusal> {
+    let stat = rustix::fs::fstat(fd).map_err(|e| bad_fd(what, e))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+        return Err(bad_fd(what, "not a directory"));
+    }
+    Ok(stat)
+}
+
+/// For a mount in the caller's own namespaces: `user_ns` is a user namespace the caller
+/// created (not the service's), and `mount_ns` a mount namespace owned by it. Both hold for
+/// every namespace `unshare -Urm`, `podman unshare` or `lazycfs run` makes.
+fn check_namespaces(
+    caller: &Caller,
+    user_ns: BorrowedFd<'_>,
+    mount_ns: BorrowedFd<'_>,
+) -> Result<(), Refusal> {
+    use crate::sys::namespaces::{
+        NamespaceKind, namespace_kind, owning_user_namespace, user_namespace_owner,
+    };
+    const USER_NS: &str = "user namespace";
+    const MOUNT_NS: &str = "mount namespace";
+    if namespace_kind(user_ns) != NamespaceKind::User {
+        return Err(bad_fd(USER_NS, "not a user namespace"));
+    }
+    let id = |fd: BorrowedFd<'_>, what| {
+        rustix::fs::fstat(fd)
+            .map(|s| (s.st_dev, s.st_ino))
+            .map_err(|e| bad_fd(what, e))
+    };
+    let user = id(user_ns, USER_NS)?;
+    let own = std::fs::metadata("/proc/self/ns/user")
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| {
+            Refusal::Kernel(io::Error::new(e.kind(), format!("/proc/self/ns/user: {e}")))
+        })?;
+    if user == own {
+        return Err(bad_fd(
+            USER_NS,
+            "the service's own, not one the caller created",
+        ));
+    }
+    let owner = user_namespace_owner(user_ns).map_err(|e| bad_fd(USER_NS, e))?;
+    if owner != caller.uid {
+        return Err(bad_fd(
+            USER_NS,
+            format!("created by uid {owner}, not by the caller"),
+        ));
+    }
+    if namespace_kind(mount_ns) != NamespaceKind::Mount {
+        return Err(bad_fd(MOUNT_NS, "not a mount namespace"));
+    }
+    let owning = owning_user_namespace(mount_ns).map_err(|e| bad_fd(MOUNT_NS, e))?;
+    if id(owning.as_fd(), MOUNT_NS)? != user {
+        return Err(bad_fd(MOUNT_NS, "not owned by the caller's user namespace"));
     }
     Ok(())
 }
@@ -618,7 +700,9 @@ fn read_image(
 
 /// The image the kernel will parse: decoded from the caller's bytes, checked as `lazycfs
 /// check` does, dumped and written afresh by lazycfs's writer in the same format version.
-fn rewrite(bytes: Vec<u8>) -> Result<Vec<u8>, Refusal> {
+/// For a mount in the caller's own namespaces the overlay is unprivileged (`userxattr`), and
+/// the image carries its xattrs as `user.overlay.*`.
+fn rewrite(bytes: Vec<u8>, placement: Placement) -> Result<Vec<u8>, Refusal> {
     let bad = |e: &dyn std::fmt::Display| Refusal::BadImage(e.to_string());
     let image = Image::from_bytes(bytes).map_err(|e| bad(&e))?;
     crate::check::check(&image).map_err(|e| bad(&e))?;
@@ -632,7 +716,11 @@ fn rewrite(bytes: Vec<u8>) -> Result<Vec<u8>, Refusal> {
     let mut dump = Vec::new();
     crate::dump::dump(&image, &mut dump).map_err(|e| bad(&e))?;
     drop(image);
-    crate::create::image_from_dump(&dump, "the image's dump", format).map_err(|e| bad(&e))
+    let write = match placement {
+        Placement::Directory => crate::create::image_from_dump,
+        Placement::OwnNamespaces => crate::create::user_xattr_image_from_dump,
+    };
+    write(&dump, "the image's dump", format).map_err(|e| bad(&e))
 }
 
 /// A memfd holding `bytes`, sealed against any change.
@@ -651,15 +739,18 @@ fn sealed_memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// Runs `f` on a thread of its own with the caller's effective uid and gid, its groups, and
-/// no capability but `CAP_SYS_ADMIN` (to mount) and the caller's own file-permission
-/// capabilities (see [`Caller::file_caps`]). Credentials belong to a thread: the thread ends with `f`,
-/// and no other thread of the service is affected.
-fn as_caller<T: Send>(caller: &Caller, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+/// Runs `f` on a thread of its own with the caller's identity (see [`CallerIdentity`]).
+/// Credentials belong to a thread: the thread ends with `f`, and no other thread of the
+/// service is affected.
+fn as_caller<T: Send>(
+    identity: &CallerIdentity,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                become_caller(caller)
+                identity
+                    .take()
                     .map_err(|e| io::Error::other(format!("taking the caller's identity: {e}")))?;
                 f()
             })
@@ -668,29 +759,49 @@ fn as_caller<T: Send>(caller: &Caller, f: impl FnOnce() -> io::Result<T> + Send)
     })
 }
 
-fn become_caller(caller: &Caller) -> io::Result<()> {
-    use rustix::process::{Gid, Uid};
-    use rustix::thread::{CapabilitySet, CapabilitySets};
-    let uid = Uid::from_raw(caller.uid);
-    let gid = Gid::from_raw(caller.gid);
-    let groups: Vec<Gid> = caller.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    // Effective (and so filesystem) ids are the caller's: overlayfs checks its layers
-    // against those. Real and saved ids stay root, so that the caller may neither signal
-    // this thread (a SIGKILL would end the service) nor ptrace it while it runs as them; with
-    // a root id left the permitted set survives, and only CAP_SYS_ADMIN is kept of it.
-    let root_gid = Gid::ROOT;
-    rustix::thread::set_thread_groups(&groups)?;
-    rustix::thread::set_thread_res_gid(root_gid, gid, root_gid)?;
-    rustix::thread::set_thread_res_uid(Uid::ROOT, uid, Uid::ROOT)?;
-    rustix::thread::set_capabilities(
-        None,
-        CapabilitySets {
-            effective: CapabilitySet::SYS_ADMIN | caller.file_caps,
-            permitted: CapabilitySet::SYS_ADMIN | caller.file_caps,
-            inheritable: CapabilitySet::empty(),
-        },
-    )?;
-    Ok(())
+/// The credentials the service makes a caller's overlay with: the caller's effective uid
+/// and gid, its groups, and no capability but `CAP_SYS_ADMIN` (to mount) and the caller's own
+/// file-permission capabilities (see [`Caller::file_caps`]). Prepared in full beforehand, so
+/// that taking them allocates nothing (a forked child takes them too).
+pub(super) struct CallerIdentity {
+    uid: rustix::process::Uid,
+    gid: rustix::process::Gid,
+    groups: Vec<rustix::process::Gid>,
+    caps: rustix::thread::CapabilitySet,
+}
+
+impl CallerIdentity {
+    fn of(caller: &Caller) -> CallerIdentity {
+        use rustix::process::{Gid, Uid};
+        CallerIdentity {
+            uid: Uid::from_raw(caller.uid),
+            gid: Gid::from_raw(caller.gid),
+            groups: caller.groups.iter().map(|&g| Gid::from_raw(g)).collect(),
+            caps: rustix::thread::CapabilitySet::SYS_ADMIN | caller.file_caps,
+        }
+    }
+
+    /// Makes the calling thread the caller. Effective (and so filesystem) ids are the
+    /// caller's: overlayfs checks its layers against those. Real and saved ids stay root, so
+    /// that the caller may neither signal this thread (a SIGKILL would end the service) nor
+    /// ptrace it while it runs as them; with a root id left the permitted set survives, and
+    /// only the capabilities above are kept of it.
+    pub(super) fn take(&self) -> io::Result<()> {
+        use rustix::process::{Gid, Uid};
+        use rustix::thread::{CapabilitySet, CapabilitySets};
+        rustix::thread::set_thread_groups(&self.groups)?;
+        rustix::thread::set_thread_res_gid(Gid::ROOT, self.gid, Gid::ROOT)?;
+        rustix::thread::set_thread_res_uid(Uid::ROOT, self.uid, Uid::ROOT)?;
+        rustix::thread::set_capabilities(
+            None,
+            CapabilitySets {
+                effective: self.caps,
+                permitted: self.caps,
+                inheritable: CapabilitySet::empty(),
+            },
+        )?;
+        Ok(())
+    }
 }
 
 /// The overlayfs of a composefs mount over the EROFS mount `lower`, `basedir` as data-only
@@ -774,12 +885,16 @@ fn unmount(caller: &Caller, fd: BorrowedFd<'_>) -> Result<(), Refusal> {
 /// Rewritten images by the fs-verity digest of the caller's image, oldest first, up to a
 /// number of bytes.
 struct Cache {
-    entries: VecDeque<([u8; 32], Arc<OwnedFd>, u64)>,
+    entries: VecDeque<(CacheKey, Arc<OwnedFd>, u64)>,
     bytes: u64,
     limit: u64,
     /// The digests of images read before, by [`Identity`] (at most [`MAX_KNOWN`]).
     known: std::collections::HashMap<Identity, [u8; 32]>,
 }
+
+/// A rewrite: the fs-verity digest of the caller's image, and the placement it is for (which
+/// decides the overlay xattrs' namespace).
+type CacheKey = ([u8; 32], Placement);
 
 /// Identities remembered; the memory is forgotten whole when full.
 const MAX_KNOWN: usize = 4096;
@@ -796,11 +911,11 @@ impl Cache {
 
     /// The digest of the image with this identity, if it was read before and its rewrite is
     /// still cached.
-    fn known(&self, identity: &Identity) -> Option<[u8; 32]> {
+    fn known(&self, identity: &Identity, placement: Placement) -> Option<[u8; 32]> {
         self.known
             .get(identity)
             .copied()
-            .filter(|key| self.get(key).is_some())
+            .filter(|digest| self.get(&(*digest, placement)).is_some())
     }
 
     fn remember(&mut self, identity: Identity, key: [u8; 32]) {
@@ -810,14 +925,14 @@ impl Cache {
         self.known.insert(identity, key);
     }
 
-    fn get(&self, key: &[u8; 32]) -> Option<Arc<OwnedFd>> {
+    fn get(&self, key: &CacheKey) -> Option<Arc<OwnedFd>> {
         self.entries
             .iter()
             .find(|(k, _, _)| k == key)
             .map(|(_, fd, _)| fd.clone())
     }
 
-    fn insert(&mut self, key: [u8; 32], fd: Arc<OwnedFd>, size: u64) {
+    fn insert(&mut self, key: CacheKey, fd: Arc<OwnedFd>, size: u64) {
         if size > self.limit || self.get(&key).is_some() {
             return;
         }
@@ -843,16 +958,25 @@ mod tests {
     #[test]
     fn cache_keeps_the_newest_within_its_bytes() {
         let mut cache = Cache::new(100);
-        cache.insert([1; 32], fd(), 60);
-        cache.insert([2; 32], fd(), 30);
-        assert!(cache.get(&[1; 32]).is_some() && cache.get(&[2; 32]).is_some());
+        cache.insert(([1; 32], Placement::Directory), fd(), 60);
+        cache.insert(([2; 32], Placement::Directory), fd(), 30);
+        assert!(
+            cache.get(&([1; 32], Placement::Directory)).is_some()
+                && cache.get(&([2; 32], Placement::Directory)).is_some()
+        );
         // 60 + 30 + 20 > 100: the oldest goes.
-        cache.insert([3; 32], fd(), 20);
-        assert!(cache.get(&[1; 32]).is_none());
-        assert!(cache.get(&[2; 32]).is_some() && cache.get(&[3; 32]).is_some());
+        cache.insert(([3; 32], Placement::Directory), fd(), 20);
+        assert!(cache.get(&([1; 32], Placement::Directory)).is_none());
+        assert!(
+            cache.get(&([2; 32], Placement::Directory)).is_some()
+                && cache.get(&([3; 32], Placement::Directory)).is_some()
+        );
         // Larger than the whole cache: not kept, nothing evicted.
-        cache.insert([4; 32], fd(), 101);
-        assert!(cache.get(&[4; 32]).is_none() && cache.get(&[2; 32]).is_some());
+        cache.insert(([4; 32], Placement::Directory), fd(), 101);
+        assert!(
+            cache.get(&([4; 32], Placement::Directory)).is_none()
+                && cache.get(&([2; 32], Placement::Directory)).is_some()
+        );
         assert_eq!(cache.bytes, 50);
     }
 

@@ -2,7 +2,9 @@
 //! a file's fs-verity digest, preparing a child process between fork and exec (`lazycfs run`),
 //! closing FUSE passthrough backing ids and replying with them through fuser, the buffers of
 //! FUSE over io_uring ([`uring`]), and the signal handlers that survive an image file changing
-//! under its mapping ([`sigbus`], [`lease`]). This is the crate's only module with `unsafe`.
+//! under its mapping ([`sigbus`], [`lease`]), and the mount service's namespace ioctls,
+//! idmapped mounts and forked child ([`namespaces`]). This is the crate's only module with
+//! `unsafe`.
 //!
 //! Mapping a file is unsafe in Rust because another process could change the file under us.
 //! Images are immutable by contract, and the decoder never trusts what it reads anyway (every
@@ -20,6 +22,7 @@ use std::ops::Deref;
 use std::os::fd::AsFd;
 
 mod lease;
+pub(crate) mod namespaces;
 mod sigbus;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,9 @@
 //! request of the attack list gets its exact error while the service keeps serving.
 
 mod common;
+#[path = "../fuzz/seeds.rs"]
+#[allow(dead_code)]
+mod seeds;
 
 use std::io::{IoSlice, Read};
 use std::mem::MaybeUninit;
@@ -1021,6 +1024,54 @@ fn bad_requests_get_their_error_and_the_service_keeps_serving() {
         "error: mountpoint: not the root of a mount"
     );
     service.assert_serving(&fixture, ATTACKER);
+}
+
+/// The fuzzers' handmade seeds (every regression they found: cycles, truncations, names with
+/// a slash, huge sizes, ...) sent to the service: each image `check` refuses gets
+/// `check`'s own message, each it accepts is mounted (rewritten) and unmounted, and the
+/// service serves on.
+#[test]
+fn hostile_seed_images_are_refused_as_check_says_and_the_service_keeps_serving() {
+    let test = "hostile_seed_images_are_refused_as_check_says_and_the_service_keeps_serving";
+    if !ready(test) {
+        return;
+    }
+    let service = Service::start(&[]);
+    let fixture = fixture();
+    let basedir = open(&fixture.basedir, OFlags::RDONLY | OFlags::DIRECTORY);
+    let mnt = user_mountpoint(fixture.dir.path(), "mnt", OTHER);
+    let _unmount = Guard::mount(&mnt);
+    let mnt_fd = open(&mnt, OFlags::RDONLY | OFlags::DIRECTORY);
+    let (mut refused, mut mounted) = (0, 0);
+    for seed in seeds::handmade_seeds() {
+        let path = fixture.dir.path().join(&seed.name);
+        std::fs::write(&path, &seed.image).unwrap();
+        let image = open(&path, OFlags::RDONLY);
+        let answer = raw_request(
+            &service.socket,
+            OTHER,
+            MOUNT,
+            &[image.as_fd(), basedir.as_fd(), mnt_fd.as_fd()],
+        );
+        let checked = Image::from_bytes(seed.image.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|image| lazycfs::check::check(&image).map_err(|e| e.to_string()));
+        match checked {
+            Err(why) => {
+                assert_eq!(answer, format!("error: image: {why}"), "{}", seed.name);
+                refused += 1;
+            }
+            Ok(_) => {
+                assert_eq!(answer, "ok", "{}: check accepts it", seed.name);
+                assert!(is_mount_point(&mnt), "{}", seed.name);
+                rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH).unwrap();
+                mounted += 1;
+            }
+        }
+    }
+    eprintln!("{refused} seeds refused, {mounted} mounted");
+    assert!(refused > 0 && mounted > 0);
+    service.assert_serving(&fixture, OTHER);
 }
 
 /// Images `check` refuses: not EROFS, a corrupt superblock root, a directory cycle (the

@@ -6,7 +6,6 @@
 
 mod common;
 #[path = "../fuzz/seeds.rs"]
-#[allow(dead_code)]
 mod seeds;
 
 use std::io::{IoSlice, Read};

@@ -41,13 +41,7 @@ fn server_counters(stderr: &str) -> (u64, u64, u64) {
 }
 
 fn assert_rootless_matches_rootful(what: &str, image: &Path, basedir: &Path) {
-    rootless::make_readable(image);
-    rootless::make_readable(basedir);
-    let reference = kernel::KernelMount::composefs(image, basedir)
-        .unwrap_or_else(|e| panic!("{what}: kernel composefs mount: {e}"));
-    let theirs =
-        rootless::without_trusted_xattrs(rootless::fingerprint(tree::walk(reference.path())));
-    drop(reference);
+    let theirs = rootless::rootful_reference(what, image, basedir);
     for transport in common::transport::all(what) {
         let what = format!("{what} over {transport:?}");
         let extra = ["--transport", transport.name()];

@@ -318,12 +318,12 @@ fn composefs_image(dir: &Path, name: &str, dump: &str, version: u32) -> (PathBuf
     (path, basedir)
 }
 
-#[test]
-fn service_mount_matches_rootful_kernel_mount() {
-    let test = "service_mount_matches_rootful_kernel_mount";
-    if !ready(test) {
-        return;
-    }
+/// Mounts an image through the service and compares it with the rootful mount.
+type Comparison = fn(&Service, &str, &Path, &Path);
+
+/// `compare` on the kinds fixture in every format version and on an image `lazycfs create`
+/// wrote, through one service, which is returned.
+fn kinds_and_create_match(compare: Comparison) -> Service {
     let service = Service::start(&[]);
     let dir = tempfile::Builder::new()
         .prefix("lazycfs-svc")
@@ -337,15 +337,15 @@ fn service_mount_matches_rootful_kernel_mount() {
             include_str!("data/kinds.dump"),
             version,
         );
-        assert_service_matches_rootful(&service, &format!("kinds V{version}"), &image, &basedir);
+        compare(&service, &format!("kinds V{version}"), &image, &basedir);
     }
     let fixture = fixture();
-    assert_service_matches_rootful(&service, "lazycfs create", &fixture.image, &fixture.basedir);
+    compare(&service, "lazycfs create", &fixture.image, &fixture.basedir);
+    service
 }
 
-#[test]
-fn corpus_service_mounts_match_rootful() {
-    let test = "corpus_service_mounts_match_rootful";
+/// `compare` on every corpus file the composefs writer takes.
+fn corpus_matches(test: &str, compare: Comparison) {
     if !ready(test) {
         return;
     }
@@ -361,10 +361,27 @@ fn corpus_service_mounts_match_rootful() {
     let mut compared = 0;
     for (name, dump) in corpus {
         let (image, basedir) = composefs_image(dir.path(), name, &dump.text, dump.version);
-        assert_service_matches_rootful(&service, name, &image, &basedir);
+        compare(&service, name, &image, &basedir);
         compared += 1;
     }
+    eprintln!("{compared} corpus images compared");
     assert_eq!(compared, cfs::CORPUS_WRITABLE);
+}
+
+#[test]
+fn service_mount_matches_rootful_kernel_mount() {
+    let test = "service_mount_matches_rootful_kernel_mount";
+    if ready(test) {
+        kinds_and_create_match(assert_service_matches_rootful);
+    }
+}
+
+#[test]
+fn corpus_service_mounts_match_rootful() {
+    corpus_matches(
+        "corpus_service_mounts_match_rootful",
+        assert_service_matches_rootful,
+    );
 }
 
 /// `lazycfs run --mode service` as [`USER`] (in a user namespace of its own, its subordinate
@@ -377,13 +394,7 @@ fn assert_run_through_service_matches_rootful(
     image: &Path,
     basedir: &Path,
 ) {
-    rootless::make_readable(image);
-    rootless::make_readable(basedir);
-    let reference = kernel::KernelMount::composefs(image, basedir)
-        .unwrap_or_else(|e| panic!("{what}: kernel composefs mount: {e}"));
-    let theirs =
-        rootless::without_trusted_xattrs(rootless::fingerprint(tree::walk(reference.path())));
-    drop(reference);
+    let theirs = rootless::rootful_reference(what, image, basedir);
     let socket = service.socket.to_str().unwrap();
     let extra = ["--mode", "service", "--service-socket", socket];
     let (ours, stderr) = rootless::walk_in_run(Path::new(LAZYCFS), image, basedir, &extra)
@@ -405,60 +416,25 @@ fn assert_run_through_service_matches_rootful(
 #[test]
 fn own_namespace_mounts_match_rootful_kernel_mount() {
     let test = "own_namespace_mounts_match_rootful_kernel_mount";
-    if !ready(test) {
-        return;
+    if ready(test) {
+        let service = kinds_and_create_match(assert_run_through_service_matches_rootful);
+        let mounts = service.log().matches("mount done").count();
+        assert_eq!(mounts, cfs::VERSIONS.len() + 1, "{}", service.log());
     }
-    let service = Service::start(&[]);
-    let dir = tempfile::Builder::new()
-        .prefix("lazycfs-svc")
-        .tempdir()
-        .unwrap();
-    rootless::make_readable(dir.path());
-    for version in cfs::VERSIONS {
-        let (image, basedir) = composefs_image(
-            dir.path(),
-            "kinds",
-            include_str!("data/kinds.dump"),
-            version,
-        );
-        let what = format!("kinds V{version}");
-        assert_run_through_service_matches_rootful(&service, &what, &image, &basedir);
-    }
-    let fixture = fixture();
-    let (image, basedir) = (&fixture.image, &fixture.basedir);
-    assert_run_through_service_matches_rootful(&service, "lazycfs create", image, basedir);
-    let mounts = service.log().matches("mount done").count();
-    assert_eq!(mounts, cfs::VERSIONS.len() + 1, "{}", service.log());
 }
 
 #[test]
 fn corpus_own_namespace_mounts_match_rootful() {
-    let test = "corpus_own_namespace_mounts_match_rootful";
-    if !ready(test) {
-        return;
-    }
-    let Some(corpus) = cfs::writable_corpus(test) else {
-        return;
-    };
-    let service = Service::start(&[]);
-    let dir = tempfile::Builder::new()
-        .prefix("lazycfs-svc")
-        .tempdir()
-        .unwrap();
-    rootless::make_readable(dir.path());
-    let mut compared = 0;
-    for (name, dump) in corpus {
-        let (image, basedir) = composefs_image(dir.path(), name, &dump.text, dump.version);
-        assert_run_through_service_matches_rootful(&service, name, &image, &basedir);
-        compared += 1;
-    }
-    eprintln!("{compared} corpus images compared");
-    assert_eq!(compared, cfs::CORPUS_WRITABLE);
+    corpus_matches(
+        "corpus_own_namespace_mounts_match_rootful",
+        assert_run_through_service_matches_rootful,
+    );
 }
 
 /// In its own namespaces (where `--mode auto` picks the service) the caller may lift
-/// `nosuid,nodev` (the mount is its own), and that gains it nothing: the overlay belongs to its user namespace, so device nodes never
-/// open, and a setuid-root file runs as the caller's own root there, not as root.
+/// `nosuid,nodev` (the mount is its own), and that gains it nothing: the overlay belongs to
+/// its user namespace, so device nodes never open, and a setuid-root file runs as the
+/// caller's own root there, not as root.
 #[test]
 fn own_namespace_mount_opens_no_device_and_runs_setuid_files_as_the_caller() {
     let test = "own_namespace_mount_opens_no_device_and_runs_setuid_files_as_the_caller";

@@ -243,7 +243,16 @@ pub struct MountArgs {
     /// Refuse to mount unless the image file's own fs-verity digest is this (64 hex digits)
     #[arg(long, value_name = "HEX", allow_hyphen_values = true)]
     pub digest: Option<String>,
-    /// The mount service's socket (`--mode service`, and `auto` for an unprivileged caller)
+    #[command(flatten)]
+    pub service: ServiceSocketArg,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Where `mount` and `run` find the mount service.
+#[derive(Debug, Args)]
+pub struct ServiceSocketArg {
+    /// The mount service's socket (`--mode service`, and `auto` when not root)
     #[arg(
         long,
         value_name = "PATH",
@@ -251,8 +260,6 @@ pub struct MountArgs {
         default_value = lazycfs::service::DEFAULT_SOCKET
     )]
     pub service_socket: PathBuf,
-    #[command(flatten)]
-    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -295,14 +302,8 @@ pub struct RunArgs {
     /// How to mount (-v says which and why)
     #[arg(long, value_enum, value_name = "MODE", default_value_t = RunModeArg::Auto)]
     pub mode: RunModeArg,
-    /// The mount service's socket (`--mode service`, and `auto` when not root)
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "LAZYCFS_SERVICE_SOCKET",
-        default_value = lazycfs::service::DEFAULT_SOCKET
-    )]
-    pub service_socket: PathBuf,
+    #[command(flatten)]
+    pub service: ServiceSocketArg,
     /// The command and its arguments (`--` before them is optional); never empty
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

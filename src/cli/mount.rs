@@ -105,7 +105,7 @@ fn use_service(args: &MountArgs) -> Option<&'static str> {
     {
         return None;
     }
-    match lazycfs::service::client::answers(&args.service_socket) {
+    match lazycfs::service::client::answers(&args.service.service_socket) {
         Ok(()) => Some("not root, and the mount service answers: kernel EROFS + overlayfs"),
         Err(e) => {
             log::info!("not using the mount service: {e}");
@@ -136,7 +136,7 @@ fn mount_service(args: &MountArgs) -> Result<ExitCode, ExitCode> {
         .digest(digest)
         .require_verity(args.serve.verity == super::args::VerityMode::Require);
     match lazycfs::service::client::mount(
-        &args.service_socket,
+        &args.service.service_socket,
         &args.image,
         basedir,
         &args.mountpoint,

@@ -24,7 +24,7 @@ const NOT_FOUND: u8 = 127;
 /// why the requested mode cannot be.
 fn run_mode(args: &RunArgs, privilege: Privilege) -> Result<Option<PathBuf>, &'static str> {
     let root = privilege == Privilege::InitialRoot;
-    let service = Some(args.service_socket.clone());
+    let service = Some(args.service.service_socket.clone());
     match args.mode {
         RunModeArg::Kernel if !root => Err("the kernel mode needs root in the initial namespace"),
         RunModeArg::Overlay if root => Err("as root, `run` mounts with the kernel (--mode kernel)"),
@@ -37,7 +37,7 @@ fn run_mode(args: &RunArgs, privilege: Privilege) -> Result<Option<PathBuf>, &'s
             Ok(service)
         }
         RunModeArg::Auto if root || args.serve.upper.is_some() => Ok(None),
-        RunModeArg::Auto => match lazycfs::service::client::answers(&args.service_socket) {
+        RunModeArg::Auto => match lazycfs::service::client::answers(&args.service.service_socket) {
             Ok(()) => {
                 log::info!(
                     "mode service: not root, and the mount service answers: kernel EROFS + \

@@ -193,6 +193,18 @@ pub fn fingerprint(mut entries: Vec<Entry>) -> Vec<Entry> {
     entries
 }
 
+/// The walk a namespace root's walk in a rootless mount of `image` must equal: root's walk of
+/// the rootful kernel composefs mount of `image` and `basedir` (both made readable to
+/// [`USER`] first), fingerprinted, minus the `trusted.*` xattrs an unprivileged caller never
+/// sees.
+pub fn rootful_reference(what: &str, image: &Path, basedir: &Path) -> Vec<Entry> {
+    make_readable(image);
+    make_readable(basedir);
+    let reference = super::kernel::KernelMount::composefs(image, basedir)
+        .unwrap_or_else(|e| panic!("{what}: kernel composefs mount: {e}"));
+    without_trusted_xattrs(fingerprint(super::tree::walk(reference.path())))
+}
+
 /// Drops the xattrs an unprivileged caller cannot see (`trusted.*`).
 pub fn without_trusted_xattrs(mut entries: Vec<Entry>) -> Vec<Entry> {
     for entry in &mut entries {

@@ -4,6 +4,7 @@
 mod cleanup;
 mod floor;
 mod images;
+mod library;
 mod measure;
 mod report;
 mod rng;
@@ -19,14 +20,20 @@ use clap::{Parser, Subcommand};
 
 use images::Image;
 use measure::{Config, Results};
-use servers::{Arg, Dirs, Kind, Server};
+use servers::{Arg, Dirs, InProcess, Kind, Server};
 
 /// End-to-end benchmark: lazycfs vs composefs-fuse vs the kernel. Needs root.
 #[derive(Parser)]
 struct Cli {
-    /// Where the tables (results.md), the plot (startup.svg) and the samples (samples.csv) go.
-    #[arg(long, default_value = "bench/results")]
-    out: PathBuf,
+    /// Where the tables (results.md), the plot (startup.svg) and the samples (samples.csv) go
+    /// (default bench/results; with --headline, bench/headline).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The run of the top-level README's table: cs9-developer and host-usr; kernel, lazycfs,
+    /// lazycfs ovl, lazycfs service, composefs-fuse 0.9 and 0.7 (--images and --servers
+    /// override them); --timeout 60 unless given; the output in bench/headline unless --out.
+    #[arg(long)]
+    headline: bool,
     /// Cached images and objects, mount points, logs.
     #[arg(long, default_value = "/var/tmp/lazycfs-bench")]
     work: PathBuf,
@@ -79,7 +86,24 @@ enum Helper {
     /// (internal) lstat every path listed in FILE: the timed part of the lookup benchmark.
     #[command(hide = true)]
     StatPaths { list: PathBuf },
+    /// (internal) Mount in-process and time it: the `startup lib` rows (see library.rs).
+    #[command(hide = true)]
+    LibMount(library::LibMountArgs),
 }
+
+/// The images of `--headline`: a corpus image and the container image.
+const HEADLINE_IMAGES: [&str; 2] = ["cs9-developer", "host-usr"];
+/// The servers of `--headline`: the kernel, lazycfs's modes, the two peers.
+const HEADLINE_SERVERS: [&str; 6] = [
+    "kernel",
+    "lazycfs",
+    "lazycfs ovl",
+    "lazycfs service",
+    "composefs-fuse 0.9",
+    "composefs-fuse 0.7",
+];
+/// `--timeout` of `--headline`: below the default, so that a stuck server costs the run less.
+const HEADLINE_TIMEOUT: u64 = 60;
 
 /// The bench/ directory.
 fn bench_dir() -> &'static Path {
@@ -175,7 +199,12 @@ fn lazycfs_args(mode: &'static str, extra: &[&'static str]) -> Vec<Arg> {
 /// the row needs. `--transport dev` is dropped for a binary without `--transport` (it only has
 /// `/dev/fuse`), and `--no-object-check` for one that never counts objects, so that the plain
 /// rows work with any lazycfs.
-fn lazycfs_server(name: &'static str, program: &Path, mut args: Vec<Arg>) -> Server {
+fn lazycfs_server(
+    name: &'static str,
+    program: &Path,
+    mut args: Vec<Arg>,
+    in_process: Option<InProcess>,
+) -> Server {
     let help = Command::new(program)
         .args(["mount", "--help"])
         .output()
@@ -218,22 +247,27 @@ fn lazycfs_server(name: &'static str, program: &Path, mut args: Vec<Arg>) -> Ser
         },
         missing,
         uring,
+        in_process,
     }
 }
 
-fn servers(lazycfs: &Path, baselines: &[(String, PathBuf)]) -> Vec<Server> {
+/// The servers; `library`: the `lazycfs` rows' binary is this tree's build, so the library
+/// this program links is theirs and they have in-process rows.
+fn servers(lazycfs: &Path, library: bool, baselines: &[(String, PathBuf)]) -> Vec<Server> {
     let mut list = vec![
         Server {
             name: "kernel",
             kind: Kind::Kernel { overlay: true },
             missing: None,
             uring: false,
+            in_process: Some(InProcess::Kernel { overlay: true }),
         },
         Server {
             name: "kernel erofs only",
             kind: Kind::Kernel { overlay: false },
             missing: None,
             uring: false,
+            in_process: Some(InProcess::Kernel { overlay: false }),
         },
     ];
     // The overlay mode is the rootless stack (FUSE lower layer, `userxattr` overlay, basedir
@@ -255,7 +289,17 @@ fn servers(lazycfs: &Path, baselines: &[(String, PathBuf)]) -> Vec<Server> {
         ("lazycfs ovl", "overlay", DEV),
         ("lazycfs ovl uring", "overlay", URING),
     ] {
-        list.push(lazycfs_server(name, lazycfs, lazycfs_args(mode, extra)));
+        let in_process = library.then(|| InProcess::Lazycfs {
+            overlay: mode == "overlay",
+            uring: extra.contains(&"uring"),
+            busy_poll: !extra.contains(&"--no-busy-poll"),
+        });
+        list.push(lazycfs_server(
+            name,
+            lazycfs,
+            lazycfs_args(mode, extra),
+            in_process,
+        ));
     }
     // The mount service: the same kernel mount as `kernel`, of the service's rewrite, with
     // the basedir read with the caller's rights; startup once with the rewrite, once with it
@@ -269,17 +313,24 @@ fn servers(lazycfs: &Path, baselines: &[(String, PathBuf)]) -> Vec<Server> {
             },
             missing: None,
             uring: false,
+            in_process: None,
         });
     }
     // Server names live for the whole run.
     for (label, program) in baselines {
         let direct: &'static str = Box::leak(label.clone().into_boxed_str());
         let overlay: &'static str = Box::leak(format!("{label} ovl").into_boxed_str());
-        list.push(lazycfs_server(direct, program, lazycfs_args("direct", DEV)));
+        list.push(lazycfs_server(
+            direct,
+            program,
+            lazycfs_args("direct", DEV),
+            None,
+        ));
         list.push(lazycfs_server(
             overlay,
             program,
             lazycfs_args("overlay", DEV),
+            None,
         ));
     }
     for (name, _, binary, extra) in PEERS {
@@ -292,6 +343,7 @@ fn servers(lazycfs: &Path, baselines: &[(String, PathBuf)]) -> Vec<Server> {
             kind: Kind::Fuse { program, args },
             missing,
             uring: false,
+            in_process: None,
         });
     }
     list
@@ -314,8 +366,17 @@ fn uring_parameter(server: &Server) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Helper::StatPaths { list }) = &cli.helper {
-        return measure::stat_paths(list);
+    match &cli.helper {
+        Some(Helper::StatPaths { list }) => return measure::stat_paths(list),
+        Some(Helper::LibMount(args)) => {
+            // One line, whatever RUST_BACKTRACE says: the benchmark quotes it.
+            if let Err(e) = library::lib_mount(args) {
+                eprintln!("lib-mount: error: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        None => {}
     }
     ensure!(
         rustix::process::geteuid().is_root(),
@@ -347,17 +408,43 @@ fn main() -> anyhow::Result<()> {
         Some(path) => std::path::absolute(path)?,
         None => lazycfs_binary(),
     };
-    let mut servers = servers(&lazycfs, &cli.baseline);
-    if !cli.servers.is_empty() {
-        servers.retain(|s| cli.servers.iter().any(|n| n == s.name));
-        servers.sort_by_key(|s| cli.servers.iter().position(|n| n == s.name));
+    let out = cli.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if cli.headline {
+            "bench/headline"
+        } else {
+            "bench/results"
+        })
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let commit = tree_commit(&out);
+    let measured = match &cli.lazycfs {
+        None => format!("lazycfs commit {commit}"),
+        Some(path) => format!(
+            "lazycfs binary {} (the benchmark at commit {commit}; no in-process lazycfs rows)",
+            path.display()
+        ),
+    };
+    let mut servers = servers(&lazycfs, cli.lazycfs.is_none(), &cli.baseline);
+    let chosen: Vec<String> = match (cli.servers.is_empty(), cli.headline) {
+        (false, _) => cli.servers.clone(),
+        (true, true) => HEADLINE_SERVERS.map(String::from).to_vec(),
+        (true, false) => Vec::new(),
+    };
+    if !chosen.is_empty() {
+        servers.retain(|s| chosen.iter().any(|n| n == s.name));
+        servers.sort_by_key(|s| chosen.iter().position(|n| n == s.name));
     }
     ensure!(!servers.is_empty(), "no server selected");
     let reference = servers[0].name;
 
+    let wanted: Vec<String> = match (cli.images.is_empty(), cli.headline) {
+        (false, _) => cli.images.clone(),
+        (true, true) => HEADLINE_IMAGES.map(String::from).to_vec(),
+        (true, false) => Vec::new(),
+    };
     let mut images: Vec<Image> = Vec::new();
     for (name, recipe) in images::recipes(cli.quick) {
-        if cli.images.is_empty() || cli.images.iter().any(|n| n == name) {
+        if wanted.is_empty() || wanted.iter().any(|n| n == name) {
             images.push(images::prepare(
                 name,
                 &recipe,
@@ -369,7 +456,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     let runs = cli.runs.unwrap_or(if cli.quick { 2 } else { 3 });
-    let timeout = Duration::from_secs(cli.timeout.unwrap_or(if cli.quick { 120 } else { 300 }));
+    let timeout = Duration::from_secs(cli.timeout.unwrap_or(match (cli.headline, cli.quick) {
+        (true, _) => HEADLINE_TIMEOUT,
+        (false, true) => 120,
+        (false, false) => 300,
+    }));
     let startups = cli.startups.unwrap_or(if cli.quick { 1 } else { 4 });
     let mut config = Config {
         runs,
@@ -445,16 +536,20 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect();
-    let header = format!(
-        "# lazycfs end-to-end benchmark\n\n`bench/run.sh {}`\n\nKernel {}, {} CPUs; medians \
-         [min–max] of {runs} runs (500k+ entries: 1 run, no xattr walk), startup of {} cold \
-         starts per run; ratios to `{reference}` (medians). FUSE requests from one more, \
-         untimed run with the `fuse_request_send` tracepoint on. Two context switches (a byte \
-         over pipes to a thread on the same CPU and back, before any server ran): {} µs median \
-         [{}–{}] of {runs} samples of {} round trips each.\n",
-        command.join(" "),
+    let command = format!("bench/run.sh {}", command.join(" "));
+    let machine = format!(
+        "kernel {}, {} CPUs",
         rustix::system::uname().release().to_string_lossy(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let header = format!(
+        "# lazycfs end-to-end benchmark: `{}`\n\n{measured}; {machine}; medians [min–max] of \
+         {runs} runs (500k+ entries: 1 run, no xattr walk), each startup row over {} starts \
+         per run; ratios to `{reference}` (medians). FUSE requests from one more, untimed run \
+         with the `fuse_request_send` tracepoint on. Two context switches (a byte over pipes \
+         to a thread on the same CPU and back, before any server ran): {} µs median [{}–{}] of \
+         {runs} samples of {} round trips each.\n",
+        command.trim_end(),
         startups + 1,
         micros(switch_pair),
         micros(switch_pairs.iter().copied().fold(f64::INFINITY, f64::min)),
@@ -466,20 +561,61 @@ fn main() -> anyhow::Result<()> {
         ),
         floor::TRIPS,
     );
-    std::fs::create_dir_all(&cli.out)?;
-    std::fs::write(cli.out.join("results.md"), format!("{header}{tables}"))?;
-    std::fs::write(cli.out.join("samples.csv"), report::csv(&images, &results))?;
+    let headline = format!(
+        "From `{}` ({measured}; {machine}): medians [min–max] of {runs} runs, each startup row \
+         over {} starts per run; in parentheses the ratio to `{reference}` measured in the \
+         same run (times: lower is better). The whole output is `{}`.\n{}",
+        command.trim_end(),
+        startups + 1,
+        out.join("results.md").display(),
+        report::headline(&images, &servers, &results, reference),
+    );
+    std::fs::write(out.join("results.md"), format!("{header}{tables}"))?;
+    std::fs::write(out.join("headline.md"), headline)?;
+    std::fs::write(out.join("samples.csv"), report::csv(&images, &results))?;
     std::fs::write(
-        cli.out.join("requests.csv"),
+        out.join("requests.csv"),
         report::requests_csv(&images, &results),
     )?;
     std::fs::write(
-        cli.out.join("startup.svg"),
+        out.join("startup.svg"),
         report::startup_svg(&images, &servers, &results),
     )?;
     println!("{header}{tables}");
-    eprintln!("bench: results in {}", cli.out.display());
+    eprintln!("bench: results in {}", out.display());
     Ok(())
+}
+
+/// The commit of the lazycfs tree the benchmark belongs to (`git rev-parse HEAD`), followed by
+/// "dirty" when tracked files differ from it (outside `out`, which the run rewrites).
+fn tree_commit(out: &Path) -> String {
+    let root = bench_dir().join("..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+    };
+    let (Some(head), Some(top)) = (
+        git(&["rev-parse", "HEAD"]),
+        git(&["rev-parse", "--show-toplevel"]),
+    ) else {
+        return "unknown (not a git checkout)".to_string();
+    };
+    let out = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    let changed = git(&["status", "--porcelain", "--untracked-files=no"]).unwrap_or_default();
+    let dirty = changed.lines().any(|line| {
+        // `XY PATH` or `XY OLD -> NEW`, relative to the top of the tree.
+        let path = line.get(3..).unwrap_or("");
+        let path = path.rsplit(" -> ").next().unwrap_or(path);
+        !Path::new(&top).join(path).starts_with(&out)
+    });
+    format!("`{head}`{}", if dirty { " dirty" } else { "" })
 }
 
 fn micros(seconds: f64) -> String {

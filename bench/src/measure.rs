@@ -12,13 +12,21 @@ use anyhow::{Context, bail};
 use crate::floor;
 use crate::images::Image;
 use crate::rng::Rng;
-use crate::servers::{Dirs, Mount, Server};
+use crate::servers::{Cache, Dirs, Server};
 use crate::trace::{RequestTracer, Requests};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
-    /// Exec (or first mount syscall) → a deep `stat` answers, caches dropped.
-    Startup,
+    /// Spawn of the server (of the first `mount(8)` for the kernel) → a deep `stat` answers,
+    /// caches dropped.
+    StartupCmdCold,
+    /// The same, right after another start of the same server (caches as it left them).
+    StartupCmdWarm,
+    /// The library call (the first mount system call for the kernel) in a running process → a
+    /// deep `stat` answers, caches dropped.
+    StartupLibCold,
+    /// The same, right after another in-process start.
+    StartupLibWarm,
     /// `find -printf` of every entry's metadata, right after a cold start.
     WalkCold,
     /// The same walk again.
@@ -64,8 +72,11 @@ pub enum Unit {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 17] = [
-        Metric::Startup,
+    pub const ALL: [Metric; 20] = [
+        Metric::StartupCmdCold,
+        Metric::StartupCmdWarm,
+        Metric::StartupLibCold,
+        Metric::StartupLibWarm,
         Metric::WalkCold,
         Metric::WalkWarm,
         Metric::XattrWalk,
@@ -86,7 +97,10 @@ impl Metric {
 
     pub fn label(self) -> &'static str {
         match self {
-            Metric::Startup => "startup",
+            Metric::StartupCmdCold => "startup cmd cold",
+            Metric::StartupCmdWarm => "startup cmd warm",
+            Metric::StartupLibCold => "startup lib cold",
+            Metric::StartupLibWarm => "startup lib warm",
             Metric::WalkCold => "walk cold",
             Metric::WalkWarm => "walk warm",
             Metric::XattrWalk => "xattr walk",
@@ -232,7 +246,7 @@ pub fn bench(
             run + 1,
             config.runs
         );
-        let phases: [Phase; 5] = [walks, cold_starts, container, lookups, reads];
+        let phases: [Phase; 5] = [walks, startups, container, lookups, reads];
         for phase in phases {
             // A phase fails as a whole when the server does not start (or unmount): nothing
             // else of this server runs on this image.
@@ -243,7 +257,7 @@ pub fn bench(
                         .unavailable
                         .insert((image.name.clone(), server.name), format!("{e:#}"));
                 } else {
-                    results.record(image, server, Metric::Startup, Err(e));
+                    results.record(image, server, Metric::StartupCmdCold, Err(e));
                 }
                 return;
             }
@@ -296,7 +310,7 @@ fn walks(
     pass: Pass,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let mount = cold_start(image, server, config, pass, results)?;
+    let (mount, _) = server.start(image, &config.dirs, config.timeout, Cache::Cold)?;
     let mnt = &config.dirs.mountpoint;
     let find = || {
         let mut cmd = Command::new("find");
@@ -362,8 +376,10 @@ fn walks(
     mount.stop()
 }
 
-/// More cold starts (each stopped once the deep `stat` answers).
-fn cold_starts(
+/// The startup rows: starts stopped once the deep `stat` answers, `1 + config.startups` of
+/// each kind: as a command, cold then warm; then in-process (servers with a library call), cold
+/// then warm.
+fn startups(
     image: &Image,
     server: &Server,
     config: &Config,
@@ -371,26 +387,41 @@ fn cold_starts(
     pass: Pass,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    for _ in 0..config.startups {
-        cold_start(image, server, config, pass, results)?.stop()?;
+    // Warm starts follow the cold ones: the first finds the page cache as the last cold start
+    // left it.
+    for (cache, metric) in [
+        (Cache::Cold, Metric::StartupCmdCold),
+        (Cache::Warm, Metric::StartupCmdWarm),
+    ] {
+        for _ in 0..=config.startups {
+            let (mount, startup) =
+                server.start_command(image, &config.dirs, config.timeout, cache)?;
+            if pass.timed() {
+                results.record(image, server, metric, Ok(startup.as_secs_f64()));
+            }
+            mount.stop()?;
+        }
+    }
+    if server.in_process.is_none() {
+        return Ok(());
+    }
+    // A failed in-process start is reported in its cell; the command rows go on.
+    for (cache, metric) in [
+        (Cache::Cold, Metric::StartupLibCold),
+        (Cache::Warm, Metric::StartupLibWarm),
+    ] {
+        for _ in 0..=config.startups {
+            let startup = server
+                .start_in_process(image, &config.dirs, config.timeout, cache)
+                .and_then(|d| d.context("no in-process start"));
+            let failed = startup.is_err();
+            results.record(image, server, metric, startup.map(secs));
+            if failed {
+                break;
+            }
+        }
     }
     Ok(())
-}
-
-/// Drops the caches, starts the server and records how long until the deep `stat` answered.
-fn cold_start(
-    image: &Image,
-    server: &Server,
-    config: &Config,
-    pass: Pass,
-    results: &mut Results,
-) -> anyhow::Result<Mount> {
-    drop_caches()?;
-    let (mount, startup) = server.start(image, &config.dirs, config.timeout)?;
-    if pass.timed() {
-        results.record(image, server, Metric::Startup, Ok(startup.as_secs_f64()));
-    }
-    Ok(mount)
 }
 
 /// The stdlib modules the python start imports: what a small service pulls in.
@@ -425,8 +456,7 @@ fn container(
     if chroot.python {
         // -I: no user site or environment; -B: the mount is read-only anyway.
         let python = || in_chroot(&["/usr/bin/python3", "-I", "-B", "-c", PYTHON_IMPORTS]);
-        drop_caches()?;
-        let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+        let (mount, _) = server.start(image, &config.dirs, config.timeout, Cache::Cold)?;
         measure(
             image,
             server,
@@ -457,8 +487,7 @@ fn container(
         }
     }
     let ls = || in_chroot(&["ls", "-lR", "/usr/share"]);
-    drop_caches()?;
-    let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+    let (mount, _) = server.start(image, &config.dirs, config.timeout, Cache::Cold)?;
     measure(image, server, Metric::LsCold, ls(), config, pass, results);
     measure(image, server, Metric::LsWarm, ls(), config, pass, results);
     mount.stop()
@@ -489,8 +518,7 @@ fn lookups(
     let list_path = config.scratch.join("lookups.txt");
     fs::write(&list_path, list)?;
 
-    drop_caches()?;
-    let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+    let (mount, _) = server.start(image, &config.dirs, config.timeout, Cache::Cold)?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("stat-paths").arg(&list_path);
     measure(image, server, Metric::Lookups, cmd, config, pass, results);
@@ -521,8 +549,7 @@ fn reads(
         cmd
     };
     let rate = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
-    drop_caches()?;
-    let (mount, _) = server.start(image, &config.dirs, config.timeout)?;
+    let (mount, _) = server.start(image, &config.dirs, config.timeout, Cache::Cold)?;
     results.record(
         image,
         server,

@@ -127,6 +127,58 @@ pub fn summary(images: &[Image], servers: &[Server], results: &Results, referenc
     out
 }
 
+/// The table of the top-level README: what the startup rows are, then [`summary`], then why a
+/// server is `n/a` or a cell `fail` (first lines).
+pub fn headline(
+    images: &[Image],
+    servers: &[Server],
+    results: &Results,
+    reference: &str,
+) -> String {
+    let mut out = String::from(
+        "\n- `startup cmd`: from spawning the command until a `stat` of a deep path of the image \
+         answers: the server in the foreground (`lazycfs mount --foreground`, the peers' \
+         binaries), `lazycfs mount --mode service` for the service (its daemon already running), \
+         and for the kernel `mount -t erofs` then `mount -t overlay`, two processes \
+         (util-linux's `mount` puts the image on a loop device, as `mount.composefs` does; \
+         the workloads and `startup lib` use file-backed EROFS).\n- `startup lib`: the same mount made by a running \
+         process: the lazycfs library call (`lazycfs::mount::mount`, `mount_overlay` for \
+         `ovl`), the two `mount(2)` calls for the kernel; `—` where there is no library call \
+         (the peers, the service, lazycfs binaries other than this tree's).\n- `cold`: page cache dropped just before; `warm`: right \
+         after another start of the same kind.\n",
+    );
+    out.push_str(&summary(images, servers, results, reference));
+    let mut notes = Vec::new();
+    for image in images {
+        for server in servers {
+            if let Some(why) = results.unavailable.get(&(image.name.clone(), server.name)) {
+                notes.push(format!("{} on {}: n/a, {why}", server.name, image.name));
+                continue;
+            }
+            for metric in Metric::ALL {
+                let cell = results
+                    .cells
+                    .get(&(image.name.clone(), server.name, metric));
+                if let Some(e) = cell.and_then(|c| c.error.as_ref()) {
+                    notes.push(format!(
+                        "{} on {}, {}: {e}",
+                        server.name,
+                        image.name,
+                        metric.label()
+                    ));
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\n`fail`: no successful run; `*`: some runs failed.\n");
+        for note in notes {
+            let _ = writeln!(out, "- {}", note.lines().next().unwrap_or(""));
+        }
+    }
+    out
+}
+
 /// One markdown table per image: a row per server, a column per metric, medians [min–max] with
 /// the ratio of the medians to `reference` (the kernel composefs mount). Times: lower is better;
 /// MB/s: higher is better. Then the FUSE requests per entry of each command, and their opcodes.
@@ -335,10 +387,11 @@ pub fn startup_svg(images: &[Image], servers: &[Server], results: &Results) -> S
             let mut points: Vec<(f64, f64)> = images
                 .iter()
                 .filter_map(|image| {
-                    let cell =
-                        results
-                            .cells
-                            .get(&(image.name.clone(), server.name, Metric::Startup))?;
+                    let cell = results.cells.get(&(
+                        image.name.clone(),
+                        server.name,
+                        Metric::StartupCmdCold,
+                    ))?;
                     Some((image.entries as f64, median(&cell.samples)?))
                 })
                 .collect();
@@ -398,7 +451,7 @@ pub fn startup_svg(images: &[Image], servers: &[Server], results: &Results) -> S
     );
     let _ = writeln!(
         svg,
-        r#"<text transform="translate(16 {}) rotate(-90)" text-anchor="middle">startup (exec → deep stat answers)</text>"#,
+        r#"<text transform="translate(16 {}) rotate(-90)" text-anchor="middle">startup cmd cold (spawn → deep stat answers)</text>"#,
         (top + h - bottom) / 2.0
     );
     for (i, (server, points)) in series.iter().enumerate() {

@@ -4,18 +4,25 @@
 //! the kernel is EROFS mounted from the image file, alone or as the lower layer of an overlayfs
 //! with the basedir as data-only layer (the composefs mount). A [`Mount`] guard unmounts and
 //! kills the server when dropped, whatever happened.
+//!
+//! Each server starts in up to two ways: as a command ([`Server::start`]: the server's process,
+//! or `mount(8)` for the kernel, started from its file) and in-process
+//! ([`Server::start_in_process`]: the lazycfs library call, or the mount system calls, made by a
+//! running process, the `lib-mount` helper of [`crate::library`]).
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
 
 use crate::cleanup;
 use crate::images::Image;
+use crate::measure::drop_caches;
 
 pub struct Server {
     /// Column label.
@@ -25,6 +32,59 @@ pub struct Server {
     pub missing: Option<String>,
     /// Serves over FUSE-over-io_uring: needs the `fuse.enable_uring` module parameter set.
     pub uring: bool,
+    /// The same mount made in-process, when there is a library call for it (the kernel's
+    /// mount system calls, the lazycfs library of this tree); `None` for the peers, the mount
+    /// service and other lazycfs binaries.
+    pub in_process: Option<InProcess>,
+}
+
+/// A mount made inside a running process: what the `lib-mount` helper does between its "go"
+/// and the deep `stat` answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InProcess {
+    /// `mount(2)` of EROFS on the image file; with `overlay`, then of the overlayfs on it.
+    Kernel { overlay: bool },
+    /// `lazycfs::mount::mount` (direct view), or `lazycfs::mount::mount_overlay` with
+    /// `overlay` (the rootless stack `lazycfs mount --mode overlay` makes).
+    Lazycfs {
+        overlay: bool,
+        uring: bool,
+        busy_poll: bool,
+    },
+}
+
+impl InProcess {
+    /// The helper's arguments after `lib-mount`, besides the paths.
+    pub fn args(self) -> Vec<&'static str> {
+        match self {
+            InProcess::Kernel { overlay: true } => vec!["--kind", "kernel"],
+            InProcess::Kernel { overlay: false } => vec!["--kind", "erofs"],
+            InProcess::Lazycfs {
+                overlay,
+                uring,
+                busy_poll,
+            } => {
+                let mut args = vec![
+                    "--kind",
+                    if overlay { "overlay" } else { "direct" },
+                    "--transport",
+                    if uring { "uring" } else { "dev" },
+                ];
+                if !busy_poll {
+                    args.push("--no-busy-poll");
+                }
+                args
+            }
+        }
+    }
+}
+
+/// Whether a start finds the page cache empty (dropped just before the timed part) or as the
+/// previous start left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cache {
+    Cold,
+    Warm,
 }
 
 pub enum Kind {
@@ -69,24 +129,71 @@ impl Server {
         matches!(self.kind, Kind::Fuse { .. })
     }
 
-    /// Mounts `image` and waits until a deep `stat` answers; returns the mount and the time
-    /// from exec (or the first mount syscall) to that answer.
+    /// Mounts `image` for the workloads and waits until a deep `stat` answers; returns the
+    /// mount and the time until that answer. A FUSE server or the service starts as a command
+    /// ([`start_command`](Self::start_command)); the kernel is mounted with the mount system
+    /// calls from this process (file-backed EROFS). With [`Cache::Cold`] the page cache is
+    /// dropped just before.
     pub fn start(
         &self,
         image: &Image,
         dirs: &Dirs,
         timeout: Duration,
+        cache: Cache,
     ) -> anyhow::Result<(Mount, Duration)> {
+        let Kind::Kernel { overlay } = self.kind else {
+            return self.start_command(image, dirs, timeout, cache);
+        };
         let probe = dirs.mountpoint.join(&image.probe);
+        let erofs_at = if overlay {
+            &dirs.lower
+        } else {
+            &dirs.mountpoint
+        };
         ensure_unmounted(&dirs.mountpoint)?;
-        let mut start = Instant::now();
+        ensure_unmounted(erofs_at)?;
         let mut mount = Mount {
             mountpoints: Vec::new(),
             child: None,
             name: self.name,
             log: None,
         };
-        match &self.kind {
+        if cache == Cache::Cold {
+            drop_caches()?;
+        }
+        let start = Instant::now();
+        cleanup::starting(|| mount_erofs(&image.path, erofs_at))?;
+        mount.mountpoints.push(erofs_at.clone());
+        if overlay {
+            cleanup::starting(|| mount_overlay(&dirs.lower, &dirs.basedir, &dirs.mountpoint))?;
+            mount.mountpoints.insert(0, dirs.mountpoint.clone());
+        }
+        mount.wait_ready(&probe, start, timeout)?;
+        Ok((mount, start.elapsed()))
+    }
+
+    /// Mounts `image` as a command and waits until a deep `stat` answers; returns the mount and
+    /// the time from the spawn of the first process (the server, the service's client, or the
+    /// first `mount(8)` for the kernel) to that answer. With [`Cache::Cold`] the page cache is
+    /// dropped just before.
+    pub fn start_command(
+        &self,
+        image: &Image,
+        dirs: &Dirs,
+        timeout: Duration,
+        cache: Cache,
+    ) -> anyhow::Result<(Mount, Duration)> {
+        let probe = dirs.mountpoint.join(&image.probe);
+        ensure_unmounted(&dirs.mountpoint)?;
+        let mut mount = Mount {
+            mountpoints: Vec::new(),
+            child: None,
+            name: self.name,
+            log: None,
+        };
+        let (log, log_path) = self.log_file(dirs)?;
+        mount.log = Some((log_path, log.metadata()?.len()));
+        let start = match &self.kind {
             Kind::Kernel { overlay } => {
                 let erofs_at = if *overlay {
                     &dirs.lower
@@ -94,18 +201,31 @@ impl Server {
                     &dirs.mountpoint
                 };
                 ensure_unmounted(erofs_at)?;
-                cleanup::starting(|| mount_erofs(&image.path, erofs_at))?;
+                if cache == Cache::Cold {
+                    drop_caches()?;
+                }
+                // Two processes, as from a shell: EROFS (util-linux's `mount` puts an image file
+                // on a loop device, as `mount.composefs` does), then the overlay.
+                let start = Instant::now();
+                let mut erofs = Command::new("mount");
+                erofs
+                    .args(["-t", "erofs", "-o", "ro"])
+                    .arg(&image.path)
+                    .arg(erofs_at);
+                run_to_end(&mut erofs, &log, &mount, timeout)?;
                 mount.mountpoints.push(erofs_at.clone());
                 if *overlay {
-                    cleanup::starting(|| {
-                        mount_overlay(&dirs.lower, &dirs.basedir, &dirs.mountpoint)
-                    })?;
+                    let mut overlay = Command::new("mount");
+                    overlay
+                        .args(["-t", "overlay", "overlay", "-o"])
+                        .arg(overlay_options("ro,", &dirs.lower, &dirs.basedir))
+                        .arg(&dirs.mountpoint);
+                    run_to_end(&mut overlay, &log, &mount, timeout)?;
                     mount.mountpoints.insert(0, dirs.mountpoint.clone());
                 }
+                start
             }
             Kind::Fuse { program, args } => {
-                let (log, log_path) = self.log_file(dirs)?;
-                mount.log = Some((log_path, log.metadata()?.len()));
                 let mut command = Command::new(program);
                 command
                     .args(args.iter().map(|a| match a {
@@ -118,13 +238,16 @@ impl Server {
                     .stdin(Stdio::null())
                     .stdout(log.try_clone()?)
                     .stderr(log);
+                if cache == Cache::Cold {
+                    drop_caches()?;
+                }
+                let start = Instant::now();
                 let child = spawn_registered(&mut command, program)?;
                 mount.child = Some(child);
                 mount.mountpoints.push(dirs.mountpoint.clone());
+                start
             }
             Kind::Service { program, cached } => {
-                let (log, log_path) = self.log_file(dirs)?;
-                mount.log = Some((log_path, log.metadata()?.len()));
                 let socket = dirs.tmp.join("service.sock");
                 let mut command = Command::new(program);
                 command
@@ -132,7 +255,7 @@ impl Server {
                     .arg(&socket)
                     .stdin(Stdio::null())
                     .stdout(log.try_clone()?)
-                    .stderr(log);
+                    .stderr(log.try_clone()?);
                 let child = spawn_registered(&mut command, program)?;
                 mount.child = Some(child);
                 let listening = Instant::now();
@@ -146,29 +269,144 @@ impl Server {
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                let client = || -> anyhow::Result<()> {
-                    let status = Command::new(program)
+                let client = || {
+                    let mut client = Command::new(program);
+                    client
                         .args(["mount", "--mode", "service", "--service-socket"])
                         .arg(&socket)
                         .arg(&image.path)
                         .arg(&dirs.mountpoint)
                         .arg("--basedir")
-                        .arg(&dirs.basedir)
-                        .status()?;
-                    anyhow::ensure!(status.success(), "{}: mount failed ({status})", self.name);
-                    Ok(())
+                        .arg(&dirs.basedir);
+                    client
                 };
                 if *cached {
-                    client()?;
+                    run_to_end(&mut client(), &log, &mount, timeout)?;
                     unmount(&dirs.mountpoint, UnmountFlags::DETACH)?;
                 }
-                start = Instant::now();
-                client()?;
+                // After the service's start and the untimed mount: the client finds the page
+                // cache cold (but for what the running service maps, and its memfd).
+                if cache == Cache::Cold {
+                    drop_caches()?;
+                }
+                let start = Instant::now();
+                run_to_end(&mut client(), &log, &mount, timeout)?;
                 mount.mountpoints.push(dirs.mountpoint.clone());
+                start
             }
-        }
+        };
         mount.wait_ready(&probe, start, timeout)?;
         Ok((mount, start.elapsed()))
+    }
+
+    /// Mounts `image` in-process (see [`InProcess`]) in a `lib-mount` helper (this program),
+    /// and returns the time the helper measured from its library call (or first mount system
+    /// call) to the deep `stat` answering; the helper then unmounts and exits. The helper
+    /// locks its code in memory before [`Cache::Cold`] drops the page cache: a library caller
+    /// is a running program. `None` when the server has no in-process form.
+    pub fn start_in_process(
+        &self,
+        image: &Image,
+        dirs: &Dirs,
+        timeout: Duration,
+        cache: Cache,
+    ) -> anyhow::Result<Option<Duration>> {
+        let Some(in_process) = self.in_process else {
+            return Ok(None);
+        };
+        ensure_unmounted(&dirs.mountpoint)?;
+        ensure_unmounted(&dirs.lower)?;
+        let (log, log_path) = self.log_file(dirs)?;
+        let mut mountpoints = vec![dirs.mountpoint.clone()];
+        if in_process == (InProcess::Kernel { overlay: true }) {
+            mountpoints.push(dirs.lower.clone());
+        }
+        let mut mount = Mount {
+            mountpoints,
+            child: None,
+            name: self.name,
+            log: Some((log_path, log.metadata()?.len())),
+        };
+        let helper = std::env::current_exe().context("finding the benchmark's executable")?;
+        let mut command = Command::new(&helper);
+        command
+            .arg("lib-mount")
+            .args(in_process.args())
+            .arg("--timeout")
+            .arg(timeout.as_secs().to_string())
+            .arg(&image.path)
+            .arg(&dirs.mountpoint)
+            .arg(&dirs.lower)
+            .arg(&dirs.basedir)
+            .arg(dirs.mountpoint.join(&image.probe))
+            .env("TMPDIR", &dirs.tmp)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = spawn_registered(&mut command, &helper)?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        mount.child = Some(child);
+        // The helper bounds its own waits by `timeout`; this ends it if it hangs anyway.
+        let _watchdog = cleanup::Watchdog::new(pid, timeout + Duration::from_secs(10));
+        let (Some(mut stdin), Some(stdout)) = (stdin, stdout) else {
+            bail!("{}: the lib-mount helper has no pipes", self.name);
+        };
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        let mut answer = |what: &str| -> anyhow::Result<String> {
+            line.clear();
+            stdout.read_line(&mut line)?;
+            if line.is_empty() {
+                bail!(
+                    "{}: the lib-mount helper ended before {what}{}",
+                    self.name,
+                    mount
+                        .last_log_line()
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(line.trim().to_string())
+        };
+        let ready = answer("it was ready")?;
+        ensure!(
+            ready == "ready",
+            "{}: lib-mount helper said {ready:?}",
+            self.name
+        );
+        if cache == Cache::Cold {
+            drop_caches()?;
+        }
+        writeln!(stdin, "go").context("starting the lib-mount helper")?;
+        let elapsed = answer("the mount answered")?;
+        let seconds: f64 = elapsed
+            .parse()
+            .with_context(|| format!("{}: lib-mount helper said {elapsed:?}", self.name))?;
+        drop(stdin);
+        // The helper unmounts and exits by itself.
+        if let Some(mut child) = mount.child.take() {
+            let status = child.wait()?;
+            cleanup::unregister_child(child.id());
+            ensure!(
+                status.success(),
+                "{}: the lib-mount helper failed ({status}){}",
+                self.name,
+                mount
+                    .last_log_line()
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default()
+            );
+        }
+        mount.mountpoints.retain(|m| cleanup::is_mountpoint(m));
+        ensure!(
+            mount.mountpoints.is_empty(),
+            "{}: the lib-mount helper left {} mounted",
+            self.name,
+            mount.mountpoints[0].display()
+        );
+        Ok(Some(Duration::from_secs_f64(seconds)))
     }
 
     fn log_file(&self, dirs: &Dirs) -> anyhow::Result<(File, PathBuf)> {
@@ -311,10 +549,26 @@ impl Mount {
             }
         }
         if let Some(mut child) = self.child.take() {
-            // Unmounting ends a FUSE session; kill whatever does not exit by itself.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while child.try_wait()?.is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+            // Unmounting ends a FUSE session, but not the servers that keep a reference to
+            // their mount (a mount file descriptor) nor the service: after a short grace,
+            // SIGTERM, then SIGKILL for whatever still runs.
+            let exited = |child: &mut Child, grace: Duration| {
+                let deadline = Instant::now() + grace;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) => return true,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        _ => return false,
+                    }
+                }
+            };
+            if !exited(&mut child, Duration::from_millis(200)) {
+                if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                exited(&mut child, Duration::from_secs(2));
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -333,18 +587,14 @@ impl Drop for Mount {
 }
 
 /// EROFS straight on the image file (file-backed mount, kernel 6.12+).
-fn mount_erofs(image: &Path, at: &Path) -> anyhow::Result<()> {
+pub fn mount_erofs(image: &Path, at: &Path) -> anyhow::Result<()> {
     mount(image, at, "erofs", MountFlags::RDONLY, None)
         .with_context(|| format!("mount -t erofs {} {}", image.display(), at.display()))
 }
 
-fn mount_overlay(lower: &Path, basedir: &Path, at: &Path) -> anyhow::Result<()> {
-    let options = format!(
-        "metacopy=on,redirect_dir=on,lowerdir={}::{}",
-        lower.display(),
-        basedir.display()
-    );
-    let options = std::ffi::CString::new(options)?;
+/// The composefs overlay on the EROFS at `lower`, with `basedir` as data-only layer.
+pub fn mount_overlay(lower: &Path, basedir: &Path, at: &Path) -> anyhow::Result<()> {
+    let options = std::ffi::CString::new(overlay_options("", lower, basedir))?;
     mount(
         "overlay",
         at,
@@ -353,6 +603,51 @@ fn mount_overlay(lower: &Path, basedir: &Path, at: &Path) -> anyhow::Result<()> 
         Some(options.as_c_str()),
     )
     .with_context(|| format!("mount -t overlay -o {options:?} {}", at.display()))
+}
+
+/// The composefs overlay's options, after `prefix`.
+fn overlay_options(prefix: &str, lower: &Path, basedir: &Path) -> String {
+    format!(
+        "{prefix}metacopy=on,redirect_dir=on,lowerdir={}::{}",
+        lower.display(),
+        basedir.display()
+    )
+}
+
+/// Runs `command` (a `mount(8)`, its output to `log`) to its end, killed after `timeout`;
+/// fails on a non-zero exit with the last line it logged.
+fn run_to_end(
+    command: &mut Command,
+    log: &File,
+    mount: &Mount,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let program = PathBuf::from(command.get_program());
+    let line: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?);
+    let mut child = spawn_registered(command, &program)?;
+    let status = {
+        let _watchdog = cleanup::Watchdog::new(child.id(), timeout);
+        child.wait()
+    };
+    cleanup::unregister_child(child.id());
+    let status = status.with_context(|| format!("waiting for {}", line.join(" ")))?;
+    ensure!(
+        status.success(),
+        "{} failed ({status}){}",
+        line.join(" "),
+        mount
+            .last_log_line()
+            .map(|l| format!(": {l}"))
+            .unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Detaches whatever a previous (crashed) run left mounted at `path`.

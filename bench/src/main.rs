@@ -93,12 +93,14 @@ enum Helper {
 
 /// The images of `--headline`: a corpus image and the container image.
 const HEADLINE_IMAGES: [&str; 2] = ["cs9-developer", "host-usr"];
-/// The servers of `--headline`: the kernel, lazycfs's modes, the two peers.
-const HEADLINE_SERVERS: [&str; 6] = [
+/// The servers of `--headline`: the kernel, lazycfs's modes (the service with its cache
+/// warm, and first mounts), the two peers.
+const HEADLINE_SERVERS: [&str; 7] = [
     "kernel",
     "lazycfs",
     "lazycfs ovl",
     "lazycfs service",
+    "lazycfs service first",
     "composefs-fuse 0.9",
     "composefs-fuse 0.7",
 ];

@@ -161,40 +161,53 @@ pub(crate) fn in_forked_child(
     }
     drop(to_child);
     let pid = rustix::process::Pid::from_raw(pid).expect("fork returned a pid");
+    let status = wait_until(pid, deadline)?;
+    // The child wrote its report before it exited. Other children forked meanwhile may hold
+    // copies of its end of the socket, so the report ends where the buffered bytes do, not at
+    // an end of file.
+    from_child.set_nonblocking(true)?;
     let mut report = Vec::new();
-    let read = read_until(&mut from_child, &mut report, deadline);
-    if read.is_err() {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
-    let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())?;
-    read?;
-    match status {
-        Some((_, status)) if status.exit_status() == Some(0) || !report.is_empty() => Ok(report),
-        other => Err(io::Error::other(format!(
-            "the mount's child process ended without a report ({other:?})"
-        ))),
-    }
-}
-
-/// Reads `stream` to its end into `out`, by `deadline`.
-fn read_until(stream: &mut UnixStream, out: &mut Vec<u8>, deadline: Instant) -> io::Result<()> {
     let mut buf = [0u8; ChildReport::CAPACITY];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        match from_child.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if report.len() + n <= ChildReport::CAPACITY => {
+                report.extend_from_slice(&buf[..n])
+            }
+            Ok(_) => return Err(io::Error::other("the mount's child reported too much")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if status.exit_status() == Some(0) || !report.is_empty() {
+        return Ok(report);
+    }
+    Err(io::Error::other(match status.terminating_signal() {
+        Some(signal) => format!("the mount's child process was killed by signal {signal}"),
+        None => "the mount's child process failed without a report".to_string(),
+    }))
+}
+
+/// Waits for the child `pid` to exit, at most until `deadline` (then kills it).
+fn wait_until(
+    pid: rustix::process::Pid,
+    deadline: Instant,
+) -> io::Result<rustix::process::WaitStatus> {
+    use rustix::process::{Signal, WaitOptions, kill_process, waitpid};
+    loop {
+        if let Some((_, status)) = waitpid(Some(pid), WaitOptions::NOHANG)? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = kill_process(pid, Signal::KILL);
+            waitpid(Some(pid), WaitOptions::empty())?;
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the mount's child process did not finish in time",
             ));
         }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) if out.len() + n <= ChildReport::CAPACITY => out.extend_from_slice(&buf[..n]),
-            Ok(_) => return Err(io::Error::other("the mount's child reported too much")),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+        // The child takes a few milliseconds; this adds at most a fifth of one.
+        std::thread::sleep(Duration::from_micros(200));
     }
 }

@@ -91,3 +91,19 @@ fn a_fault_outside_images_still_kills() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGBUS), "{status:?}");
 }
+
+#[test]
+fn a_forked_child_reports_back_or_is_stopped_at_its_deadline() {
+    use super::namespaces::in_forked_child;
+    use std::time::Duration;
+    let long = Duration::from_secs(30);
+    assert_eq!(in_forked_child(long, |_| {}).unwrap(), b"");
+    assert_eq!(
+        in_forked_child(long, |report| report.push(b"step 3")).unwrap(),
+        b"step 3"
+    );
+    let stuck = in_forked_child(Duration::from_millis(200), |_| {
+        std::thread::sleep(Duration::from_secs(60))
+    });
+    assert_eq!(stuck.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+}

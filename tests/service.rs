@@ -561,34 +561,31 @@ fn own_namespace_requests_need_the_callers_own_namespaces() {
         raw_request(&service.socket, USER, OWN, &fds)
     };
     let request = |user_ns: &OwnedFd, mount_ns: &OwnedFd| request_with(&basedir, user_ns, mount_ns);
-    assert_eq!(
-        request(&init_user, &init_mnt),
-        "error: user namespace: the service's own, not one the caller created"
-    );
-    assert_eq!(
-        request(&other_user, &other_mnt),
-        format!("error: user namespace: created by uid {OTHER}, not by the caller")
-    );
-    assert_eq!(
-        request(&my_mnt, &my_mnt),
-        "error: user namespace: not a user namespace"
-    );
-    assert_eq!(
-        request(&image, &my_mnt),
-        "error: user namespace: not a user namespace"
-    );
-    assert_eq!(
-        request(&my_user, &my_user),
-        "error: mount namespace: not a mount namespace"
-    );
-    assert_eq!(
-        request(&my_user, &init_mnt),
-        "error: mount namespace: not owned by the caller's user namespace"
-    );
-    assert_eq!(
-        request(&my_user, &other_mnt),
-        "error: mount namespace: not owned by the caller's user namespace"
-    );
+    let not_the_callers = format!("user namespace: created by uid {OTHER}, not by the caller");
+    let refused: [(&OwnedFd, &OwnedFd, &str); 7] = [
+        (
+            &init_user,
+            &init_mnt,
+            "user namespace: the service's own, not one the caller created",
+        ),
+        (&other_user, &other_mnt, &not_the_callers),
+        (&my_mnt, &my_mnt, "user namespace: not a user namespace"),
+        (&image, &my_mnt, "user namespace: not a user namespace"),
+        (&my_user, &my_user, "mount namespace: not a mount namespace"),
+        (
+            &my_user,
+            &init_mnt,
+            "mount namespace: not owned by the caller's user namespace",
+        ),
+        (
+            &my_user,
+            &other_mnt,
+            "mount namespace: not owned by the caller's user namespace",
+        ),
+    ];
+    for (user_ns, mount_ns, why) in refused {
+        assert_eq!(request(user_ns, mount_ns), format!("error: {why}"));
+    }
     // Its own namespaces, but the basedir, then the mountpoint, in the service's mount
     // namespace.
     assert_eq!(

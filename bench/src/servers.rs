@@ -119,6 +119,17 @@ pub struct Dirs {
     pub tmp: PathBuf,
 }
 
+impl Dirs {
+    /// Where the kernel rows mount EROFS: under the overlay, or as the mount itself.
+    fn erofs_mountpoint(&self, overlay: bool) -> &PathBuf {
+        if overlay {
+            &self.lower
+        } else {
+            &self.mountpoint
+        }
+    }
+}
+
 impl Server {
     /// Whether file content is served (plain EROFS only has the metadata of a composefs image).
     pub fn serves_data(&self) -> bool {
@@ -145,19 +156,10 @@ impl Server {
             return self.start_command(image, dirs, timeout, cache);
         };
         let probe = dirs.mountpoint.join(&image.probe);
-        let erofs_at = if overlay {
-            &dirs.lower
-        } else {
-            &dirs.mountpoint
-        };
+        let erofs_at = dirs.erofs_mountpoint(overlay);
         ensure_unmounted(&dirs.mountpoint)?;
         ensure_unmounted(erofs_at)?;
-        let mut mount = Mount {
-            mountpoints: Vec::new(),
-            child: None,
-            name: self.name,
-            log: None,
-        };
+        let mut mount = Mount::new(self.name, Vec::new(), None);
         if cache == Cache::Cold {
             drop_caches()?;
         }
@@ -185,21 +187,12 @@ impl Server {
     ) -> anyhow::Result<(Mount, Duration)> {
         let probe = dirs.mountpoint.join(&image.probe);
         ensure_unmounted(&dirs.mountpoint)?;
-        let mut mount = Mount {
-            mountpoints: Vec::new(),
-            child: None,
-            name: self.name,
-            log: None,
-        };
         let (log, log_path) = self.log_file(dirs)?;
-        mount.log = Some((log_path, log.metadata()?.len()));
+        let log_start = Some((log_path, log.metadata()?.len()));
+        let mut mount = Mount::new(self.name, Vec::new(), log_start);
         let start = match &self.kind {
             Kind::Kernel { overlay } => {
-                let erofs_at = if *overlay {
-                    &dirs.lower
-                } else {
-                    &dirs.mountpoint
-                };
+                let erofs_at = dirs.erofs_mountpoint(*overlay);
                 ensure_unmounted(erofs_at)?;
                 if cache == Cache::Cold {
                     drop_caches()?;
@@ -321,12 +314,8 @@ impl Server {
         if in_process == (InProcess::Kernel { overlay: true }) {
             mountpoints.push(dirs.lower.clone());
         }
-        let mut mount = Mount {
-            mountpoints,
-            child: None,
-            name: self.name,
-            log: Some((log_path, log.metadata()?.len())),
-        };
+        let log_start = Some((log_path, log.metadata()?.len()));
+        let mut mount = Mount::new(self.name, mountpoints, log_start);
         let helper = std::env::current_exe().context("finding the benchmark's executable")?;
         let mut command = Command::new(&helper);
         command
@@ -434,6 +423,17 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// A mount of server `name` on `mountpoints` (outermost first), no process yet, whose log
+    /// is `log` from its given length on.
+    fn new(name: &'static str, mountpoints: Vec<PathBuf>, log: Option<(PathBuf, u64)>) -> Mount {
+        Mount {
+            name,
+            mountpoints,
+            child: None,
+            log,
+        }
+    }
+
     /// The server's peak resident set (VmHWM), in bytes; `None` for the kernel.
     pub fn peak_rss(&self) -> Option<u64> {
         self.status_bytes("VmHWM:")
